@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -180,19 +180,28 @@ def _field_names(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model that owns the mapping at `path` (None if not a model)."""
-    model: type[BaseModel] = Params
+    """The pydantic model that owns the mapping at `path` (None if not a model).
+
+    Follows model fields, and the values of `dict[str, Model]` / items of `list[Model]` fields
+    (whose keys or indexes are part of the path, e.g. `crawl.fields.label`).
+    """
+    current: Any = Params
     for part in path:
-        fields = {f.alias or n: f for n, f in model.model_fields.items()}
-        if part not in fields:
-            return None
-        annotation = fields[part].annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
+        if _is_model(current):
+            fields = {f.alias or n: f for n, f in current.model_fields.items()}
+            if part not in fields:
+                return None
+            current = fields[part].annotation
+        elif get_origin(current) in (dict, list):
+            current = get_args(current)[-1]  # the value / item type; `part` is a key or index
         else:
             return None
-    return model
+    return current if _is_model(current) else None
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -1,0 +1,103 @@
+"""Run the stages of dvc.yaml through DVC, so DVC owns "is this stage up to date".
+
+The flow never calls stage code directly: it asks `dvc status` whether a stage is stale (and why),
+runs it with `dvc repro --single-item`, and streams the stage's output into the caller's logger.
+The frozen `crawl` stage (`dvc repro` must never touch the network) is run from its own `cmd` in
+dvc.yaml and recorded with `dvc commit`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from logging import Logger, LoggerAdapter
+from pathlib import Path
+
+import yaml
+
+STAGES = ("crawl", "validate", "clean", "train", "evaluate")
+
+
+class StageFailed(RuntimeError):
+    """A stage exited non-zero; the message carries the stage's last output lines."""
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    stage: str
+    ran: bool
+    reason: str  # why it ran, or why it was skipped
+
+
+def _env() -> dict[str, str]:
+    """Stages run with this interpreter's environment first on PATH (`python -m tasks.x`)."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            "PYTHONUNBUFFERED": "1"}
+
+
+def _dvc(args: list[str], project: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=_env(),
+                          capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise StageFailed(f"dvc {' '.join(args)} failed:\n{proc.stderr.strip() or proc.stdout}")
+    return proc
+
+
+def stale_reason(stage: str, project: Path) -> str | None:
+    """Why DVC considers `stage` out of date, or None when it is up to date."""
+    status = json.loads(_dvc(["status", "--json", stage], project).stdout or "{}")
+    changes = status.get(stage)
+    if not changes:
+        return None
+    parts = []
+    for change in changes:
+        if isinstance(change, str):  # e.g. "changed command", "always changed"
+            parts.append(change)
+            continue
+        for kind, paths in change.items():
+            detail = ", ".join(f"{p} {s}" for p, s in paths.items()) if isinstance(
+                paths, dict) else str(paths)
+            parts.append(f"{kind}: {detail}")
+    return "; ".join(parts)
+
+
+def _stream(cmd: list[str] | str, project: Path, logger: Logger | LoggerAdapter,
+            shell: bool = False) -> None:
+    """Run `cmd`, logging each output line as it comes; raise StageFailed on non-zero exit."""
+    proc = subprocess.Popen(cmd, cwd=project, env=_env(), shell=shell,  # noqa: S602 (cmd from dvc.yaml)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1)
+    tail: list[str] = []
+    for raw in proc.stdout or ():
+        line = raw.rstrip().rsplit("\r", 1)[-1]  # keep only the last state of a progress bar
+        if line:
+            logger.info(line)
+            tail = [*tail[-19:], line]
+    if proc.wait() != 0:
+        raise StageFailed(f"exit status {proc.returncode}:\n" + "\n".join(tail))
+
+
+def stage_cmd(stage: str, project: Path) -> str:
+    spec = yaml.safe_load((project / "dvc.yaml").read_text(encoding="utf-8"))
+    return spec["stages"][stage]["cmd"]
+
+
+def run_crawl(project: Path, logger: Logger | LoggerAdapter) -> StageOutcome:
+    """Re-crawl on purpose (the stage is frozen for `dvc repro`) and record the new snapshot."""
+    _stream(stage_cmd("crawl", project), project, logger, shell=True)  # noqa: S604 (dvc.yaml cmd, as dvc runs it)
+    _dvc(["commit", "--force", "crawl"], project)
+    return StageOutcome("crawl", True, "refresh: the site is re-crawled on every run")
+
+
+def run_stage(stage: str, project: Path, logger: Logger | LoggerAdapter) -> StageOutcome:
+    """Run `stage` through `dvc repro` if DVC says it is stale; otherwise skip it."""
+    reason = stale_reason(stage, project)
+    if reason is None:
+        return StageOutcome(stage, False, "up to date: deps, params and outputs unchanged")
+    logger.info("%s is stale (%s); running it", stage, reason)
+    _stream([sys.executable, "-m", "dvc", "repro", "--single-item", stage], project, logger)
+    return StageOutcome(stage, True, reason)

@@ -1,0 +1,131 @@
+"""Find or start the Prefect API: `kiln server` runs this and prints where the UI is.
+
+Order: a `PREFECT_API_URL` that answers is used as it is (a shared server, the user's own);
+otherwise a real `prefect server` process (SQLite under `.kiln/prefect`) is started on the
+configured port, detached so the UI stays up after the run. The in-process "ephemeral" server is
+never used: on 2-core machines it logs `database is locked` errors.
+
+This module must not import prefect: Prefect reads its settings when it is imported, so the API
+URL has to be in the environment first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("kiln.server")
+
+DEFAULT_PORT = 4200
+# Measured: a fresh server (new SQLite database, migrations) answers /api/health after ~9 s on
+# 2 cores; 120 s leaves room for a loaded CI machine.
+START_TIMEOUT_S = 120.0
+PID_FILE = "server.pid"
+
+
+@dataclass(frozen=True)
+class PrefectServer:
+    api_url: str
+    ui_url: str
+    pid: int | None  # None when the server was already running (not ours to stop)
+
+    def stop(self) -> None:
+        """Stop a server this module started (its whole process group)."""
+        if self.pid is None:
+            return
+        try:
+            os.killpg(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+        os.killpg(self.pid, signal.SIGKILL)
+
+
+def api_answers(api_url: str, timeout_s: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=timeout_s) as resp:  # noqa: S310 (http URL we built)
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(home: Path, port: int, host: str = "127.0.0.1") -> PrefectServer:
+    """Start `prefect server start` detached, with its own home and log; wait until healthy."""
+    home.mkdir(parents=True, exist_ok=True)
+    api_url = f"http://{host}:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_API_URL": api_url,  # so the UI finds its API on a non-default port
+        "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log_path = home / "server.log"
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", host,
+             "--port", str(port), "--analytics-off"],
+            env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # detached: survives the CLI, stopped by PrefectServer.stop
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if api_answers(api_url, timeout_s=1.0):
+            log.info("Prefect server started at %s (pid %d, log %s)", api_url, proc.pid, log_path)
+            (home / PID_FILE).write_text(str(proc.pid))
+            return PrefectServer(api_url, f"http://{host}:{port}", proc.pid)
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"prefect server exited with {proc.returncode}; log tail:\n{tail}")
+        time.sleep(0.5)
+    PrefectServer(api_url, "", proc.pid).stop()
+    raise TimeoutError(f"prefect server did not answer {api_url}/health in {START_TIMEOUT_S} s")
+
+
+def ensure_server(home: Path, port: int = DEFAULT_PORT) -> PrefectServer:
+    """Use the configured API if it answers, else start a local server; export its URL."""
+    configured = os.environ.get("PREFECT_API_URL")
+    if configured:
+        if api_answers(configured):
+            ui_url = configured.removesuffix("/api")
+            return PrefectServer(configured, ui_url, None)
+        log.warning("PREFECT_API_URL=%s does not answer; starting a local server", configured)
+    local = f"http://127.0.0.1:{port}/api"
+    if api_answers(local):
+        server = PrefectServer(local, f"http://127.0.0.1:{port}", None)
+    else:
+        server = start_server(home, port)
+    os.environ["PREFECT_API_URL"] = server.api_url
+    return server
+
+
+def read_pid_file(home: Path) -> int | None:
+    """The pid of the server `start_server` left running under `home`, if it still runs."""
+    try:
+        pid = int((home / PID_FILE).read_text().strip())
+        os.killpg(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+    return pid
