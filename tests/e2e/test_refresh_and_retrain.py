@@ -1,0 +1,96 @@
+"""The whole flow, as a user runs it (`kiln run`), on a tiny demo site and a real Prefect server.
+
+One project goes through three runs: a first full run; a refresh of the unchanged site (crawl
+re-runs, finds byte-identical data, every later stage is skipped); and a refresh after the site
+turned dirty (the flow fails at validate, train never runs, the previous model stays).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.project import (
+    dvc,
+    flow_run_id,
+    free_port,
+    make_project,
+    prefect_api,
+    run,
+    task_run_states,
+    tiny_demo_overrides,
+    write_params,
+)
+
+pytestmark = pytest.mark.e2e
+STAGES = ["crawl", "validate", "clean", "train", "evaluate"]
+
+
+def _kiln_run(project: Path, api_url: str, check: bool = True):  # noqa: ANN202
+    # `python -m flows.cli` with cwd=project runs the project's copy of the code, as a user would.
+    return run([sys.executable, "-m", "flows.cli", "run", "--project", str(project)], project,
+               check=check, extra_env={"PREFECT_API_URL": api_url})
+
+
+def _lock_hash(project: Path, stage: str) -> str:
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return lock["stages"][stage]["outs"][0]["md5"]
+
+
+def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:
+    api = prefect_server.api_url
+    project = make_project(tmp_path, tiny_demo_overrides(free_port()))
+
+    # 1. First run: every stage runs; metrics, DVC state, Prefect states and artifacts agree.
+    first = _kiln_run(project, api)
+    run_id = flow_run_id(first.stdout)
+    assert prefect_api(api, f"/flow_runs/{run_id}")["state"]["type"] == "COMPLETED"
+    assert task_run_states(api, run_id) == dict.fromkeys(STAGES, "Completed")
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.3, metrics
+    assert f"accuracy={metrics['accuracy']:.4f}" in first.stdout
+    assert json.loads(dvc("status", "--json", cwd=project).stdout or "{}") == {}
+    artifacts = prefect_api(api, "/artifacts/filter",
+                            {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
+    by_key = {a["key"]: a for a in artifacts}
+    assert {"metrics", "run-summary"} <= set(by_key)
+    summary = by_key["run-summary"]["data"]
+    clean_report = json.loads((project / "reports" / "clean.json").read_text())
+    assert f"| trained on | {clean_report['splits']['train']} |" in summary
+    assert "| quarantined by validate |" in summary
+    card = (project / "models" / "card.json").read_bytes()
+    raw_hash = _lock_hash(project, "crawl")
+
+    # 2. Refresh of the unchanged site: byte-identical crawl, later stages skipped with a reason.
+    second = _kiln_run(project, api)
+    run_id = flow_run_id(second.stdout)
+    states = task_run_states(api, run_id)
+    assert states == {"crawl": "Completed", **dict.fromkeys(STAGES[1:], "Skipped")}
+    assert _lock_hash(project, "crawl") == raw_hash
+    assert (project / "models" / "card.json").read_bytes() == card
+
+    # 3. The site turns dirty: the flow fails at validate and the previous model stays.
+    write_params(project, {"demo_site": {"bad_label_share": 0.6}})
+    third = _kiln_run(project, api, check=False)
+    assert third.returncode == 1, third.stdout + third.stderr
+    run_id = flow_run_id(third.stdout)
+    assert prefect_api(api, f"/flow_runs/{run_id}")["state"]["type"] == "FAILED"
+    states = task_run_states(api, run_id)
+    assert states["crawl"] == "Completed"
+    assert states["validate"] == "Failed"
+    assert "train" not in states and "evaluate" not in states
+    assert "expect_column_values_to_be_in_set" in third.stdout + third.stderr
+    assert (project / "models" / "card.json").read_bytes() == card
+
+
+def test_params_typo_fails_before_any_work(tmp_path: Path, prefect_server) -> None:
+    project = make_project(tmp_path, {"train": {"epoch": 3}})
+    result = _kiln_run(project, prefect_server.api_url, check=False)
+    assert result.returncode == 2
+    assert "unknown key 'train.epoch'; did you mean 'train.epochs'?" in result.stderr
+    assert not (project / "data").exists()
+    assert not (project / ".kiln").exists()  # not even the run lock or a Prefect home

@@ -1,0 +1,81 @@
+"""A real `dvc repro` in a temporary git + DVC repository, from a real crawl of the demo site."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from crawlers.demo_site import start_demo_site
+from tasks.params import load_params
+from tests.project import dvc, free_port, make_project, run, tiny_demo_overrides, write_params
+
+pytestmark = pytest.mark.integration
+AFTER_CRAWL = ["validate", "clean", "train", "evaluate"]
+
+
+def _stale_stages(project: Path) -> set[str]:
+    status = json.loads(dvc("status", "--json", cwd=project).stdout or "{}")
+    return set(status)
+
+
+def _ran(stdout: str) -> list[str]:
+    return [s for s in ["crawl", *AFTER_CRAWL] if f"Running stage '{s}'" in stdout]
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project whose crawl snapshot is recorded and whose pipeline `dvc repro` ran once."""
+    port = free_port()
+    project = make_project(tmp_path_factory.mktemp("dvc"), tiny_demo_overrides(port))
+    site = start_demo_site(load_params(project / "params.yaml").demo_site)
+    try:
+        run([sys.executable, "-m", "tasks.crawl"], project)
+    finally:
+        site.stop()
+    dvc("commit", "--force", "crawl", cwd=project)
+    first = dvc("repro", cwd=project)
+    assert _ran(first.stdout) == AFTER_CRAWL, first.stdout  # the frozen crawl is never re-run
+    return project
+
+
+def test_repro_right_after_a_run_does_nothing(reproduced: Path) -> None:
+    again = dvc("repro", cwd=reproduced)
+    assert _ran(again.stdout) == []
+    assert "up to date" in again.stdout
+    assert _stale_stages(reproduced) == set()
+
+
+def test_checkout_restores_deleted_outputs(reproduced: Path) -> None:
+    metrics_before = (reproduced / "reports" / "metrics.json").read_bytes()
+    card_before = (reproduced / "models" / "card.json").read_bytes()
+    for name in ("data/clean", "models", "reports"):
+        shutil.rmtree(reproduced / name)
+    dvc("checkout", cwd=reproduced)
+    assert (reproduced / "reports" / "metrics.json").read_bytes() == metrics_before
+    assert (reproduced / "models" / "card.json").read_bytes() == card_before
+    assert (reproduced / "data" / "clean" / "pixels.npy").exists()
+    assert _stale_stages(reproduced) == set()
+
+
+def test_metrics_and_plots_show(reproduced: Path) -> None:
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=reproduced).stdout)
+    metrics = shown[""]["data"]["reports/metrics.json"]["data"]
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    assert "macro_f1" in metrics
+    out_dir = reproduced / "plots-html"
+    dvc("plots", "show", "-o", str(out_dir), cwd=reproduced)
+    html = (out_dir / "index.html").read_text()
+    assert "reports/predictions.csv" in html
+
+
+def test_changing_epochs_reruns_only_train_and_evaluate(reproduced: Path) -> None:
+    epochs = load_params(reproduced / "params.yaml").train.epochs
+    write_params(reproduced, {"train": {"epochs": epochs + 1}})
+    assert _stale_stages(reproduced) == {"train", "evaluate"}
+    result = dvc("repro", cwd=reproduced)
+    assert _ran(result.stdout) == ["train", "evaluate"]
+    assert _stale_stages(reproduced) == set()

@@ -1,0 +1,129 @@
+"""Test helpers: a throw-away Kiln project (git + DVC repository) and the Prefect REST API.
+
+`make_project` copies the code, dvc.yaml and params.yaml into a temporary directory, applies
+params overrides, and makes it a git + DVC repository of its own, so integration and end-to-end
+tests run the real `dvc` and `kiln` commands without touching the checkout.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CODE = ("tasks", "flows", "crawlers", "dvc.yaml", ".dvcignore")
+BIN = Path(sys.executable).parent
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "kiln-tests", "GIT_AUTHOR_EMAIL": "tests@kiln.invalid",
+    "GIT_COMMITTER_NAME": "kiln-tests", "GIT_COMMITTER_EMAIL": "tests@kiln.invalid",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def env() -> dict[str, str]:
+    """The environment stage subprocesses run with: this venv first on PATH, offline, no TTY."""
+    return {**os.environ, **GIT_IDENTITY, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONUNBUFFERED": "1", "DVC_NO_ANALYTICS": "1"}
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600,
+        extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, cwd=cwd, env={**env(), **(extra_env or {})}, text=True,
+                          capture_output=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
+                             f"\n--- stderr\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run([sys.executable, "-m", "dvc", *args], cwd, check=check)
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def tiny_demo_overrides(port: int) -> dict[str, Any]:
+    """A demo site and model small enough for a 2-core CI machine (about a minute a run)."""
+    return {
+        "demo_site": {"port": port, "n_items": 150, "per_page": 25, "n_duplicates": 5,
+                      "n_broken": 2, "bad_label_share": 0.02},
+        "crawl": {"start_urls": [f"http://127.0.0.1:{port}/"], "concurrency": 8},
+        "validate": {"min_rows": 60, "max_quarantine_share": 0.1},
+        "train": {"epochs": 4, "patience": 2, "channels": 8, "batch_size": 32},
+        "evaluate": {"min_accuracy": 0.3},
+    }
+
+
+def write_params(project: Path, overrides: dict[str, Any]) -> None:
+    base = yaml.safe_load((project / "params.yaml").read_text())
+    (project / "params.yaml").write_text(yaml.safe_dump(_merge(base, overrides), sort_keys=False))
+
+
+def make_project(root: Path, overrides: dict[str, Any] | None = None) -> Path:
+    """A fresh git + DVC repository holding Kiln's code and params (with overrides)."""
+    project = root / "project"
+    project.mkdir()
+    for name in CODE:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, project / name)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    (project / "params.yaml").write_text(
+        yaml.safe_dump(_merge(params, overrides or {}), sort_keys=False))
+    (project / ".gitignore").write_text("/.kiln/\n__pycache__/\n")
+    run(["git", "init", "-q"], project)
+    dvc("init", "-q", cwd=project)
+    dvc("config", "core.analytics", "false", cwd=project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "kiln test project"], project)
+    return project
+
+
+def flow_run_id(kiln_output: str) -> str:
+    match = re.search(r"/runs/flow-run/([0-9a-f-]{36})", kiln_output)
+    if not match:
+        raise AssertionError(f"no flow run URL in kiln's output:\n{kiln_output[-3000:]}")
+    return match.group(1)
+
+
+def prefect_api(api_url: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """GET (or POST `body` to) the Prefect server's REST API."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{api_url}{path}", data=data,  # noqa: S310 (loopback)
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 (loopback)
+        return json.loads(resp.read())
+
+
+def task_run_states(api_url: str, run_id: str) -> dict[str, str]:
+    """{task run name: state name} of one flow run, e.g. {"train": "Skipped"}."""
+    runs = prefect_api(api_url, "/task_runs/filter",
+                       {"flow_runs": {"id": {"any_": [run_id]}}, "limit": 50})
+    return {r["name"]: r["state"]["name"] for r in runs}
