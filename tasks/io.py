@@ -17,6 +17,12 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(target: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success rename it over `target`."""
@@ -29,6 +35,7 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -73,6 +80,7 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
     old = target.parent / f".{target.name}.old"
     try:
         yield tmp
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give the directory normal permissions
         shutil.rmtree(old, ignore_errors=True)
         if target.exists():
             os.replace(target, old)

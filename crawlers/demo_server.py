@@ -1,0 +1,131 @@
+"""Serves in-memory pages over HTTP for the demo site (`python -m crawlers.demo_site`).
+
+A stdlib `ThreadingHTTPServer` in a daemon thread. It records every request path, so a test can
+prove what a crawler fetched and what it did not, and it injects faults on request:
+`server.fail_next("/item/x", [503, 503])` answers the next two requests for that path with 503
+before serving the page again; status `DROP` sends half the body and closes the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+logger = logging.getLogger("kiln.demo_site")
+
+DROP = 0  # fault "status": promise the whole body, send half, hang up
+
+
+@dataclass(frozen=True)
+class Page:
+    body: bytes
+    content_type: str
+    status: int = 200
+
+
+_NOT_FOUND = Page(b"Not Found\n", "text/plain; charset=utf-8", status=404)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    site: DemoSiteServer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: a crawler reuses one connection per slot
+    timeout = 10  # seconds an idle keep-alive connection is held open
+    server: _HTTPServer
+
+    def do_GET(self) -> None:
+        self._answer(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(send_body=False)
+
+    def _answer(self, send_body: bool) -> None:
+        page, drop = self.server.site.respond(self.path)
+        self.send_response(page.status)
+        self.send_header("Content-Type", page.content_type)
+        self.send_header("Content-Length", str(len(page.body)))
+        self.end_headers()
+        if not send_body:
+            return
+        if drop:
+            self.wfile.write(page.body[: len(page.body) // 2])
+            self.close_connection = True
+            return
+        self.wfile.write(page.body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib name)
+        logger.debug("%s " + format, self.address_string(), *args)
+
+
+class DemoSiteServer:
+    """A running demo site; `.url` is its home page, `.stop()` shuts it down."""
+
+    def __init__(self, pages: dict[str, Page], host: str, port: int) -> None:
+        self._pages = pages
+        self._lock = threading.Lock()
+        self._faults: dict[str, deque[int]] = {}
+        self.requests: list[str] = []  # request paths (with query), in arrival order
+        try:
+            self._httpd = _HTTPServer((host, port), _Handler)
+        except OSError as exc:
+            raise OSError(exc.errno, f"demo site cannot listen on {host}:{port}: {exc}") from exc
+        self._httpd.site = self
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},  # seconds; how fast stop() is noticed
+            name="kiln-demo-site",
+            daemon=True,
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def fail_next(self, path: str, statuses: Iterable[int]) -> None:
+        """Answer the next requests for `path` with these statuses (`DROP`: cut the body)."""
+        with self._lock:
+            self._faults.setdefault(path, deque()).extend(statuses)
+
+    def respond(self, raw_path: str) -> tuple[Page, bool]:
+        """Record the request; return the page to send and whether to drop it mid-body."""
+        path = urlsplit(raw_path).path
+        with self._lock:
+            self.requests.append(raw_path)
+            faults = self._faults.get(path)
+            fault = faults.popleft() if faults else None
+        page = self._pages.get(path, _NOT_FOUND)
+        if fault is None:
+            return page, False
+        if fault == DROP:
+            return page, True
+        return Page(f"injected {fault}\n".encode(), "text/plain; charset=utf-8", fault), False
+
+    def requested(self, prefix: str) -> list[str]:
+        """Recorded request paths starting with `prefix`."""
+        with self._lock:
+            return [p for p in self.requests if p.startswith(prefix)]
+
+    def wait(self) -> None:
+        """Block until the server stops (Ctrl+C interrupts it)."""
+        self._thread.join()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+    def __enter__(self) -> DemoSiteServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,28 @@
+"""What the spider yields (run it with `python -m crawlers.run`): one item or one reject per page.
+
+Plain dataclasses (Scrapy handles them through itemadapter). `tasks.crawl` turns them into the
+rows of `data/raw/items.jsonl` and `data/raw/rejects.jsonl` (docs/contracts.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class PageItem:
+    """An item page that gave every required field."""
+
+    url: str
+    fields: dict[str, str | None]  # field name -> raw extracted text, None when missing
+    image_url: str | None = None  # absolute image URL; set by the spider
+    image_path: str | None = None  # "images/<sha256>.<ext>"; set by the images pipeline
+
+
+@dataclass(frozen=True)
+class PageReject:
+    """A page that gave no item, and why."""
+
+    url: str
+    reason: str
+    status: int | None = None  # HTTP status; None when no response came back

@@ -1,0 +1,127 @@
+"""Item pipelines of the Kiln crawler (`python -m crawlers.run`; enabled in settings.py).
+
+* `HashedImagesPipeline` downloads each item's image with Scrapy's media pipeline and stores it
+  as `images/<sha256 of the bytes>.<ext>`, the extension read from the bytes' magic number:
+  nothing from the URL or the headers ever becomes part of a path. An image that fails turns its
+  item into a reject.
+* `JsonlWriterPipeline` appends items and rejects to `items.jsonl` / `rejects.jsonl` in the
+  spider's output directory as they come (`tasks.crawl` sorts them), and turns an exception in a
+  spider callback into a reject, so every fetched page is accounted for (RELIABILITY.md N1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from scrapy import signals
+from scrapy.crawler import Crawler
+from scrapy.http import Request, Response
+from scrapy.http.request import NO_CALLBACK
+from scrapy.pipelines.files import FilesPipeline
+from scrapy.pipelines.media import FileException
+from twisted.python.failure import Failure
+
+from crawlers.items import PageItem, PageReject
+
+logger = logging.getLogger(__name__)
+
+_MAGIC = {  # leading bytes -> extension; anything else is not stored
+    b"\x89PNG\r\n\x1a\n": "png",
+    b"\xff\xd8\xff": "jpg",
+    b"GIF87a": "gif",
+    b"GIF89a": "gif",
+}
+
+
+def image_extension(data: bytes) -> str | None:
+    """The file extension for PNG/JPEG/GIF/WebP bytes, None for anything else."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return next((ext for magic, ext in _MAGIC.items() if data.startswith(magic)), None)
+
+
+class HashedImagesPipeline(FilesPipeline):
+    def get_media_requests(self, item: Any, info: Any) -> list[Request]:
+        if isinstance(item, PageItem) and item.image_url:
+            return [Request(item.image_url, callback=NO_CALLBACK)]
+        return []
+
+    def media_to_download(self, request: Request, info: Any, *, item: Any = None) -> None:
+        return None  # always download: each crawl stores into a fresh, empty directory
+
+    async def media_downloaded(
+        self, response: Response, request: Request, info: Any, *, item: Any = None
+    ) -> Any:
+        if response.status != 200:  # Scrapy's message would say only "download-error"
+            raise FileException(f"HTTP {response.status}")
+        return await super().media_downloaded(response, request, info, item=item)
+
+    def file_path(
+        self,
+        request: Request,
+        response: Response | None = None,
+        info: Any = None,
+        *,
+        item: Any = None,
+    ) -> str:
+        if response is None:  # only media_to_download asks without bytes, and it is overridden
+            raise ValueError("an image path is named after its bytes; no response given")
+        ext = image_extension(response.body)
+        if ext is None:
+            raise FileException(f"not a PNG, JPEG, GIF or WebP image ({len(response.body)} bytes)")
+        return f"images/{hashlib.sha256(response.body).hexdigest()}.{ext}"
+
+    def item_completed(self, results: list[tuple[bool, Any]], item: Any, info: Any) -> Any:
+        if not isinstance(item, PageItem):
+            return item
+        [(ok, value)] = results  # exactly one image per item
+        if ok:
+            item.image_path = value["path"]
+            return item
+        message = value.getErrorMessage() if isinstance(value, Failure) else str(value)
+        logger.warning("image %s of %s failed: %s", item.image_url, item.url, message)
+        return PageReject(url=item.url, reason=f"image {item.image_url} failed: {message}")
+
+
+class JsonlWriterPipeline:
+    def __init__(self, crawler: Crawler) -> None:
+        self._out = Path(crawler.settings["KILN_OUT_DIR"])
+        self._stats = crawler.stats
+        crawler.signals.connect(self._spider_error, signal=signals.spider_error)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> JsonlWriterPipeline:
+        return cls(crawler)
+
+    def open_spider(self) -> None:
+        self._out.mkdir(parents=True, exist_ok=True)
+        self._files = {
+            name: open(self._out / f"{name}.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+            for name in ("items", "rejects")
+        }
+
+    def close_spider(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+
+    def _write(self, name: str, row: dict[str, Any]) -> None:
+        self._files[name].write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+        self._stats.inc_value(f"kiln/{name}")
+
+    def process_item(self, item: Any) -> Any:
+        if isinstance(item, PageItem):
+            self._write("items", dataclasses.asdict(item))
+        elif isinstance(item, PageReject):
+            self._write("rejects", dataclasses.asdict(item))
+        else:
+            raise TypeError(f"the spider yielded a {type(item).__name__}, not a PageItem/Reject")
+        return item
+
+    def _spider_error(self, failure: Failure, response: Response) -> None:
+        reason = f"spider error: {failure.type.__name__}: {failure.getErrorMessage()}"
+        self._write("rejects", {"url": response.url, "status": response.status, "reason": reason})

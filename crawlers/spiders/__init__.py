@@ -1,0 +1,1 @@
+"""Spiders of the Kiln crawler; `python -m crawlers.run` runs the generic one."""
