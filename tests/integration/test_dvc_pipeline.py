@@ -75,7 +75,8 @@ def test_metrics_and_plots_show(reproduced: Path) -> None:
 def test_changing_epochs_reruns_only_train_and_evaluate(reproduced: Path) -> None:
     epochs = load_params(reproduced / "params.yaml").train.epochs
     write_params(reproduced, {"train": {"epochs": epochs + 1}})
-    assert _stale_stages(reproduced) == {"train", "evaluate"}
+    # DVC reports evaluate stale only once train has changed models/, so only train shows here.
+    assert _stale_stages(reproduced) == {"train"}
     result = dvc("repro", cwd=reproduced)
     assert _ran(result.stdout) == ["train", "evaluate"]
     assert _stale_stages(reproduced) == set()

@@ -1,0 +1,145 @@
+"""Evaluate stage: `python -m pytest tests/unit/test_evaluate.py` (reports, bound, mismatches)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+from tasks import evaluate, io, train
+from tasks.dataset import read_clean
+from tasks.models import CARD_FILE, ModelError, load_model
+from tests.clean_fixture import CLASSES, write_clean_fixture, write_params, write_project
+
+# Three epochs of a 4-channel CNN on 200 digits: better than chance (0.1) but far from perfect, so
+# both sides of evaluate.min_accuracy can be tested with one model.
+TINY = {"epochs": 3, "batch_size": 32, "channels": 4, "patience": 5}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("trained")
+    write_project(root, 200, train=TINY)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        assert train.main() == 0
+    return root
+
+
+@pytest.fixture
+def project(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copytree(trained, tmp_path, dirs_exist_ok=True)
+    write_params(tmp_path, evaluate={"min_accuracy": 0.0})
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _metrics(project: Path) -> dict:
+    return json.loads((project / "reports" / "metrics.json").read_text())
+
+
+def test_writes_three_sane_reports(project: Path) -> None:
+    assert evaluate.main() == 0
+    metrics = _metrics(project)
+    with open(project / "reports" / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    clean = read_clean(project / "data" / "clean")
+    test = clean.items[clean.items["split"] == "test"]
+    assert metrics["n_test"] == len(rows) == len(test) > 0
+    assert [r["actual"] for r in rows] == test["label"].tolist()
+    actual, predicted = [r["actual"] for r in rows], [r["predicted"] for r in rows]
+    assert 0.2 < metrics["accuracy"] < 0.99
+    assert metrics["accuracy"] == pytest.approx(np.mean(np.array(actual) == predicted), abs=1e-6)
+    assert metrics["macro_f1"] == pytest.approx(
+        f1_score(actual, predicted, average="macro"), abs=1e-6
+    )
+    p, r, f, s = precision_recall_fscore_support(actual, predicted, labels=CLASSES, zero_division=0)
+    assert list(metrics["per_class"]) == CLASSES
+    for i, name in enumerate(CLASSES):
+        got = metrics["per_class"][name]
+        assert (got["precision"], got["recall"], got["f1"]) == pytest.approx(
+            (p[i], r[i], f[i]), 1e-5
+        )
+        assert got["support"] == s[i]
+    png = (project / "reports" / "confusion_matrix.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_below_min_accuracy_fails_naming_value_and_bound(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_params(project, evaluate={"min_accuracy": 0.99})
+    with caplog.at_level(logging.ERROR, logger="kiln.evaluate"):
+        assert evaluate.main() == 1
+    accuracy = _metrics(project)["accuracy"]  # still written, for the record
+    assert accuracy < 0.99
+    assert f"test accuracy {accuracy:.4f} is below evaluate.min_accuracy 0.99" in caplog.text
+
+
+def test_image_size_mismatch_names_the_config_and_writes_nothing(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shutil.rmtree(project / "data")
+    write_clean_fixture(project, 200, upscale=2)  # 16x16 images for an 8x8 model
+    with caplog.at_level(logging.ERROR, logger="kiln.evaluate"):
+        assert evaluate.main() == 1
+    assert "config.height=8, config.width=8" in caplog.text and "16x16" in caplog.text
+    assert not (project / "reports" / "metrics.json").exists()
+
+
+def test_class_mismatch_names_the_card_and_writes_nothing(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    card_path = project / "models" / CARD_FILE
+    card = json.loads(card_path.read_text())
+    card_path.write_text(json.dumps({**card, "classes": list("abcdefghij")}))
+    with caplog.at_level(logging.ERROR, logger="kiln.evaluate"):
+        assert evaluate.main() == 1
+    assert "models/card.json classes" in caplog.text
+    assert not (project / "reports" / "metrics.json").exists()
+
+
+def test_truncated_weights_fail_before_any_report(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    weights = project / "models" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with caplog.at_level(logging.ERROR, logger="kiln.evaluate"):
+        assert evaluate.main() == 1
+    assert "truncated or tampered" in caplog.text
+    assert not (project / "reports" / "metrics.json").exists()
+
+
+def test_evaluate_model_rejects_wrong_image_size(project: Path) -> None:
+    model, card = load_model(project / "models")
+    clean = read_clean(project / "data" / "clean")
+    test = clean.split("test")
+    wrong = type(test)(test.pixels[:, :4, :], test.labels)
+    with pytest.raises(ModelError, match="config.height=8"):
+        evaluate.evaluate_model(model, card, wrong)
+
+
+def test_killed_metrics_write_leaves_the_old_file(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = '{"accuracy": 0.5}\n'
+    (project / "reports").mkdir(exist_ok=True)
+    (project / "reports" / "metrics.json").write_text(old)
+    real = Path.write_bytes
+
+    def dies_halfway(self: Path, data: bytes) -> int:  # a kill in the middle of the write
+        real(self, data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(io.Path, "write_bytes", dies_halfway)
+        evaluate.main()
+    assert (project / "reports" / "metrics.json").read_text() == old
+    assert not list((project / "reports").glob(".metrics.json.*"))  # no temp file left behind
+    assert evaluate.main() == 0 and _metrics(project)["n_test"] > 0
