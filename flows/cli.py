@@ -130,8 +130,10 @@ def check(project: ProjectOpt = Path(".")) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+    # Kiln's own progress at INFO; libraries (httpx's request lines, ...) only when they warn.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
+    logging.getLogger("kiln").setLevel(logging.INFO)
     app()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,6 +20,12 @@ from pathlib import Path
 import yaml
 
 STAGES = ("crawl", "validate", "clean", "train", "evaluate")
+# Stage log lines carry their own timestamp; the task run's log record has one already.
+_LEADING_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d+ ")
+# DVC's git hints after each stage ("To track the changes with git, run: ...") say nothing about
+# the run and would repeat in every task run's log.
+_DVC_HINTS = ("To track the changes with git", "git add dvc.lock", "To enable auto staging",
+              "dvc config core.autostage", "Use `dvc push` to send")
 
 
 class StageFailed(RuntimeError):
@@ -74,7 +81,8 @@ def _stream(cmd: list[str] | str, project: Path, logger: Logger | LoggerAdapter,
     tail: list[str] = []
     for raw in proc.stdout or ():
         line = raw.rstrip().rsplit("\r", 1)[-1]  # keep only the last state of a progress bar
-        if line:
+        line = _LEADING_TIMESTAMP.sub("", line)
+        if line and not line.lstrip().startswith(_DVC_HINTS):
             logger.info(line)
             tail = [*tail[-19:], line]
     if proc.wait() != 0:
