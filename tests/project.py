@@ -122,6 +122,16 @@ def prefect_api(api_url: str, path: str, body: dict[str, Any] | None = None) -> 
         return json.loads(resp.read())
 
 
+def task_run(api_url: str, run_id: str, name: str) -> dict[str, Any]:
+    """The task run called `name` in one flow run (as the REST API returns it)."""
+    runs = prefect_api(api_url, "/task_runs/filter",
+                       {"flow_runs": {"id": {"any_": [run_id]}}, "limit": 50})
+    matches = [r for r in runs if r["name"] == name]
+    if len(matches) != 1:
+        raise AssertionError(f"{len(matches)} task runs named {name!r} in flow run {run_id}")
+    return matches[0]
+
+
 def task_run_states(api_url: str, run_id: str) -> dict[str, str]:
     """{task run name: state name} of one flow run, e.g. {"train": "Skipped"}."""
     runs = prefect_api(api_url, "/task_runs/filter",

@@ -21,6 +21,7 @@ from tests.project import (
     make_project,
     prefect_api,
     run,
+    task_run,
     task_run_states,
     tiny_demo_overrides,
     write_params,
@@ -85,6 +86,12 @@ def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:
     assert "train" not in states and "evaluate" not in states
     assert "expect_column_values_to_be_in_set" in third.stdout + third.stderr
     assert (project / "models" / "card.json").read_bytes() == card
+    # Bad data does not get better by retrying: one attempt; the stage's own log is in its run.
+    validate_run = task_run(api, run_id, "validate")
+    assert validate_run["run_count"] == 1
+    logs = prefect_api(api, "/logs/filter",
+                       {"logs": {"task_run_id": {"any_": [validate_run["id"]]}}})
+    assert any("kiln.validate" in log["message"] for log in logs)
 
 
 def test_params_typo_fails_before_any_work(tmp_path: Path, prefect_server) -> None:
