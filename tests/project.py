@@ -15,6 +15,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -118,8 +120,17 @@ def prefect_api(api_url: str, path: str, body: dict[str, Any] | None = None) -> 
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(f"{api_url}{path}", data=data,  # noqa: S310 (loopback)
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 (loopback)
-        return json.loads(resp.read())
+    # Like Prefect's own client, retry 429/502/503: a loaded SQLite server answers 503 when its
+    # database is busy (seen with a load average of 6 on 2 cores).
+    for attempt in range(6):
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 (loopback)
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (429, 502, 503) or attempt == 5:
+                raise
+            time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def task_run(api_url: str, run_id: str, name: str) -> dict[str, Any]:
