@@ -1,15 +1,25 @@
 """Serves in-memory pages over HTTP for the demo site (`python -m crawlers.demo_site`).
 
-A stdlib `ThreadingHTTPServer` in a daemon thread. It records every request path, so a test can
-prove what a crawler fetched and what it did not, and it injects faults on request:
-`server.fail_next("/item/x", [503, 503])` answers the next two requests for that path with 503
-before serving the page again; status `DROP` sends half the body and closes the connection.
+A stdlib `ThreadingHTTPServer` in a daemon thread. It records every request path (and the
+status it answered), so a test can prove what a crawler fetched and what it did not, and it
+injects faults on request: `server.fail_next("/item/x", [503, 503])` answers the next two
+requests for that path with 503 before serving the page again; status `DROP` sends half the body
+and closes the connection. A `Page` may carry extra headers (Location, Content-Encoding,
+Retry-After) and a delay, which is how tests/integration/test_fault_server.py builds redirects to
+forbidden places, compression bombs and slow pages.
+
+Every 200 carries an `ETag` (a hash of the body) and `Cache-Control` (pages: `max-age=0`, i.e.
+revalidate each time; images: a day, they never change) and a request whose `If-None-Match`
+matches gets `304 Not Modified` with no body: what a crawler's HTTP cache relies on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +36,14 @@ class Page:
     body: bytes
     content_type: str
     status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()  # extra response headers
+    delay_s: float = 0.0  # seconds to wait before answering (a slow server)
+    # "max-age=0", not "no-cache": Scrapy 2.19's RFC2616Policy sends no validators on no-cache.
+    cache_control: str = "max-age=0"  # revalidate each time (ETag); images override it
+
+    @property
+    def etag(self) -> str:
+        return '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
 
 
 _NOT_FOUND = Page(b"Not Found\n", "text/plain; charset=utf-8", status=404)
@@ -34,6 +52,12 @@ _NOT_FOUND = Page(b"Not Found\n", "text/plain; charset=utf-8", status=404)
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     site: DemoSiteServer
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):  # a client that timed out and left
+            logger.debug("client %s hung up", client_address)
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -49,9 +73,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, send_body: bool) -> None:
         page, drop = self.server.site.respond(self.path)
+        if page.delay_s:
+            time.sleep(page.delay_s)
+        if page.status == 200 and not drop and self.headers.get("If-None-Match") == page.etag:
+            self.server.site.record_status(self.path, 304)
+            self.send_response(304)
+            self.send_header("ETag", page.etag)
+            self.send_header("Cache-Control", page.cache_control)
+            self.end_headers()
+            return
+        self.server.site.record_status(self.path, page.status)
         self.send_response(page.status)
         self.send_header("Content-Type", page.content_type)
         self.send_header("Content-Length", str(len(page.body)))
+        if page.status == 200:
+            self.send_header("ETag", page.etag)
+            self.send_header("Cache-Control", page.cache_control)
+        for name, value in page.headers:
+            self.send_header(name, value)
         self.end_headers()
         if not send_body:
             return
@@ -71,8 +110,9 @@ class DemoSiteServer:
     def __init__(self, pages: dict[str, Page], host: str, port: int) -> None:
         self._pages = pages
         self._lock = threading.Lock()
-        self._faults: dict[str, deque[int]] = {}
+        self._faults: dict[str, deque[int | Page]] = {}
         self.requests: list[str] = []  # request paths (with query), in arrival order
+        self.statuses: list[tuple[str, int]] = []  # (request path, status answered)
         try:
             self._httpd = _HTTPServer((host, port), _Handler)
         except OSError as exc:
@@ -91,8 +131,9 @@ class DemoSiteServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}/"
 
-    def fail_next(self, path: str, statuses: Iterable[int]) -> None:
-        """Answer the next requests for `path` with these statuses (`DROP`: cut the body)."""
+    def fail_next(self, path: str, statuses: Iterable[int | Page]) -> None:
+        """Answer the next requests for `path` with these statuses (`DROP`: cut the body), or
+        these pages (e.g. a 429 with a Retry-After header)."""
         with self._lock:
             self._faults.setdefault(path, deque()).extend(statuses)
 
@@ -106,9 +147,15 @@ class DemoSiteServer:
         page = self._pages.get(path, _NOT_FOUND)
         if fault is None:
             return page, False
+        if isinstance(fault, Page):
+            return fault, False
         if fault == DROP:
             return page, True
         return Page(f"injected {fault}\n".encode(), "text/plain; charset=utf-8", fault), False
+
+    def record_status(self, raw_path: str, status: int) -> None:
+        with self._lock:
+            self.statuses.append((raw_path, status))
 
     def requested(self, prefix: str) -> list[str]:
         """Recorded request paths starting with `prefix`."""

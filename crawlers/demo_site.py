@@ -12,6 +12,9 @@ default `params.yaml` crawls, and it is deliberately a little dirty, all of it c
 * `bad_label_share` of the digits labelled "n/a", "?", ... (validate quarantines them);
 * `/robots.txt` disallows `/admin/`, and the home page links there (see `_list_page`).
 
+`demo_site.sections` adds a jokes board (`/jokes/`) and a CO2 data table (`/co2/`), see
+`crawlers.demo_sections`.
+
 `build_site()` is pure; `start_demo_site()` serves it from a background thread (see
 `crawlers.demo_server`), and `running_demo_site()` wraps that in a context manager for tests.
 """
@@ -33,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from crawlers.demo_sections import co2_pages, jokes_pages
 from crawlers.demo_server import DemoSiteServer, Page
 from tasks.params import DemoSiteParams, load_params
 
@@ -212,12 +216,16 @@ def build_site(params: DemoSiteParams) -> DemoSite:
         "/admin/": Page(_html("Admin", "<h1>Staff only</h1>"), "text/html; charset=utf-8"),
     }
     for i, item in enumerate(items):
-        png = Page(_png(images[i]), "image/png")
+        png = Page(_png(images[i]), "image/png", cache_control="max-age=86400")  # never change
         pages[f"/img/{item.sku}.png"] = png
         pages[f"/item/{item.sku}"] = _item_page(item, f"/img/{item.sku}.png")
         if item.duplicate:  # a second URL for the same digit, its image at a second URL too
             pages[f"/img/{item.sku}-dup.png"] = png
             pages[f"/item/{item.sku}-dup"] = _item_page(item, f"/img/{item.sku}-dup.png")
+    if "jokes" in params.sections:
+        pages |= jokes_pages()
+    if "co2" in params.sections:
+        pages |= co2_pages()
     site = DemoSite(params=params, items=items, pages=pages)
     listed = site.item_paths
     n_pages = max(1, -(-len(listed) // params.per_page))  # ceiling division

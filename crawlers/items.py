@@ -7,14 +7,15 @@ rows of `data/raw/items.jsonl` and `data/raw/rejects.jsonl` (docs/contracts.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
 class PageItem:
-    """An item page that gave every required field."""
+    """An item that gave every required field."""
 
     url: str
-    fields: dict[str, str | None]  # field name -> raw extracted text, None when missing
+    fields: dict[str, Any]  # field name -> typed value (str, int, float, list), None when missing
     image_url: str | None = None  # absolute image URL; set by the spider
     image_path: str | None = None  # "images/<sha256>.<ext>"; set by the images pipeline
 

@@ -1,5 +1,9 @@
 """Item pipelines of the Kiln crawler (`python -m crawlers.run`; enabled in settings.py).
 
+* `NormalizeItemPipeline` turns what a custom spider (`crawl.spider`) yields into the generic
+  spider's output: a dict with a `url` becomes a `PageItem` (its other keys are the fields; a
+  required `crawl.fields` entry missing makes it a reject), pointed at its image like the
+  generic spider's items.
 * `HashedImagesPipeline` downloads each item's image with Scrapy's media pipeline and stores it
   as `images/<sha256 of the bytes>.<ext>`, the extension read from the bytes' magic number:
   nothing from the URL or the headers ever becomes part of a path. An image that fails turns its
@@ -7,6 +11,7 @@
 * `JsonlWriterPipeline` appends items and rejects to `items.jsonl` / `rejects.jsonl` in the
   spider's output directory as they come (`tasks.crawl` sorts them), and turns an exception in a
   spider callback into a reject, so every fetched page is accounted for (RELIABILITY.md N1).
+  It stops the spider after `crawl.max_items` items (later ones in flight are not written).
 """
 
 from __future__ import annotations
@@ -20,13 +25,17 @@ from typing import Any
 
 from scrapy import signals
 from scrapy.crawler import Crawler
+from scrapy.exceptions import DropItem
 from scrapy.http import Request, Response
 from scrapy.http.request import NO_CALLBACK
 from scrapy.pipelines.files import FilesPipeline
 from scrapy.pipelines.media import FileException
+from scrapy.utils.defer import _schedule_coro
 from twisted.python.failure import Failure
 
 from crawlers.items import PageItem, PageReject
+from crawlers.settings import crawl_params_from
+from crawlers.spiders.generic import with_image
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +52,29 @@ def image_extension(data: bytes) -> str | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
     return next((ext for magic, ext in _MAGIC.items() if data.startswith(magic)), None)
+
+
+class NormalizeItemPipeline:
+    def __init__(self, crawler: Crawler) -> None:
+        self._cfg = crawl_params_from(crawler.settings)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> NormalizeItemPipeline:
+        return cls(crawler)
+
+    def process_item(self, item: Any) -> Any:
+        if isinstance(item, PageItem | PageReject):
+            return item
+        if not isinstance(item, dict) or not isinstance(item.get("url"), str):
+            raise TypeError(f"a spider must yield dicts with a 'url', PageItem or PageReject; "
+                            f"got {type(item).__name__}")  # fmt: skip
+        fields = {k: v for k, v in item.items() if k != "url"}
+        missing = sorted(
+            n for n, f in self._cfg.fields.items() if f.required and fields.get(n) is None
+        )
+        if missing:
+            return PageReject(item["url"], f"missing required field(s): {', '.join(missing)}")
+        return with_image(PageItem(url=item["url"], fields=fields), self._cfg, None)
 
 
 class HashedImagesPipeline(FilesPipeline):
@@ -77,9 +109,9 @@ class HashedImagesPipeline(FilesPipeline):
         return f"images/{hashlib.sha256(response.body).hexdigest()}.{ext}"
 
     def item_completed(self, results: list[tuple[bool, Any]], item: Any, info: Any) -> Any:
-        if not isinstance(item, PageItem):
+        if not isinstance(item, PageItem) or not results:  # a reject, or an item without image
             return item
-        [(ok, value)] = results  # exactly one image per item
+        [(ok, value)] = results  # at most one image per item
         if ok:
             item.image_path = value["path"]
             return item
@@ -92,6 +124,10 @@ class JsonlWriterPipeline:
     def __init__(self, crawler: Crawler) -> None:
         self._out = Path(crawler.settings["KILN_OUT_DIR"])
         self._stats = crawler.stats
+        self._crawler = crawler
+        self._max_items = crawler.settings.getint("KILN_MAX_ITEMS")  # 0: no limit
+        self._n_items = 0
+        self._resume = crawler.settings.getbool("KILN_RESUME")  # append to an interrupted crawl
         crawler.signals.connect(self._spider_error, signal=signals.spider_error)
 
     @classmethod
@@ -101,7 +137,7 @@ class JsonlWriterPipeline:
     def open_spider(self) -> None:
         self._out.mkdir(parents=True, exist_ok=True)
         self._files = {
-            name: open(self._out / f"{name}.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+            name: open(self._out / f"{name}.jsonl", "a" if self._resume else "w", encoding="utf-8")
             for name in ("items", "rejects")
         }
 
@@ -115,7 +151,12 @@ class JsonlWriterPipeline:
 
     def process_item(self, item: Any) -> Any:
         if isinstance(item, PageItem):
+            if self._max_items and self._n_items >= self._max_items:
+                raise DropItem(f"crawl.max_items={self._max_items} reached")
+            self._n_items += 1
             self._write("items", dataclasses.asdict(item))
+            if self._n_items == self._max_items:
+                _schedule_coro(self._crawler.engine.close_spider_async(reason="kiln_max_items"))
         elif isinstance(item, PageReject):
             self._write("rejects", dataclasses.asdict(item))
         else:

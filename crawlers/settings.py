@@ -44,20 +44,44 @@ DOWNLOADER_MIDDLEWARES = {
     "crawlers.middlewares.UrlGuardMiddleware": 40,  # before Scrapy's offsite filter (50)
     "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
     "crawlers.middlewares.StrictRobotsTxtMiddleware": 100,
+    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "crawlers.middlewares.BackoffRetryMiddleware": 550,  # Scrapy's retry slot
+    "crawlers.middlewares.RedirectGuardMiddleware": 650,  # sees a 3xx before RedirectMiddleware
+}
+EXTENSIONS = {
+    "scrapy.extensions.throttle.AutoThrottle": None,
+    "crawlers.extensions.RevalidationAwareAutoThrottle": 0,  # a 304 is not an error page
 }
 ITEM_PIPELINES = {
+    "crawlers.pipelines.NormalizeItemPipeline": 50,  # a custom spider's dicts -> PageItem
     "crawlers.pipelines.HashedImagesPipeline": 100,
     "crawlers.pipelines.JsonlWriterPipeline": 900,
 }
 
+# Incremental refresh: Scrapy's HTTP cache with its RFC 2616 policy. A stored page that is stale
+# is revalidated with If-None-Match / If-Modified-Since and a 304 reuses the stored body; a page
+# the server declared fresh (Cache-Control: max-age) is not requested at all. 5xx are not stored.
+HTTPCACHE_POLICY = "scrapy.extensions.httpcache.RFC2616Policy"
+HTTPCACHE_STORAGE = "scrapy.extensions.httpcache.FilesystemCacheStorage"
+HTTPCACHE_IGNORE_HTTP_CODES = [429, 500, 502, 503, 504, 522, 524]
 
-def settings_for(cfg: CrawlParams, out_dir: Path) -> Settings:
-    """These settings plus the crawl section of params.yaml; spider output goes to `out_dir`."""
+# Policy a custom spider (crawl.spider) may not loosen through its `custom_settings`: these are
+# set at "cmdline" priority, above Scrapy's "spider" priority.
+_ENFORCED = ("TELNETCONSOLE_ENABLED", "REMOTE_CONTROL_ENABLED", "COOKIES_ENABLED",
+             "DOWNLOAD_FAIL_ON_DATALOSS", "MEDIA_ALLOW_REDIRECTS", "RETRY_HTTP_CODES",
+             "HTTPCACHE_POLICY", "HTTPCACHE_STORAGE")  # fmt: skip
+
+
+def settings_for(cfg: CrawlParams, out_dir: Path, cache_dir: Path | None = None) -> Settings:
+    """These settings plus the crawl section of params.yaml; spider output goes to `out_dir`.
+
+    `cache_dir`: where the HTTP cache lives (None: no cache).
+    """
     settings = Settings()
     settings.setmodule("crawlers.settings", priority="project")
     settings.setdict(
         {
-            "KILN_CRAWL_JSON": cfg.model_dump_json(),
+            "KILN_CRAWL_JSON": cfg.model_dump_json(by_alias=True),
             "KILN_OUT_DIR": str(out_dir),
             "FILES_STORE": str(out_dir),  # the images pipeline writes out_dir/images/<sha256>.png
             "USER_AGENT": cfg.user_agent,
@@ -68,9 +92,22 @@ def settings_for(cfg: CrawlParams, out_dir: Path) -> Settings:
             "CONCURRENT_REQUESTS_PER_DOMAIN": cfg.concurrency,
             "AUTOTHROTTLE_TARGET_CONCURRENCY": float(cfg.concurrency),
             "CLOSESPIDER_PAGECOUNT": cfg.max_pages,
+            "KILN_MAX_ITEMS": cfg.max_items or 0,  # JsonlWriterPipeline stops the spider there
+            "DEPTH_LIMIT": cfg.max_depth or 0,
+            "DOWNLOAD_MAXSIZE": cfg.max_response_bytes,  # also bounds the decompressed size
+            "DOWNLOAD_WARNSIZE": min(DOWNLOAD_WARNSIZE, cfg.max_response_bytes),
+            "KILN_RETRY_BACKOFF_S": cfg.retry_backoff_s,
+            "KILN_MAX_RETRY_AFTER_S": cfg.max_retry_after_s,
+            "HTTPCACHE_ENABLED": cache_dir is not None,
+            "HTTPCACHE_DIR": str(cache_dir or ""),
         },
         priority="cmdline",
     )
+    for key in _ENFORCED:
+        settings.set(key, globals()[key], priority="cmdline")
+    # Whole dicts at "cmdline": a spider's custom_settings cannot drop the guard or the writer.
+    settings.set("DOWNLOADER_MIDDLEWARES", DOWNLOADER_MIDDLEWARES, priority="cmdline")
+    settings.set("ITEM_PIPELINES", ITEM_PIPELINES, priority="cmdline")
     return settings
 
 

@@ -5,7 +5,8 @@ robots.txt), so a refused URL is never connected to (RELIABILITY.md, Crawl).
 Refused: schemes other than http/https (file://, ftp://, data:); hosts outside
 `crawl.allowed_domains` (a domain also allows its subdomains); link-local (cloud metadata at
 169.254.169.254), unspecified, multicast and reserved addresses, always; loopback (127.0.0.0/8,
-::1, localhost) unless `crawl.allow_loopback`. A host name is resolved once and refused when any
+::1, localhost) unless `crawl.allow_loopback`; private networks (10/8, 172.16/12, 192.168/16,
+fc00::/7, ...) unless `crawl.allow_private`. A host name is resolved once and refused when any
 of its addresses is refused, so an allowed-looking name cannot point the crawler at the machine.
 """
 
@@ -16,7 +17,7 @@ import socket
 from functools import cache
 from urllib.parse import urlsplit
 
-from crawlers.parse import check_selectors
+from crawlers.parse import PageParser
 from tasks.params import CrawlParams
 
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -51,15 +52,17 @@ def _addresses(host: str, resolve: bool) -> tuple[_Address, ...]:
     return _resolve(host) if resolve else ()
 
 
-def _address_problem(address: _Address, allow_loopback: bool) -> str | None:
+def _address_problem(address: _Address, cfg: CrawlParams) -> str | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped
     if address.is_loopback:
-        return None if allow_loopback else "a loopback address (crawl.allow_loopback is false)"
+        return None if cfg.allow_loopback else "a loopback address (crawl.allow_loopback is false)"
     if address.is_link_local:
         return "a link-local address (where cloud metadata services live)"
     if address.is_unspecified or address.is_multicast or address.is_reserved:
         return "an unspecified, multicast or reserved address"
+    if address.is_private and not cfg.allow_private:
+        return "a private address (crawl.allow_private is false)"
     return None
 
 
@@ -81,7 +84,7 @@ def refusal_reason(url: str, cfg: CrawlParams, *, resolve: bool = True) -> str |
     if not _host_allowed(host, cfg.allowed_domains):
         return f"host {host} is not in crawl.allowed_domains {cfg.allowed_domains}"
     for address in _addresses(host, resolve):
-        problem = _address_problem(address, cfg.allow_loopback)
+        problem = _address_problem(address, cfg)
         if problem:
             return f"host {host} is {problem}"
     return None
@@ -89,8 +92,8 @@ def refusal_reason(url: str, cfg: CrawlParams, *, resolve: bool = True) -> str |
 
 def check_crawl_config(cfg: CrawlParams) -> None:
     """Raise ValueError naming the problem when the crawl must not start at all: a refused
-    start URL, or a field selector that does not compile."""
-    check_selectors(cfg.fields)
+    start URL, or a field or item-list selector that does not compile."""
+    PageParser(cfg.fields, cfg.item_list)
     for url in cfg.start_urls:
         reason = refusal_reason(url, cfg)
         if reason:

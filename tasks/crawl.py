@@ -6,9 +6,14 @@ restart inside one process; its log is streamed here), then writes `data/raw/` a
 previous snapshot while their (url, content_hash) is unchanged, so crawling an unchanged site
 again gives a byte-identical `data/raw/`.
 
-Exit status: 0 ok; 1 the crawl failed (spider process failed or was interrupted, zero items);
-2 it must not start (params.yaml invalid, a start URL refused, a bad selector). On any failure
-the previous `data/raw/` and `reports/crawl.json` stay as they were.
+The spider works in `.kiln/crawl-job/`, with Scrapy's JOBDIR there: SIGINT/SIGTERM stops it
+gracefully (requests in flight finish, pending ones are saved) and the next run with the same
+`crawl` params resumes where it stopped; other params start afresh. The HTTP cache in
+`.kiln/httpcache/` (`crawl.http_cache`) makes a refresh send conditional requests only.
+
+Exit status: 0 ok; 1 the crawl failed (spider process failed, zero items); 2 it must not start
+(params.yaml invalid, a start URL refused, a bad selector); 130 interrupted (resumable). On any
+failure the previous `data/raw/` and `reports/crawl.json` stay as they were.
 """
 
 from __future__ import annotations
@@ -16,20 +21,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import crawlers
+from crawlers.launch import run_spider
 from crawlers.urlguard import check_crawl_config
 from tasks.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from tasks.params import CrawlParams, ParamsError, load_params
@@ -39,11 +40,10 @@ logger = logging.getLogger("kiln.crawl")
 RAW_DIR = Path("data/raw")
 REPORT_PATH = Path("reports/crawl.json")
 WORK_DIR = Path(".kiln")  # the spider's scratch output lives here, beside data/, not in /tmp
+JOB_DIR = WORK_DIR / "crawl-job"  # an unfinished crawl: its output so far and Scrapy's JOBDIR
+CACHE_DIR = WORK_DIR / "httpcache"
 _ROW_KEYS = ("url", "content_hash", "first_seen", "image_url", "image_path")
 _IMAGE_PATH = re.compile(r"images/([0-9a-f]{64})\.(png|jpg|gif|webp)")
-_SCRAPY_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")  # ours has a time already
-_SCRAPY_LEVEL = re.compile(r"^(\[[\w.]+\]) (DEBUG|INFO|WARNING|ERROR|CRITICAL): ")
-_CODE_ROOT = Path(crawlers.__file__).resolve().parent.parent  # makes `crawlers` importable
 
 
 class CrawlConfigError(ValueError):
@@ -54,6 +54,10 @@ class CrawlError(RuntimeError):
     """The crawl ran but its result must not replace data/raw."""
 
 
+class CrawlInterrupted(CrawlError):
+    """SIGINT/SIGTERM stopped the crawl; the job directory lets the next run resume it."""
+
+
 @dataclass(frozen=True)
 class CrawlResult:
     items: list[dict[str, Any]]  # rows of data/raw/items.jsonl, sorted by url
@@ -62,45 +66,29 @@ class CrawlResult:
     stats: dict[str, float]  # reports/crawl.json
 
 
-def _forward(spider_log: logging.Logger, line: str) -> None:
-    """Re-log one line of the spider's output at its own level, without its second timestamp."""
-    text = _SCRAPY_TIME.sub("", line.rstrip())
-    match = _SCRAPY_LEVEL.match(text)
-    level = logging.getLevelName(match[2]) if match else logging.INFO
-    spider_log.log(level, _SCRAPY_LEVEL.sub(r"\1 ", text))
-
-
-def _run_spider(cfg: CrawlParams, workdir: Path, out: Path) -> None:
-    config = workdir / "crawl.json"
-    config.write_text(cfg.model_dump_json(), encoding="utf-8")
-    cmd = [sys.executable, "-m", "crawlers.run", "--config", str(config), "--out", str(out)]
-    path = [str(_CODE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "PYTHONUNBUFFERED": "1"}
-    logger.info("starting the spider: %s", " ".join(cmd))
-    spider_log = logging.getLogger("kiln.crawl.spider")
-    with subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env
-    ) as proc:
-        try:
-            for line in proc.stdout or ():
-                _forward(spider_log, line)
-        except (KeyboardInterrupt, SystemExit):
-            proc.kill()  # its output is scratch, discarded with the work directory
-            raise
-    if proc.returncode == 2:
+def _run_spider(workdir: Path, cache_dir: Path | None, resume: bool) -> Path:
+    returncode, interrupted = run_spider(workdir, cache_dir, resume)
+    if interrupted:
+        raise CrawlInterrupted("interrupted; run the crawl again to resume it")
+    if returncode == 2:
         raise CrawlConfigError("the spider refused its configuration (see its log above)")
-    if proc.returncode != 0:
-        raise CrawlError(f"the spider process exited with status {proc.returncode}")
+    if returncode != 0:
+        raise CrawlError(f"the spider process exited with status {returncode}")
+    return workdir / "spider"
 
 
-def _content_hash(fields: dict[str, str | None], image: bytes) -> str:
+def _content_hash(fields: dict[str, Any], image: bytes) -> str:
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode())
     digest.update(image)
     return digest.hexdigest()
 
 
 def _item_rows(
-    spider_items: list[dict[str, Any]], out: Path, previous: list[dict[str, Any]], stamp: str
+    spider_items: list[dict[str, Any]],
+    out: Path,
+    previous: list[dict[str, Any]],
+    stamp: str,
+    with_images: bool = True,
 ) -> list[dict[str, Any]]:
     first_seen = {
         (r["url"], r["content_hash"]): r["first_seen"]
@@ -109,21 +97,24 @@ def _item_rows(
     }
     rows: dict[str, dict[str, Any]] = {}
     for item in spider_items:
-        match = _IMAGE_PATH.fullmatch(item["image_path"] or "")
-        image = (out / item["image_path"]).read_bytes() if match else b""
-        if not match or hashlib.sha256(image).hexdigest() != match.group(1):
-            raise CrawlError(f"image of {item['url']} is missing or misnamed: {item['image_path']}")
+        image = b""
+        if with_images:
+            match = _IMAGE_PATH.fullmatch(item["image_path"] or "")
+            image = (out / item["image_path"]).read_bytes() if match else b""
+            if not match or hashlib.sha256(image).hexdigest() != match.group(1):
+                raise CrawlError(f"image of {item['url']} is missing or misnamed: "
+                                 f"{item['image_path']}")  # fmt: skip
         url, content_hash = item["url"], _content_hash(item["fields"], image)
         row = {
             **item["fields"],
             "url": url,
             "content_hash": content_hash,
             "first_seen": first_seen.get((url, content_hash), stamp),
-            "image_url": item["image_url"],
-            "image_path": item["image_path"],
         }
-        if url in rows:  # two requests redirected to one page: keep one, deterministically
-            logger.warning("%s was crawled twice; keeping one copy", url)
+        if with_images:
+            row |= {"image_url": item["image_url"], "image_path": item["image_path"]}
+        if url in rows:  # redirected to one page, or fetched again by a resumed crawl: keep one
+            logger.info("%s was crawled twice; keeping one copy", url)
             row = min(rows[url], row, key=lambda r: r["content_hash"])
         rows[url] = row
     return [rows[url] for url in sorted(rows)]
@@ -142,6 +133,9 @@ def _report(spider: dict[str, Any], n_items: int, n_rejects: int, duration_s: fl
         "pages_per_s": round(pages / duration_s, 1) if duration_s > 0 else 0.0,
         "refused": spider.get("kiln/refused", 0),
         "robots_forbidden": spider.get("robotstxt/forbidden", 0),
+        "robots_unreachable": spider.get("kiln/robots_unreachable", 0),
+        "not_modified": spider.get("httpcache/revalidate", 0),  # 304: stored copy reused
+        "from_cache": spider.get("httpcache/hit", 0),  # served without a new download
     }
 
 
@@ -150,12 +144,16 @@ def crawl_site(
     previous_items: list[dict[str, Any]],
     workdir: Path,
     now: datetime | None = None,
+    *,
+    cache_dir: Path | None = None,
+    resume: bool = False,
 ) -> CrawlResult:
     """Crawl per `cfg` into `workdir` and assemble the rows of data/raw (nothing written there).
 
     `previous_items` are the rows of the last data/raw/items.jsonl ([] if none): their
-    `first_seen` is kept for unchanged (url, content_hash). Raises CrawlConfigError before
-    crawling, CrawlError when the crawl failed or found no item.
+    `first_seen` is kept for unchanged (url, content_hash). `resume` continues the crawl that
+    `workdir` holds. Raises CrawlConfigError before crawling, CrawlError when the crawl failed
+    or found no item (CrawlInterrupted when stopped by a signal).
     """
     clash = sorted(set(cfg.fields) & set(_ROW_KEYS))
     if clash:
@@ -165,13 +163,15 @@ def crawl_site(
     except ValueError as exc:
         raise CrawlConfigError(str(exc)) from exc
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    out = workdir / "spider"
+    (workdir / "crawl.json").write_text(cfg.model_dump_json(by_alias=True), encoding="utf-8")
     started = time.monotonic()
-    _run_spider(cfg, workdir, out)
+    out = _run_spider(workdir, cache_dir, resume)
     duration_s = time.monotonic() - started
     spider = json.loads((out / "stats.json").read_text(encoding="utf-8"))
-    items = _item_rows(read_jsonl(out / "items.jsonl"), out, previous_items, stamp)
-    rejects = sorted(read_jsonl(out / "rejects.jsonl"), key=lambda r: (r["url"], r["reason"]))
+    with_images = cfg.image_field is not None
+    items = _item_rows(read_jsonl(out / "items.jsonl"), out, previous_items, stamp, with_images)
+    unique = {json.dumps(r, sort_keys=True): r for r in read_jsonl(out / "rejects.jsonl")}
+    rejects = sorted(unique.values(), key=lambda r: (r["url"], r["reason"]))
     stats = _report(spider, len(items), len(rejects), duration_s)
     if spider.get("finish_reason") == "closespider_pagecount":
         logger.warning(
@@ -185,7 +185,7 @@ def crawl_site(
             + (", robots.txt unreachable so the host was skipped" if unreachable else "")
             + f", {stats['refused']} refused URLs)"
         )
-    images = {row["image_path"]: out / row["image_path"] for row in items}
+    images = {row["image_path"]: out / row["image_path"] for row in items if with_images}
     return CrawlResult(items=items, rejects=rejects, images=images, stats=stats)
 
 
@@ -194,6 +194,8 @@ def write_raw(result: CrawlResult, raw_dir: Path = RAW_DIR) -> None:
     with atomic_dir(raw_dir) as tmp:
         write_jsonl(tmp / "items.jsonl", result.items)
         write_jsonl(tmp / "rejects.jsonl", result.rejects)
+        if not result.images:
+            return
         (tmp / "images").mkdir()
         for rel, src in sorted(result.images.items()):
             shutil.copyfile(src, tmp / rel)
@@ -209,7 +211,17 @@ def _previous_items(path: Path) -> list[dict[str, Any]]:
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds: stops the spider, removes the scratch dir
+    raise SystemExit(128 + signum)  # unwinds into _run_spider, which stops the spider gracefully
+
+
+def _can_resume(job: Path, cfg: CrawlParams) -> bool:
+    """An interrupted crawl of the same `crawl` params is waiting in `job`."""
+    config = job / "crawl.json"
+    return (
+        (job / "jobdir").is_dir()
+        and config.is_file()
+        and config.read_text(encoding="utf-8") == cfg.model_dump_json(by_alias=True)
+    )
 
 
 def main() -> int:
@@ -217,18 +229,28 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         params = load_params()
+        cfg = params.crawl
         previous = _previous_items(RAW_DIR / "items.jsonl")
-        WORK_DIR.mkdir(exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="crawl-", dir=WORK_DIR) as workdir:
-            result = crawl_site(params.crawl, previous, Path(workdir))
-            write_raw(result)
+        resume = _can_resume(JOB_DIR, cfg)
+        if not resume:
+            shutil.rmtree(JOB_DIR, ignore_errors=True)
+        JOB_DIR.mkdir(parents=True, exist_ok=True)
+        cache = CACHE_DIR if cfg.http_cache else None
+        result = crawl_site(cfg, previous, JOB_DIR, cache_dir=cache, resume=resume)
+        write_raw(result)
         write_json(REPORT_PATH, result.stats)
+    except CrawlInterrupted as exc:
+        logger.warning("crawl %s; data/raw left as it was", exc)
+        return 130
     except (ParamsError, CrawlConfigError) as exc:
         logger.error("crawl refused to start: %s", exc)
+        shutil.rmtree(JOB_DIR, ignore_errors=True)
         return 2
     except CrawlError as exc:
         logger.error("crawl failed: %s; data/raw left as it was", exc)
+        shutil.rmtree(JOB_DIR, ignore_errors=True)
         return 1
+    shutil.rmtree(JOB_DIR, ignore_errors=True)  # done: the next crawl starts afresh
     s = result.stats
     logger.info(
         "crawl done: %d items, %d rejects (%d failures, %d retries) from %d pages in %.1f s -> %s",

@@ -1,10 +1,12 @@
 """The generic, config-driven spider; it runs as `python -m crawlers.run` (a subprocess of
 `python -m tasks.crawl`), configured by the `crawl` section of params.yaml.
 
-It follows links inside the `follow_css` areas of every page, parses pages whose URL matches
-`item_url_pattern` with the pure `crawlers.parse.parse_item`, and yields one `PageItem` or one
-`PageReject` per item page, plus a reject for every page that failed after its retries.
-Requests it is not allowed to make (robots.txt, `crawlers.urlguard`) are skipped and counted.
+From every page it follows the links of the `follow_css` / `follow` rules (link areas, allow and
+deny regexes). Item pages are those whose URL matches `item_url_pattern`, and the detail pages
+that item blocks of a list page (`item_list`) link to; a block without a link is an item itself.
+Parsing is the pure `crawlers.parse.PageParser`; the spider yields one `PageItem` or one
+`PageReject` per item, plus a reject for every page that failed after its retries. Requests it
+is not allowed to make (robots.txt, `crawlers.urlguard`) are skipped and counted.
 """
 
 from __future__ import annotations
@@ -13,21 +15,57 @@ import logging
 import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import urljoin
 
 import scrapy
+from parsel import Selector
 from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest
-from scrapy.http import Response, TextResponse
+from scrapy.http import HtmlResponse, Response, TextResponse
 from scrapy.linkextractors import LinkExtractor
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
 from crawlers.items import PageItem, PageReject
-from crawlers.parse import parse_item
+from crawlers.parse import ListEntry, PageParser
 from crawlers.settings import crawl_params_from
 from crawlers.urlguard import refusal_reason
+from tasks.params import CrawlParams
 
 logger = logging.getLogger(__name__)
+
+_LIST_VALUES = "kiln_list_values"  # request meta: fields read on the list page that linked here
+
+
+def link_extractors(cfg: CrawlParams) -> list[LinkExtractor]:
+    """One extractor per follow rule. deny_extensions=[]: the rules decide, not URL suffixes."""
+    extractors = []
+    if cfg.follow_css:
+        extractors.append(LinkExtractor(restrict_css=cfg.follow_css, deny_extensions=[]))
+    for rule in cfg.follow:
+        extractors.append(
+            LinkExtractor(
+                allow=rule.allow,
+                deny=rule.deny,
+                restrict_css=[rule.css] if rule.css else (),
+                restrict_xpaths=[rule.xpath] if rule.xpath else (),
+                deny_extensions=[],
+            )
+        )
+    return extractors
+
+
+def with_image(item: PageItem | PageReject, cfg: CrawlParams, status: int | None) -> Any:
+    """Point an item at its image (when `crawl.image_field` is set); a reject keeps `status`."""
+    if isinstance(item, PageReject):
+        return PageReject(item.url, item.reason, status)
+    if cfg.image_field is None:
+        return item
+    src = item.fields.get(cfg.image_field)
+    if not isinstance(src, str) or not src.strip():  # an optional image field: no image, no item
+        return PageReject(item.url, f"no {cfg.image_field} on the page", status)
+    item.image_url = urljoin(item.url, src.strip())  # an absolute src stays as it is
+    return item
 
 
 class GenericSpider(scrapy.Spider):
@@ -38,9 +76,10 @@ class GenericSpider(scrapy.Spider):
         spider = super().from_crawler(crawler, *args, **kwargs)
         spider.cfg = crawl_params_from(crawler.settings)
         spider.allowed_domains = list(spider.cfg.allowed_domains)  # Scrapy's offsite filter
-        spider._item_url = re.compile(spider.cfg.item_url_pattern)
-        # deny_extensions=[]: the link areas decide what is followed, not the URL's suffix.
-        spider._links = LinkExtractor(restrict_css=spider.cfg.follow_css, deny_extensions=[])
+        pattern = spider.cfg.item_url_pattern
+        spider._item_url = re.compile(pattern) if pattern else None
+        spider._parser = PageParser(spider.cfg.fields, spider.cfg.item_list)
+        spider._links = link_extractors(spider.cfg)
         return spider
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
@@ -52,51 +91,75 @@ class GenericSpider(scrapy.Spider):
                 continue
             yield self._request(url)
 
-    def _request(self, url: str) -> scrapy.Request:
-        return scrapy.Request(url, callback=self.parse, errback=self.on_error)
+    def _request(self, url: str, list_values: dict[str, Any] | None = None) -> scrapy.Request:
+        meta = {} if list_values is None else {_LIST_VALUES: list_values}
+        return scrapy.Request(url, callback=self.parse, errback=self.on_error, meta=meta)
+
+    def _allowed(self, url: str) -> bool:
+        reason = refusal_reason(url, self.cfg)
+        if reason:
+            self.crawler.stats.inc_value("kiln/refused")
+            logger.debug("not following %s: %s", url, reason)
+        return reason is None
 
     def parse(self, response: Response, **kwargs: Any) -> Iterator[Any]:
         self.crawler.stats.inc_value("kiln/pages")
-        is_item_page = bool(self._item_url.search(response.url))
+        list_values = response.meta.get(_LIST_VALUES)
+        is_item_page = list_values is not None or bool(
+            self._item_url and self._item_url.search(response.url)
+        )
         if not isinstance(response, TextResponse):
             if is_item_page:
                 content_type = response.headers.get("Content-Type", b"").decode("latin-1")
                 yield PageReject(response.url, f"not an HTML page ({content_type})", 200)
             return
+        # One lxml parse per page: Scrapy's own selector serves the fields and the links.
+        page = (
+            response.selector
+            if isinstance(response, HtmlResponse)
+            else Selector(text=response.text, type="html")
+        )
         if is_item_page:
-            yield self._item(response)
-        for link in self._links.extract_links(response):
-            reason = refusal_reason(link.url, self.cfg)
-            if reason:
-                self.crawler.stats.inc_value("kiln/refused")
-                logger.debug("not following %s: %s", link.url, reason)
-                continue
-            yield self._request(link.url)
-
-    def _item(self, response: TextResponse) -> PageItem | PageReject:
-        parsed = parse_item(response.text, response.url, self.cfg.fields)
-        if isinstance(parsed, PageReject):
-            return PageReject(parsed.url, parsed.reason, response.status)
-        src = parsed.fields[self.cfg.image_field]
-        if src is None:  # an optional image field: no image, no training example
-            return PageReject(response.url, f"no {self.cfg.image_field} on the page", 200)
-        parsed.image_url = response.urljoin(src)
-        return parsed
+            parsed = self._parser.parse_item(page, response.url, list_values)
+            yield with_image(parsed, self.cfg, response.status)
+        details = set()
+        for entry in self._parser.parse_list(page, response.url):
+            if isinstance(entry, ListEntry):
+                details.add(entry.url)
+                if self._allowed(entry.url):
+                    yield self._request(entry.url, entry.values)
+            else:
+                yield with_image(entry, self.cfg, response.status)
+        for extractor in self._links:
+            for link in extractor.extract_links(response):
+                if link.url not in details and self._allowed(link.url):
+                    yield self._request(link.url)
 
     def on_error(self, failure: Failure) -> Iterator[PageReject]:
         """A page that failed after its retries becomes a reject; skipped requests do not."""
-        request = failure.request
-        retries = request.meta.get("retry_times", 0)
-        if failure.check(HttpError):
-            status = failure.value.response.status
-            reason = f"HTTP {status} after {retries} retries"
-        elif failure.check(IgnoreRequest):  # robots.txt or the URL guard; counted by them
-            logger.debug("skipped %s: %s", request.url, failure.getErrorMessage())
-            return
-        else:
-            status = None
-            reason = f"{failure.type.__name__} after {retries} retries: {failure.getErrorMessage()}"
-        self.crawler.stats.inc_value("kiln/pages")
-        self.crawler.stats.inc_value("kiln/failures")
-        logger.warning("page failed: %s: %s", request.url, reason)
-        yield PageReject(request.url, reason, status)
+        yield from page_failure(self, failure)
+
+
+def page_failure(spider: scrapy.Spider, failure: Failure) -> Iterator[PageReject]:
+    """The reject for a request that failed after its retries (None for a skipped one)."""
+    request = failure.request
+    retries = request.meta.get("retry_times", 0)
+    if failure.check(HttpError):
+        status = failure.value.response.status
+        reason = f"HTTP {status} after {retries} retries"
+    elif failure.check(IgnoreRequest) and "DOWNLOAD_MAXSIZE" in failure.getErrorMessage():
+        status = None  # a compression bomb, stopped while decompressing
+        reason = f"too large: {failure.getErrorMessage()}"
+    elif failure.check(IgnoreRequest) and failure.getErrorMessage().startswith("redirect to"):
+        status = None  # crawlers.middlewares.RedirectGuardMiddleware
+        reason = failure.getErrorMessage()
+    elif failure.check(IgnoreRequest):  # robots.txt or the URL guard; counted by them
+        logger.debug("skipped %s: %s", request.url, failure.getErrorMessage())
+        return
+    else:
+        status = None
+        reason = f"{failure.type.__name__} after {retries} retries: {failure.getErrorMessage()}"
+    spider.crawler.stats.inc_value("kiln/pages")
+    spider.crawler.stats.inc_value("kiln/failures")
+    logger.warning("page failed: %s: %s", request.url, reason)
+    yield PageReject(request.url, reason, status)

@@ -108,6 +108,10 @@ def test_demo_crawl_is_complete_and_byte_identical_when_repeated(demo, tmp_path:
     assert report["robots_forbidden"] >= 1  # the home page's /admin/ link, stopped by robots.txt
     assert (report["items"], report["rejects"], report["failures"]) == (41, 2, 1)
     assert report["retries"] == 2 and report["pages"] >= 41 + 2
+    from flows.summary import crawl_stats  # noqa: PLC0415 (imports Prefect)
+
+    shown = crawl_stats(project)  # the flow's "crawl" table artifact
+    assert shown["items"] == 41 and shown["pages"] == report["pages"] and "pages_per_s" in shown
 
     # An old first_seen survives a re-crawl of unchanged pages, and nothing else changes.
     write_jsonl(raw / "items.jsonl", [{**r, "first_seen": "2000-01-01T00:00:00Z"} for r in items])

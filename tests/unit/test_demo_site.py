@@ -129,3 +129,39 @@ def test_server_serves_records_and_injects_faults() -> None:
             urllib.request.urlopen(url + "no/such/page")
         assert server.requested("/item/") == ["/item/digit-0001"] * 2
         assert server.requests[0] == "/robots.txt"
+
+
+def test_jokes_board_lists_every_pyjokes_joke_labelled_by_language(site) -> None:
+    import pyjokes  # noqa: PLC0415
+
+    languages = sorted(pyjokes.LANGUAGE_VALUES)
+    n_jokes = sum(len(pyjokes.get_jokes(language=lang, category="all")) for lang in languages)
+    listed = []
+    n = 1
+    while (path := "/jokes/" if n == 1 else f"/jokes/page/{n}") in site.pages:
+        page = Selector(text=site.pages[path].body.decode())
+        for block in page.css("article.joke"):
+            listed.append((block.css("span.lang::text").get(), block.css("a::attr(href)").get()))
+        n += 1
+    assert len(listed) == n_jokes and {lang for lang, _ in listed} == set(languages)
+    lang, href = listed[0]
+    detail = Selector(text=site.pages[href].body.decode())
+    assert detail.css("h1.joke-id::text").get() == f"Joke {href.rsplit('/', 1)[1]}"
+    text = " ".join(" ".join(detail.css("div.joke-body ::text").getall()).split())
+    assert text == " ".join(pyjokes.get_jokes(language=lang, category="all")[0].split())
+
+
+def test_co2_table_is_the_statsmodels_record(site) -> None:
+    from statsmodels.datasets import co2  # noqa: PLC0415
+
+    series = co2.load_pandas().data["co2"]
+    rows = []
+    n = 1
+    while (path := "/co2/" if n == 1 else f"/co2/page/{n}") in site.pages:
+        page = Selector(text=site.pages[path].body.decode())
+        rows += [(r.css("td.week::text").get(), r.css("td.ppm::text").get())
+                 for r in page.css("table.series tr")[1:]]  # fmt: skip
+        n += 1
+    assert len(rows) == len(series) == 2284
+    assert rows[0] == ("1958-03-29", "316.1")
+    assert sum(ppm is None for _, ppm in rows) == int(series.isna().sum()) == 59

@@ -14,8 +14,8 @@ import pytest
 
 from crawlers.demo_site import build_site
 from crawlers.items import PageItem, PageReject
-from crawlers.parse import check_selectors, decode_page, parse_item
-from tasks.params import DemoSiteParams, FieldSelector, load_params
+from crawlers.parse import ListEntry, PageParser, check_selectors, decode_page, parse_item
+from tasks.params import DemoSiteParams, FieldSelector, ItemListParams, load_params
 
 PAGES = Path(__file__).parent / "fixtures" / "pages"
 REPO = Path(__file__).resolve().parents[2]
@@ -114,3 +114,112 @@ def test_params_selectors_match_every_demo_page() -> None:
             assert result.fields["image"] == f"/img/{path.removeprefix('/item/')}.png"
         else:  # broken: a 500 or a truncated page
             assert isinstance(result, PageReject) or page.status == 500
+
+
+# --- declarative fields: XPath, regex, types, cleanup, list + detail pages ----------------------
+
+MESSY = """<html><body><h1> Mauna  Loa </h1>
+<table><tr><td class="d">1958-03-29</td><td class="v">316.1</td><td class="n">1,204</td></tr>
+<tr><td class="d">1958-04-05</td><td class="v">n/a</td></tr></table>
+<div class="post"><p>Why <b>do</b> programmers<p>prefer dark mode?</div>
+<a class="more" href="/more?x=1">more</a><span class="tag">py</span><span class="tag">fun</span>
+<p class="price">Price: EUR 12.50 incl.</p></body></html>"""
+
+
+def _field(**spec: object) -> dict[str, FieldSelector]:
+    return {"f": FieldSelector(**spec)}
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"xpath": "//h1/text()"}, " Mauna  Loa "),
+        ({"xpath": "//h1/text()", "cleanup": ["strip"]}, "Mauna Loa"),
+        ({"css": "td.v::text", "type": "float"}, 316.1),
+        ({"css": "td.n::text", "type": "int"}, 1204),
+        ({"css": "td.d::text", "type": "date"}, "1958-03-29"),
+        ({"css": "a.more::attr(href)", "type": "url"}, "http://127.0.0.1:8765/more?x=1"),
+        ({"css": "span.tag::text", "type": "list"}, ["py", "fun"]),
+        ({"css": "span.tag::text", "cleanup": ["join"]}, "py fun"),
+        ({"css": "p.price::text", "regex": r"EUR ([\d.]+)", "type": "float"}, 12.5),
+        (
+            {"css": "div.post", "cleanup": ["html_text", "strip"]},
+            "Why do programmers prefer dark mode?",
+        ),
+        ({"css": "td.d::text", "type": "date", "date_format": "%Y-%m-%d"}, "1958-03-29"),
+    ],
+)
+def test_field_types_regex_and_cleanup(spec: dict, expected: object) -> None:
+    item = parse_item(MESSY, URL, _field(**spec))
+    assert isinstance(item, PageItem) and item.fields == {"f": expected}
+
+
+def test_unconvertible_value_rejects_the_page_naming_field_and_value() -> None:
+    reject = parse_item(
+        MESSY, URL, {"v": FieldSelector(css="tr:nth-child(2) td.v::text", type="float")}
+    )
+    assert reject == PageReject(url=URL, reason="v: 'n/a' is not a float")
+
+
+def test_bad_xpath_is_named_before_crawling() -> None:
+    with pytest.raises(ValueError, match=r"crawl\.fields\.label\.xpath '//span\[' is not valid"):
+        check_selectors({"label": FieldSelector(xpath="//span[")})
+
+
+def test_a_field_needs_exactly_one_selector() -> None:
+    with pytest.raises(ValueError, match="exactly one of `css` or `xpath`"):
+        FieldSelector(css="a", xpath="//a")
+
+
+def test_item_spans_list_page_and_detail_page() -> None:
+    """`from: list` fields are read in the item's block; the rest on the detail page."""
+    site = build_site(DemoSiteParams(n_items=40, per_page=10, n_duplicates=3, n_broken=2))
+    item_list = ItemListParams(css="ul.items li", link_css="a.item::attr(href)")
+    fields = {
+        "sku": FieldSelector(css="a.item::text", **{"from": "list"}),
+        "label": FieldSelector(css="span.label::text"),
+    }
+    parser = PageParser(fields, item_list)
+    entries = parser.parse_list(site.pages["/"].body.decode(), "http://h/")
+    assert [e.url for e in entries] == ["http://h" + p for p in site.item_paths[:10]]
+    first = entries[0]
+    assert isinstance(first, ListEntry) and first.values == {"sku": "digit-0000"}
+    item = parser.parse_item(site.pages["/item/digit-0000"].body.decode(), first.url, first.values)
+    assert isinstance(item, PageItem)
+    assert item.fields == {"sku": "digit-0000", "label": site.items[0].label}
+    orphan = parser.parse_item(site.pages["/item/digit-0000"].body.decode(), first.url)
+    assert orphan == PageReject(first.url, "missing required field(s): sku")
+
+
+def test_self_contained_blocks_are_items_and_bad_rows_rejects() -> None:
+    parser = PageParser(
+        {"date": FieldSelector(css="td.d::text", type="date"),
+         "co2": FieldSelector(css="td.v::text", type="float")},
+        ItemListParams(css="table tr"),
+    )  # fmt: skip
+    out = parser.parse_list(MESSY, "http://h/p/1")
+    assert out == [
+        PageItem(url="http://h/p/1#item-1", fields={"date": "1958-03-29", "co2": 316.1}),
+        PageReject(url="http://h/p/1#item-2", reason="co2: 'n/a' is not a float"),
+    ]
+
+
+def test_report_says_which_selectors_matched_nothing() -> None:
+    parser = PageParser(
+        {"title": FieldSelector(css="h1::text"), "nope": FieldSelector(css="h2.nope::text")}
+    )
+    report = parser.report(MESSY, URL)
+    assert report["title"].n_matches == 1 and report["title"].value == " Mauna  Loa "
+    assert report["nope"].n_matches == 0 and report["nope"].value is None
+
+
+def test_giant_text_node_gives_an_item_not_a_crash() -> None:
+    """lxml refuses text nodes over 10 MB unless told otherwise; parsel's huge_tree is on."""
+    giant = "x" * (24 * 1024 * 1024)  # 24 MiB in one text node
+    page = f'<h1 class="title">t</h1><p class="blob">{giant}</p><span class="label">7</span>'
+    fields = {
+        "label": FieldSelector(css="span.label::text"),
+        "blob": FieldSelector(css="p.blob::text", regex="^(x{5})"),
+    }
+    item = parse_item(page, URL, fields)
+    assert isinstance(item, PageItem) and item.fields == {"label": "7", "blob": "xxxxx"}

@@ -8,11 +8,12 @@ from crawlers.urlguard import refusal_reason
 from tasks.params import CrawlParams, FieldSelector
 
 
-def _cfg(allowed: list[str], allow_loopback: bool = False) -> CrawlParams:
+def _cfg(allowed: list[str], allow_loopback: bool = False, private: bool = False) -> CrawlParams:
     return CrawlParams(
         start_urls=["http://example.com/"],
         allowed_domains=allowed,
         allow_loopback=allow_loopback,
+        allow_private=private,
         follow_css=["a"],
         item_url_pattern="/item/",
         fields={"image": FieldSelector(css="img::attr(src)")},
@@ -36,6 +37,9 @@ def _cfg(allowed: list[str], allow_loopback: bool = False) -> CrawlParams:
         ("http://169.254.169.254/latest/meta-data/", ["169.254.169.254"], True, "link-local"),
         ("http://0.0.0.0/", ["0.0.0.0"], True, "unspecified"),  # noqa: S104 (a URL, not a bind)
         ("http://example.com:99999/", ["example.com"], False, "malformed URL"),
+        ("http://10.0.0.5/", ["10.0.0.5"], True, "private address"),
+        ("http://192.168.1.1/", ["192.168.1.1"], True, "private address"),
+        ("http://[fd00::1]/", ["fd00::1"], True, "private address"),
     ],
 )
 def test_refused(url: str, allowed: list[str], loopback: bool, reason: str) -> None:
@@ -54,3 +58,7 @@ def test_refused(url: str, allowed: list[str], loopback: bool, reason: str) -> N
 )
 def test_allowed(url: str, allowed: list[str], loopback: bool) -> None:
     assert refusal_reason(url, _cfg(allowed, loopback), resolve=False) is None
+
+
+def test_private_addresses_only_when_allowed() -> None:
+    assert refusal_reason("http://10.0.0.5/", _cfg(["10.0.0.5"], private=True)) is None

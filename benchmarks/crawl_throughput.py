@@ -1,0 +1,253 @@
+"""Crawl speed as ratios: `python benchmarks/crawl_throughput.py [--pairs 5] [--items 1000]`.
+
+Three figures, each from A, B, A, B ... runs side by side, median of the pair ratios
+(PERFORMANCE.md), against the demo shop served on loopback by this process:
+
+1. pages/s of the generic spider (`python -m crawlers.run`, images off, HTTP cache off) against
+   a bare Scrapy spider (this file's `--bare` mode: follows the same links with `response.css`,
+   yields the same six fields as dicts, no pipelines) with the same concurrency, AutoThrottle,
+   robots and retry settings. pages/s = responses / Scrapy's `elapsed_time_seconds` (the spider's
+   run, process start-up excluded). Target >= 0.80x.
+2. field extraction: `PageParser.parse_item` (parsel/lxml, the spider's parser) over every item
+   page against BeautifulSoup(html, "html.parser") + `select_one` for the same six fields, in
+   this process. Target <= 0.25x its time.
+3. refresh of the unchanged site against the first crawl: wall time of `python -m crawlers.run`
+   with a warm HTTP cache (pages revalidated: 304; images fresh: not requested) against the same
+   command with an empty cache, images on, process start-up included. Target <= 0.10x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import scrapy  # noqa: E402
+from bs4 import BeautifulSoup  # noqa: E402
+from scrapy.crawler import CrawlerProcess  # noqa: E402
+
+from crawlers.demo_site import build_site, start_demo_site  # noqa: E402
+from crawlers.parse import PageParser  # noqa: E402
+from crawlers.settings import settings_for  # noqa: E402
+from tasks.params import DemoSiteParams, load_params  # noqa: E402
+
+FIELDS = ("title", "label", "image", "writer", "ink", "price")
+
+
+class BareSpider(scrapy.Spider):
+    """The baseline: what a Scrapy user writes by hand for the demo shop."""
+
+    name = "bare"
+
+    def parse(self, response: Any, **kwargs: Any) -> Any:
+        if "/item/" in response.url:
+            yield {
+                "url": response.url,
+                "title": response.css("h1.title::text").get(),
+                "label": response.css("span.label::text").get(),
+                "image": response.css("img.digit::attr(src)").get(),
+                "writer": response.css("dd.writer::text").get(),
+                "ink": response.css("dd.ink::text").get(),
+                "price": response.css("dd.price::text").get(),
+            }
+        for href in response.css("nav.pagination a::attr(href), ul.items a.item::attr(href)"):
+            yield response.follow(href.get(), callback=self.parse)
+
+
+def _crawl_cfg(url: str, images: bool, cache: bool) -> Any:
+    cfg = load_params(ROOT / "params.yaml").crawl
+    return cfg.model_copy(
+        update={
+            "start_urls": [url],
+            "image_field": "image" if images else None,
+            "http_cache": cache,
+            "max_pages": 100_000,
+        }
+    )
+
+
+def _bare_main(url: str, out: Path) -> None:
+    """`--bare URL OUT`: run BareSpider with the generic spider's settings minus Kiln's parts."""
+    ours = settings_for(_crawl_cfg(url, images=False, cache=False), out)
+    keys = (
+        "USER_AGENT",
+        "ROBOTSTXT_OBEY",
+        "RETRY_TIMES",
+        "DOWNLOAD_TIMEOUT",
+        "CONCURRENT_REQUESTS",
+        "CONCURRENT_REQUESTS_PER_DOMAIN",
+        "AUTOTHROTTLE_ENABLED",
+        "AUTOTHROTTLE_START_DELAY",
+        "AUTOTHROTTLE_MAX_DELAY",
+        "AUTOTHROTTLE_TARGET_CONCURRENCY",
+        "DOWNLOAD_DELAY",
+        "TELNETCONSOLE_ENABLED",
+        "REMOTE_CONTROL_ENABLED",
+        "COOKIES_ENABLED",
+        "LOG_LEVEL",
+        "DOWNLOAD_MAXSIZE",
+        "RETRY_HTTP_CODES",
+    )
+    process = CrawlerProcess({k: ours[k] for k in keys})
+    crawler = process.create_crawler(BareSpider)
+    process.crawl(crawler, start_urls=[url])
+    process.start()
+    stats = crawler.stats.get_stats()
+    (out / "stats.json").write_text(json.dumps(stats, default=str))
+
+
+def _run(args: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, *args], cwd=ROOT, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def _pages_per_s(out: Path) -> float:
+    stats = json.loads((out / "stats.json").read_text())
+    return stats["response_received_count"] / float(stats["elapsed_time_seconds"])
+
+
+def crawl_pages_per_s(url: str, tmp: Path, n: int, which: str) -> float:
+    out = tmp / f"{which}-{n}"
+    out.mkdir()
+    if which == "bare":
+        _run([__file__, "--bare", url, str(out)])
+    else:
+        config = out / "crawl.json"
+        config.write_text(_crawl_cfg(url, images=False, cache=False).model_dump_json(by_alias=True))
+        _run(["-m", "crawlers.run", "--config", str(config), "--out", str(out / "spider")])
+        out = out / "spider"
+    return _pages_per_s(out)
+
+
+def crawl_wall_s(url: str, tmp: Path, name: str, cache: Path) -> float:
+    out = tmp / name
+    out.mkdir()
+    config = out / "crawl.json"
+    config.write_text(_crawl_cfg(url, images=True, cache=True).model_dump_json(by_alias=True))
+    return _run(
+        [
+            "-m",
+            "crawlers.run",
+            "--config",
+            str(config),
+            "--out",
+            str(out / "spider"),
+            "--cache",
+            str(cache),
+        ]
+    )
+
+
+def extraction_s(pages: list[str], which: str) -> float:
+    start = time.perf_counter()
+    if which == "kiln":
+        parser = PageParser(load_params(ROOT / "params.yaml").crawl.fields)
+        for html in pages:
+            parser.parse_item(html, "http://x/")
+    else:
+        selectors = ["h1.title", "span.label", "img.digit", "dd.writer", "dd.ink", "dd.price"]
+        for html in pages:
+            soup = BeautifulSoup(html, "html.parser")
+            values = [soup.select_one(s) for s in selectors]
+            _ = [
+                v.get("src") if v is not None and v.name == "img" else v and v.get_text()
+                for v in values
+            ]
+    return time.perf_counter() - start
+
+
+def _pairs(n: int, a: Any, b: Any) -> tuple[list[float], list[float]]:
+    As, Bs = [], []  # noqa: N806 (A and B as in PERFORMANCE.md)
+    for i in range(n):
+        As.append(a(i))
+        Bs.append(b(i))
+    return As, Bs
+
+
+def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "--bare":
+        _bare_main(sys.argv[2], Path(sys.argv[3]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--items", type=int, default=1000)
+    args = parser.parse_args()
+    site_params = DemoSiteParams(
+        n_items=args.items, n_duplicates=0, n_broken=0, sections=[], bad_label_share=0.0
+    )
+    site = build_site(site_params)
+    server = start_demo_site(site_params, port=0)
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmpdir:
+            tmp = Path(tmpdir)
+            kiln, bare = _pairs(
+                args.pairs,
+                lambda i: crawl_pages_per_s(server.url, tmp, i, "kiln"),
+                lambda i: crawl_pages_per_s(server.url, tmp, i, "bare"),
+            )
+            rows.append(
+                (
+                    "crawl pages/s",
+                    kiln,
+                    bare,
+                    [k / b for k, b in zip(kiln, bare, strict=True)],
+                    0.80,
+                )
+            )
+            html = [site.pages[p].body.decode() for p in site.item_paths]
+            ours, soup = _pairs(
+                args.pairs,
+                lambda i: extraction_s(html, "kiln"),
+                lambda i: extraction_s(html, "bs4"),
+            )
+            rows.append(
+                ("extraction s", ours, soup, [o / s for o, s in zip(ours, soup, strict=True)], 0.25)
+            )
+            first, refresh = [], []
+            for i in range(args.pairs):  # A: empty cache, B: the same cache again
+                cache = tmp / f"cache-{i}"
+                first.append(crawl_wall_s(server.url, tmp, f"first-{i}", cache))
+                refresh.append(crawl_wall_s(server.url, tmp, f"refresh-{i}", cache))
+            rows.append(
+                (
+                    "crawl wall s",
+                    refresh,
+                    first,
+                    [r / f for r, f in zip(refresh, first, strict=True)],
+                    0.10,
+                )
+            )
+    finally:
+        server.stop()
+    print(f"demo shop: {args.items} items ({len(site.item_paths)} item pages), {args.pairs} pairs")
+    print(f"{'figure':<16}{'A (Kiln) median':>18}{'B (baseline) median':>22}{'ratio median':>14}")
+    for name, a, b, ratios, _ in rows:
+        print(
+            f"{name:<16}{statistics.median(a):>18.3f}{statistics.median(b):>22.3f}"
+            f"{statistics.median(ratios):>14.3f}"
+        )
+    labels = [
+        "generic spider pages/s vs bare Scrapy (>= 0.80x)",
+        "field extraction time vs BeautifulSoup html.parser (<= 0.25x)",
+        "refresh of the unchanged site vs first crawl (<= 0.10x)",
+    ]
+    for label, (_, _, _, ratios, target) in zip(labels, rows, strict=True):
+        ratio = statistics.median(ratios)
+        holds = ratio >= target if target == 0.80 else ratio <= target
+        print(f"{label}: {ratio:.3f}x -> {'holds' if holds else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

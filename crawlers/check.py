@@ -1,0 +1,119 @@
+"""Try the `crawl` selectors on one page: `kiln crawl --check URL` (flows/cli.py calls `check_url`).
+
+The quick loop of writing selectors: fetch one page under the same rules as the crawl (the URL
+guard on the URL and on every redirect hop, before connecting; robots.txt, with an unreachable
+one meaning "skip the host"; `crawl.user_agent`, timeout and size limit), then show what each
+field gives and which selectors matched nothing. Fetching is the stdlib's urllib (one page needs
+no Scrapy reactor); reading is the same `crawlers.parse.PageParser` the spider uses.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+from protego import Protego
+
+from crawlers.fields import FieldResult
+from crawlers.parse import PageParser, decode_page
+from crawlers.urlguard import refusal_reason
+from tasks.params import CrawlParams
+
+_MAX_REDIRECTS = 5
+
+
+class CheckError(RuntimeError):
+    """The page could not be fetched under the crawl's rules; the message says why."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    url: str  # after redirects
+    status: int
+    content_type: str
+    body: bytes
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # each hop is checked by fetch() before it is followed
+
+
+def _get(url: str, cfg: CrawlParams) -> Fetched:
+    opener = urllib.request.build_opener(_NoRedirect)
+    # S310: fetch() let only http(s) URLs that the URL guard accepts get here.
+    request = urllib.request.Request(url, headers={"User-Agent": cfg.user_agent})  # noqa: S310
+    try:
+        resp = opener.open(request, timeout=cfg.download_timeout_s)
+    except urllib.error.HTTPError as err:
+        resp = err  # a 3xx/4xx/5xx still has headers and a body
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise CheckError(f"{url}: {exc}") from exc
+    with resp:
+        body = resp.read(cfg.max_response_bytes + 1)
+        if len(body) > cfg.max_response_bytes:
+            raise CheckError(f"{url}: larger than crawl.max_response_bytes")
+        headers = resp.headers
+        if 300 <= resp.status < 400 and headers.get("Location"):
+            return Fetched(urljoin(url, headers["Location"]), resp.status, "redirect", b"")
+        return Fetched(url, resp.status, headers.get("Content-Type", ""), body)
+
+
+def fetch(url: str, cfg: CrawlParams, *, robots: bool = True) -> Fetched:
+    """GET `url` following at most 5 redirects, each hop checked before connecting."""
+    for _ in range(_MAX_REDIRECTS + 1):
+        reason = refusal_reason(url, cfg)
+        if reason:
+            raise CheckError(f"refused {url}: {reason}")
+        if robots and cfg.obey_robots and not _robots_allow(url, cfg):
+            raise CheckError(f"robots.txt of {urlsplit(url).netloc} disallows {url}")
+        got = _get(url, cfg)
+        if got.content_type != "redirect":
+            return got
+        url = got.url
+    raise CheckError(f"more than {_MAX_REDIRECTS} redirects")
+
+
+def _robots_allow(url: str, cfg: CrawlParams) -> bool:
+    parts = urlsplit(url)
+    robots_url = f"{parts.scheme}://{parts.netloc}/robots.txt"
+    try:
+        got = fetch(robots_url, cfg, robots=False)
+    except CheckError as exc:
+        raise CheckError(f"robots.txt unreachable ({exc}): the crawl skips this host") from exc
+    if got.status >= 500 or got.status == 429:  # RFC 9309: unreachable, assume disallowed
+        raise CheckError(f"robots.txt answered HTTP {got.status}: the crawl skips this host")
+    if got.status >= 400:
+        return True  # no robots.txt: everything allowed
+    rules = Protego.parse(decode_page(got.body, got.content_type))
+    return rules.can_fetch(url, cfg.user_agent)
+
+
+def check_url(url: str, cfg: CrawlParams) -> tuple[Fetched, dict[str, FieldResult]]:
+    """Fetch `url` as the crawl would and read every field; CheckError when it cannot."""
+    got = fetch(url, cfg)
+    text = decode_page(got.body, got.content_type)
+    return got, PageParser(cfg.fields, cfg.item_list).report(text, got.url)
+
+
+def format_report(got: Fetched, report: dict[str, FieldResult], cfg: CrawlParams) -> str:
+    lines = [f"{got.url}  HTTP {got.status}  {got.content_type}  {len(got.body)} bytes", ""]
+    width = max(len(name) for name in report)
+    empty = []
+    for name, result in report.items():
+        spec = cfg.fields[name]
+        selector = f"css {spec.css!r}" if spec.css is not None else f"xpath {spec.xpath!r}"
+        if result.n_matches == 0:
+            empty.append(name)
+            shown = "(matched nothing)"
+        elif result.problem:
+            shown = f"(unreadable: {result.problem})"
+        else:
+            shown = repr(result.value)
+        if len(shown) > 100:
+            shown = shown[:97] + "..."
+        lines.append(f"{name:<{width}}  {shown}  [{selector}]")
+    lines += ["", f"selectors that matched nothing: {', '.join(empty) if empty else 'none'}"]
+    return "\n".join(lines)

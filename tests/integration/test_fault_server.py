@@ -1,0 +1,197 @@
+"""The crawl stage against a fault-injecting server on loopback:
+`pytest tests/integration/test_fault_server.py`.
+
+`crawlers.demo_server` serves hand-made pages (compression bomb, slow page, redirects to
+forbidden places, 429 with Retry-After) next to a small demo shop; `python -m tasks.crawl` runs
+as DVC runs it. Covers RELIABILITY.md "Crawl": size limits after decompression, timeouts,
+redirects refused before connecting, Retry-After, refresh by conditional requests (304), and an
+interrupted crawl that resumes to the same result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from crawlers.demo_server import DemoSiteServer, Page
+from crawlers.demo_site import build_site
+from tasks.io import read_jsonl
+from tasks.params import DemoSiteParams
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = DemoSiteParams(n_items=20, per_page=10, n_duplicates=0, n_broken=0, sections=[])
+HTML = "text/html; charset=utf-8"
+BOMB = gzip.compress(b"<p>" + b"0" * (64 * 1024 * 1024), compresslevel=9)  # 64 MiB -> ~64 kB
+
+
+def _pages() -> dict[str, Page]:
+    pages = dict(build_site(SMALL).pages)
+    pages["/item/bomb"] = Page(BOMB, HTML, headers=(("Content-Encoding", "gzip"),))
+    pages["/item/slow"] = Page(b"<h1>late</h1>", HTML, delay_s=3.0)
+    label = '<h1 class="title">t</h1><img class="digit" src="/img/digit-0001.png">'
+    pages["/item/empty"] = Page(b"", HTML)  # an empty 200
+    pages["/item/latin1-as-utf8"] = Page(  # the header lies about the charset
+        f'{label}<span class="label">dr\u00e9i</span>'.encode("latin-1"), HTML
+    )
+    pages["/item/giant"] = Page(  # one 20 MiB text node, then the fields
+        f'<p>{"x" * (20 * 1024 * 1024)}</p>{label}<span class="label">1</span>'.encode(), HTML
+    )
+    for name, target in [("file", "file:///etc/passwd"), ("meta", "http://169.254.169.254/x"),
+                         ("out", "http://example.com/item/x")]:  # fmt: skip
+        pages[f"/item/go-{name}"] = Page(b"", HTML, status=302, headers=(("Location", target),))
+    return pages
+
+
+@pytest.fixture(scope="module")
+def server():
+    with DemoSiteServer(_pages(), "127.0.0.1", 0) as srv:
+        yield srv
+
+
+def _project(root: Path, **crawl: object) -> Path:
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    params["crawl"].update(crawl)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return root
+
+
+def _start(project: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "tasks.crawl"], cwd=project, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _crawl(project: Path, expect: int = 0) -> dict:
+    proc = _start(project)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == expect, err[-4000:]
+    return json.loads((project / "reports" / "crawl.json").read_text()) if expect == 0 else {}
+
+
+def _rejects(project: Path) -> dict[str, str]:
+    return {r["url"]: r["reason"] for r in read_jsonl(project / "data/raw/rejects.jsonl")}
+
+
+def test_bomb_slow_page_and_forbidden_redirects(server, tmp_path: Path) -> None:
+    url = server.url
+    starts = [f"{url}item/{p}" for p in ("digit-0001", "bomb", "slow", "go-file", "go-meta",
+                                         "go-out")]  # fmt: skip
+    project = _project(tmp_path, start_urls=starts, max_response_bytes=1024 * 1024,
+                       download_timeout_s=0.5, retries=1, retry_backoff_s=0.05)  # fmt: skip
+    report = _crawl(project)
+    rejects = _rejects(project)
+    assert "too large" in rejects[f"{url}item/bomb"] and "DOWNLOAD_MAXSIZE" in rejects[
+        f"{url}item/bomb"]  # fmt: skip
+    assert rejects[f"{url}item/slow"].startswith("DownloadTimeoutError after 1 retries")
+    assert report["items"] == 1 and report["refused"] >= 3  # three redirect targets refused
+    for name, why in [("file", "scheme file://"), ("meta", "host 169.254.169.254"),
+                      ("out", "host example.com is not in crawl.allowed_domains")]:  # fmt: skip
+        assert rejects[f"{url}item/go-{name}"].startswith("redirect to") and why in rejects[
+            f"{url}item/go-{name}"]  # fmt: skip
+    assert not [p for p in server.requests if "etc/passwd" in p or p.startswith("/x")]
+
+
+def test_empty_mislabelled_and_giant_pages_give_items_or_rejects(server, tmp_path: Path) -> None:
+    url = server.url
+    starts = [f"{url}item/{p}" for p in ("empty", "latin1-as-utf8", "giant")]
+    project = _project(tmp_path, start_urls=starts)
+    report = _crawl(project)
+    items = {r["url"]: r for r in read_jsonl(project / "data/raw/items.jsonl")}
+    assert items[f"{url}item/latin1-as-utf8"]["label"] == "dr\ufffdi"  # replaced, not a crash
+    assert items[f"{url}item/giant"]["label"] == "1"
+    assert _rejects(project) == {
+        f"{url}item/empty": "missing required field(s): image, label, title"
+    }
+    assert report["items"] == 2 and report["failures"] == 0
+
+
+def test_429_waits_for_retry_after_then_gives_the_item(server, tmp_path: Path) -> None:
+    url = server.url
+    busy = Page(b"slow down", HTML, status=429, headers=(("Retry-After", "1"),))
+    server.fail_next("/item/digit-0002", [busy])
+    project = _project(tmp_path, start_urls=[f"{url}item/digit-0002"], retry_backoff_s=0.0)
+    started = time.monotonic()
+    report = _crawl(project)
+    assert report["items"] == 1 and report["retries"] == 1
+    assert time.monotonic() - started >= 1.0  # the server's Retry-After, not the 0 s backoff
+
+
+def test_refresh_revalidates_pages_and_skips_fresh_images(server, tmp_path: Path) -> None:
+    url = server.url
+    project = _project(tmp_path, start_urls=[url])
+    _crawl(project)
+    before = (project / "data/raw/items.jsonl").read_bytes()
+    mark = len(server.statuses)
+    report = _crawl(project)
+    again = server.statuses[mark:]
+    item_pages = [s for p, s in again if p.startswith("/item/")]
+    assert len(item_pages) == SMALL.n_items and set(item_pages) == {304}  # nothing changed
+    assert not [p for p, _ in again if p.startswith("/img/")]  # fresh in the cache for a day
+    assert report["not_modified"] >= SMALL.n_items
+    assert (project / "data/raw/items.jsonl").read_bytes() == before
+
+
+def test_interrupted_crawl_resumes_to_the_same_result(tmp_path: Path) -> None:
+    slow = {p: dataclasses.replace(pg, delay_s=0.3) if p.startswith("/item/") else pg
+            for p, pg in build_site(SMALL).pages.items()}  # fmt: skip
+    with DemoSiteServer(slow, "127.0.0.1", 0) as srv:
+        (tmp_path / "whole").mkdir()
+        whole = _project(tmp_path / "whole", start_urls=[srv.url], concurrency=2)
+        _crawl(whole)
+        (tmp_path / "cut").mkdir()
+        cut = _project(tmp_path / "cut", start_urls=[srv.url], concurrency=2, http_cache=False)
+        proc = _start(cut)
+        deadline = time.monotonic() + 60
+        while len(srv.requested("/item/")) < SMALL.n_items + 4 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the whole crawl's 20 item pages plus 4 of this one
+        proc.send_signal(signal.SIGINT)  # ~3 s of item pages left (20 x 0.3 s over 2 slots)
+        proc.communicate(timeout=60)
+        assert proc.returncode == 130
+        assert not (cut / "data").exists()  # nothing committed
+        saved = read_jsonl(cut / ".kiln/crawl-job/spider/items.jsonl")
+        assert 0 < len(saved) < SMALL.n_items
+        mark = len(srv.requests)
+        _crawl(cut)
+        refetched = [p for p in srv.requests[mark:] if p.startswith("/item/")]
+    assert len(refetched) <= SMALL.n_items - len(saved) + 2  # resumed: no second full crawl
+    strip = ("first_seen",)
+    rows = [{k: v for k, v in r.items() if k not in strip}
+            for r in read_jsonl(cut / "data/raw/items.jsonl")]  # fmt: skip
+    expected = [{k: v for k, v in r.items() if k not in strip}
+                for r in read_jsonl(whole / "data/raw/items.jsonl")]  # fmt: skip
+    assert rows == expected
+
+
+def test_kill_9_mid_crawl_leaves_the_last_committed_raw(tmp_path: Path) -> None:
+    slow = {p: dataclasses.replace(pg, delay_s=0.3) if p.startswith("/item/") else pg
+            for p, pg in build_site(SMALL).pages.items()}  # fmt: skip
+    with DemoSiteServer(slow, "127.0.0.1", 0) as srv:
+        project = _project(tmp_path, start_urls=[f"{srv.url}item/digit-0001"])
+        _crawl(project)
+        before = {p: p.read_bytes() for p in sorted((project / "data").rglob("*")) if p.is_file()}
+        _project(tmp_path, start_urls=[srv.url], http_cache=False)
+        proc = _start(project)
+        deadline = time.monotonic() + 60
+        while len(srv.requested("/item/")) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.kill()  # SIGKILL: no handler runs
+        proc.communicate(timeout=30)
+        after = {p: p.read_bytes() for p in sorted((project / "data").rglob("*")) if p.is_file()}
+        assert after == before
+        # The orphaned spider got SIGTERM from the kernel (PR_SET_PDEATHSIG) and stops itself.
+        time.sleep(3.0)
+        settled = len(srv.requests)
+        time.sleep(1.0)
+        assert len(srv.requests) == settled

@@ -1,0 +1,93 @@
+"""The crawl's fixed policy, offline: `pytest tests/unit/test_crawl_policy.py`.
+
+Retry-After parsing, the safety settings a custom spider cannot loosen, and the crawl schema's
+checks (selectors, `from: list`, unknown keys with the closest name).
+"""
+
+from __future__ import annotations
+
+from email.utils import formatdate
+from pathlib import Path
+
+import pytest
+import yaml
+
+from crawlers.middlewares import retry_after_s
+from crawlers.settings import settings_for
+from tasks.params import CrawlParams, ParamsError, parse_params
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _crawl(**changes: object) -> dict:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    raw["crawl"].update(changes)
+    return raw
+
+
+def test_retry_after_seconds_and_http_date() -> None:
+    assert retry_after_s(b"7") == 7.0
+    assert retry_after_s(formatdate(1_000_030, usegmt=True).encode(), now=1_000_000) == 30.0
+    assert retry_after_s(formatdate(999_000, usegmt=True).encode(), now=1_000_000) == 0.0
+    assert retry_after_s(b"soon") is None and retry_after_s(None) is None
+
+
+def test_custom_spider_settings_cannot_loosen_the_safety_policy(tmp_path: Path) -> None:
+    cfg = parse_params(_crawl(max_response_bytes=2048)).crawl
+    settings = settings_for(cfg, tmp_path, tmp_path / "cache")
+    settings.setdict(  # what a spider's custom_settings would do ("spider" priority)
+        {
+            "TELNETCONSOLE_ENABLED": True,
+            "REMOTE_CONTROL_ENABLED": True,
+            "DOWNLOAD_MAXSIZE": 10**12,
+            "ROBOTSTXT_OBEY": False,
+            "DOWNLOADER_MIDDLEWARES": {"crawlers.middlewares.UrlGuardMiddleware": None},
+        },
+        priority="spider",
+    )
+    assert not settings.getbool("TELNETCONSOLE_ENABLED")
+    assert not settings.getbool("REMOTE_CONTROL_ENABLED")
+    assert settings.getint("DOWNLOAD_MAXSIZE") == 2048 and settings.getbool("ROBOTSTXT_OBEY")
+    middlewares = settings.getwithbase("DOWNLOADER_MIDDLEWARES")
+    assert middlewares["crawlers.middlewares.UrlGuardMiddleware"] == 40
+    assert settings["HTTPCACHE_POLICY"].endswith("RFC2616Policy")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"fields": {"a": {"css": "h1", "xpath": "//h1"}}, "image_field": None},
+         "exactly one of `css` or `xpath`"),
+        ({"fields": {"a": {"css": "h1", "from": "list"}}, "image_field": None},
+         "`from: list` but item_list is not set"),
+        ({"item_url_pattern": None}, "say which pages are items"),
+        ({"fields": {"a": {"css": "h1", "regex": "("}}, "image_field": None}, "missing ), "),
+        ({"fields": {"a": {"css": "h1", "type": "bool"}}, "image_field": None}, "'str', 'int'"),
+        ({"item_list": {"css": "li", "link_cs": "a"}},
+         "unknown key 'crawl.item_list.link_cs'; did you mean 'crawl.item_list.link_css'"),
+        ({"follow": [{"css": "nav", "alow": ["x"]}]},
+         "unknown key 'crawl.follow.0.alow'; did you mean 'crawl.follow.0.allow'"),
+        ({"fields": {"a": {"css": "h1", "form": "list"}}, "image_field": None},
+         "did you mean 'crawl.fields.a.from'"),
+    ],
+)  # fmt: skip
+def test_crawl_schema_names_the_problem(changes: dict, message: str) -> None:
+    with pytest.raises(ParamsError, match=None) as err:
+        parse_params(_crawl(**changes))
+    assert message in str(err.value)
+
+
+def test_from_alias_round_trips_through_json() -> None:
+    cfg = parse_params(_crawl(
+        item_list={"css": "li", "link_css": "a::attr(href)"},
+        fields={"a": {"css": "h1", "from": "list"}}, image_field=None,
+    )).crawl  # fmt: skip
+    again = CrawlParams.model_validate_json(cfg.model_dump_json(by_alias=True))
+    assert again == cfg and again.fields["a"].from_ == "list"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.params.yaml")), ids=str)
+def test_example_params_files_are_valid(path: Path) -> None:
+    """`kiln use` refuses an invalid file; the examples must stay valid as the schema grows."""
+    params = parse_params(yaml.safe_load(path.read_text(encoding="utf-8")))
+    assert params.crawl.item_list is not None and params.crawl.image_field is None
