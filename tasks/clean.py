@@ -7,9 +7,14 @@ Reads `data/validated/items.parquet` and the images in `data/raw/images/`, and w
 * key: sha256 of the image bytes. Rows sharing a key are one item: the first url in sorted
   order is kept and the others are recorded with `duplicate_of`; if the copies disagree on the
   normalised label, every copy is rejected ("conflicting labels").
-* labels: normalised to the canonical class (`tasks.labels.normalise_label`).
-* `clean.numeric_columns`: parsed to float (unparseable -> NaN), then imputed per `clean.impute`;
-  a column with no value at all is filled with 0.0 and named in the report.
+* near duplicates: same average hash and close pixels (`tasks.clean_dedupe`), recorded the same way.
+* labels: normalised to the canonical class (`tasks.labels.normalise_label`), then the overrides
+  file wins; likely wrong labels go to `reports/label_issues.csv` and are reported, dropped or
+  relabelled per `clean.label_review` (`tasks.label_review`).
+* `clean.numeric_columns`: parsed to float (unparseable -> NaN), missing values filled or dropped
+  per column, outliers clipped or dropped (`tasks.clean_numeric`); a column with no value at all
+  is filled with 0.0 and named in the report.
+* every operation is in the report's `operations` with the rows it touched.
 * split: sha256(split_salt + key) as a number in [0, 1): test, then val, then train, so an item
   keeps its split when others are added.
 
@@ -22,8 +27,8 @@ import hashlib
 import io
 import logging
 import time
-from collections import Counter, defaultdict
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -34,7 +39,16 @@ import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
 
+from tasks.clean_dedupe import count, exact_duplicates, near_duplicates
+from tasks.clean_numeric import clean_numeric
 from tasks.io import atomic_dir, write_json, write_jsonl
+from tasks.label_review import (
+    ISSUE_COLUMNS,
+    OverridesError,
+    read_overrides,
+    review_labels,
+    write_csv,
+)
 from tasks.labels import normalise_label
 from tasks.params import CleanParams, LabelParams, ParamsError, load_params
 
@@ -45,6 +59,7 @@ IMAGES_DIR = Path("data/raw/images")
 CLEAN_DIR = Path("data/clean")
 QUARANTINE = Path("data/quarantine/clean.jsonl")
 METRICS = Path("reports/clean.json")
+LABEL_ISSUES = Path("reports/label_issues.csv")
 
 SPLITS = ("train", "val", "test")
 REQUIRED = ("url", "label", "image_path")
@@ -59,6 +74,7 @@ class CleanResult:
     pixels: np.ndarray  # uint8 (N, H, W), row i is items row i
     rejects: list[dict[str, Any]]  # url, reason (+ duplicate_of), sorted by url
     report: dict[str, Any]  # reports/clean.json
+    label_issues: list[dict[str, Any]] = field(default_factory=list)  # reports/label_issues.csv
 
 
 class _Rejected(Exception):
@@ -96,15 +112,20 @@ def _load_image(images_dir: Path, image_path: Any) -> tuple[str, np.ndarray]:
 
 
 def _read_rows(
-    rows: list[dict[str, Any]], images_dir: Path, labels: LabelParams, rejects: list[dict]
+    rows: list[dict[str, Any]],
+    images_dir: Path,
+    labels: LabelParams,
+    rejects: list[dict],
+    overrides: dict[str, str],
 ) -> list[dict[str, Any]]:
-    """Rows with a readable image and a known label, each with key/label/pixels set."""
+    """Rows with a readable image and a known label, each with key/label/pixels set; a label
+    in `overrides` (by key) wins over the crawled one."""
     kept = []
     for row in tqdm(rows, desc="images", disable=None):
         raw_label = None if _is_null(row["label"]) else row["label"]
         try:
             key, pixels = _load_image(images_dir, row["image_path"])
-            label = normalise_label(raw_label, labels)
+            label = overrides.get(key) or normalise_label(raw_label, labels)
             if label is None:
                 raise _Rejected(f"unknown label {raw_label!r}")
         except _Rejected as exc:
@@ -128,55 +149,33 @@ def _drop_odd_sizes(kept: list[dict], rejects: list[dict]) -> list[dict]:
     return [item for item in kept if item["pixels"].shape == shape]
 
 
-def _dedupe(kept: list[dict], rejects: list[dict]) -> tuple[list[dict], int]:
-    """One row per key (kept is in url order, so the first copy has the smallest url)."""
-    by_key: dict[str, list[dict]] = defaultdict(list)
-    for item in kept:
-        by_key[item["key"]].append(item)
-    survivors, n_duplicates = [], 0
-    for copies in by_key.values():
-        if len({c["label"] for c in copies}) > 1:
-            rejects.extend({"url": c["url"], "reason": "conflicting labels"} for c in copies)
-            continue
-        first, *others = copies
-        survivors.append(first)
-        n_duplicates += len(others)
-        rejects.extend(
-            {"url": c["url"], "reason": "duplicate", "duplicate_of": first["url"]} for c in others
-        )
-    return survivors, n_duplicates
-
-
-def _numeric(values: list[Any], impute: str) -> tuple[np.ndarray, int, bool]:
-    """(filled float64 values, how many were filled, whether none had a value at all)."""
-    text = pd.Series([v.strip() if isinstance(v, str) else v for v in values], dtype=object)
-    numbers = np.array(pd.to_numeric(text, errors="coerce"), dtype=np.float64)  # a copy
-    numbers[~np.isfinite(numbers)] = np.nan  # "inf" parses, but is not a measurement
-    missing = np.isnan(numbers)
-    if missing.all():
-        fill = 0.0
-    elif impute == "mean":
-        fill = float(np.mean(numbers[~missing]))
-    elif impute == "median":
-        fill = float(np.median(numbers[~missing]))
-    else:
-        fill = 0.0
-    numbers[missing] = fill
-    return numbers, int(missing.sum()), bool(missing.all())
-
-
 def clean_items(
-    df: pd.DataFrame, images_dir: Path, labels: LabelParams, params: CleanParams
+    df: pd.DataFrame,
+    images_dir: Path,
+    labels: LabelParams,
+    params: CleanParams,
+    overrides: dict[str, str] | None = None,
 ) -> CleanResult:
-    """Dedupe, normalise labels, impute numbers and split the validated rows `df`."""
+    """Dedupe, fix labels, clean numbers and split the validated rows `df`."""
     absent = [c for c in REQUIRED if c not in df.columns]
     if absent:
         raise ValueError(f"validated items lack columns {absent}")
     rows = df.sort_values("url", kind="stable").to_dict("records")
     rejects: list[dict[str, Any]] = []
-    kept = _drop_odd_sizes(_read_rows(rows, Path(images_dir), labels, rejects), rejects)
-    survivors, n_duplicates = _dedupe(kept, rejects)
-    survivors.sort(key=lambda item: item["key"])
+    overrides = overrides or {}
+    kept = _read_rows(rows, Path(images_dir), labels, rejects, overrides)
+    kept = _drop_odd_sizes(kept, rejects)
+    n_overridden = sum(k["key"] in overrides for k in kept)
+    survivors = exact_duplicates(kept, rejects)
+    n_duplicates = count(rejects, "duplicate")
+    survivors = near_duplicates(survivors, rejects, params.near_duplicates)
+    survivors.sort(key=lambda item: item["key"])  # input order never matters from here on
+    survivors, issues, review_op = review_labels(survivors, labels, params.label_review, rejects)
+    columns, numeric_rejects, numeric_ops = clean_numeric(survivors, params)
+    for i, reason in sorted(numeric_rejects.items()):
+        rejects.append({"url": survivors[i]["url"], "reason": reason})
+    keep = [i for i in range(len(survivors)) if i not in numeric_rejects]
+    survivors = [survivors[i] for i in keep]
 
     items = pd.DataFrame(
         {
@@ -189,13 +188,11 @@ def clean_items(
             "split": [split_of(s["key"], params) for s in survivors],
         }
     )
-    imputed, entirely_missing = {}, []
     for column in params.numeric_columns:
-        values, imputed[column], none = _numeric([s.get(column) for s in survivors], params.impute)
-        items[column] = values
-        if none:
-            entirely_missing.append(column)
-            log.warning("column %s has no numeric value in any row: filled with 0.0", column)
+        items[column] = columns[column][keep] if keep else np.zeros(0)
+    entirely_missing = [op["column"] for op in numeric_ops if op.get("entirely_missing")]
+    for column in entirely_missing:
+        log.warning("column %s has no numeric value in any row", column)
     items["first_seen"] = [
         None if _is_null(v) else v for v in (s.get("first_seen") for s in survivors)
     ]
@@ -204,25 +201,38 @@ def clean_items(
     rejects.sort(key=lambda r: (r["url"], r["reason"]))
 
     n_in, n_out = len(df), len(items)
-    urls_in, urls_out = (
-        Counter(df["url"]),
-        Counter(items["url"]) + Counter(r["url"] for r in rejects),
-    )
-    if urls_in != urls_out or n_in != n_out + len(rejects):
+    urls_out = Counter(items["url"]) + Counter(r["url"] for r in rejects)
+    if Counter(df["url"]) != urls_out or n_in != n_out + len(rejects):
         raise AssertionError(
             f"accounting broken: n_in {n_in} != n_out {n_out} + n_rejected {len(rejects)}"
         )
+    n_relabelled = sum(s["raw_label"] != s["label"] for s in survivors)
+    started = Counter(r["reason"].split(" (")[0].split(":")[0] for r in rejects)
+    operations = [
+        *({"op": f"reject: {why}", "rows": k} for why, k in sorted(started.items())),
+        {"op": "labels changed from the crawled ones", "rows": n_relabelled},
+        {"op": "label_overrides", "rows": n_overridden},
+        review_op,
+        *numeric_ops,
+    ]
     report = {
         "n_in": n_in,
         "n_out": n_out,
         "n_duplicates": n_duplicates,
+        "n_near_duplicates": count(rejects, "near duplicate"),
         "n_rejected": len(rejects),
-        "n_relabelled": sum(s["raw_label"] != s["label"] for s in survivors),
-        "imputed": imputed,
+        "n_relabelled": n_relabelled,
+        "n_label_issues": len(issues),
+        "imputed": {
+            op["column"]: op["rows"] if op["strategy"] != "drop" else 0
+            for op in numeric_ops
+            if op["op"] == "missing"
+        },
         "entirely_missing": entirely_missing,
+        "operations": operations,
         "splits": {name: int((items["split"] == name).sum()) for name in SPLITS},
     }
-    return CleanResult(items, pixels.astype(np.uint8), rejects, report)
+    return CleanResult(items, pixels.astype(np.uint8), rejects, report, issues)
 
 
 def _write_parquet(items: pd.DataFrame, target: Path, numeric: list[str]) -> None:
@@ -255,7 +265,12 @@ def main() -> int:
         return 1
     df = pd.read_parquet(VALIDATED)
     log.info("read %d rows from %s", len(df), VALIDATED)
-    result = clean_items(df, IMAGES_DIR, params.labels, params.clean)
+    try:
+        overrides = read_overrides(Path(params.labels.overrides), params.labels)
+    except OverridesError as exc:
+        log.error("%s", exc)
+        return 1
+    result = clean_items(df, IMAGES_DIR, params.labels, params.clean, overrides)
     if result.items.empty:
         log.error("clean kept none of %d rows; %s left as it was", len(df), CLEAN_DIR)
         return 1
@@ -263,6 +278,7 @@ def main() -> int:
         _write_parquet(result.items, tmp / "items.parquet", list(params.clean.numeric_columns))
         np.save(tmp / "pixels.npy", result.pixels, allow_pickle=False)
     write_jsonl(QUARANTINE, result.rejects)
+    write_csv(LABEL_ISSUES, result.label_issues, ISSUE_COLUMNS)
     write_json(METRICS, result.report)
     r = result.report
     log.info(

@@ -18,7 +18,8 @@ import pandas as pd
 from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
-from tasks.params import LabelParams, ValidateParams
+from tasks.gx_check import build
+from tasks.params import ExpectationSpec, LabelParams, ValidateParams
 
 # COMPLETE: every failing row's index, not GX's default sample of 20.
 _RESULT_FORMAT = {"result_format": "COMPLETE"}
@@ -31,6 +32,7 @@ class Check:
 
     name: str  # "expect_column_values_to_not_be_null(label)"
     column: str | None  # None for table expectations
+    severity: str  # "fail" or "warn", from params
     failed: bool  # GX success=False, or the expectation raised
     raised: str | None  # the exception message if it raised
     rows: list[int] | None  # failing row positions (column map expectations only)
@@ -42,21 +44,43 @@ class Check:
         return self.failed and self.raised is None and self.rows is not None
 
 
-def expectations(labels: LabelParams, params: ValidateParams) -> list[Any]:
-    ex = gx.expectations
+def _spec(name: str, **kwargs: Any) -> ExpectationSpec:
+    # model_construct: the defaults are known-good, so GX need not re-check them at params load.
+    return ExpectationSpec.model_construct(expectation=name, kwargs=kwargs, severity="fail")
+
+
+def default_specs(labels: LabelParams, params: ValidateParams) -> list[ExpectationSpec]:
+    """The checks an image-classification crawl always gets (project.task has no other value)."""
     required = params.required_columns
     return [
-        *(ex.ExpectColumnToExist(column=c) for c in required),
+        *(_spec("expect_column_to_exist", column=c) for c in required),
         # The crawl writes every field as a string or null; anything else is a flipped dtype.
-        *(ex.ExpectColumnValuesToBeOfType(column=c, type_="str") for c in required),
-        *(ex.ExpectColumnValuesToNotBeNull(column=c) for c in params.non_null_columns),
-        ex.ExpectColumnValuesToBeUnique(column="url"),  # the key the accounting is done by
-        ex.ExpectColumnValuesToBeInSet(column="label_normalised", value_set=list(labels.classes)),
-        ex.ExpectColumnValuesToBeInSet(column="image_readable", value_set=[True]),
-        ex.ExpectColumnValuesToBeInSet(column="image_width", value_set=[params.image_width]),
-        ex.ExpectColumnValuesToBeInSet(column="image_height", value_set=[params.image_height]),
-        ex.ExpectTableRowCountToBeBetween(min_value=params.min_rows),
+        *(_spec("expect_column_values_to_be_of_type", column=c, type_="str") for c in required),
+        *(_spec("expect_column_values_to_not_be_null", column=c) for c in params.non_null_columns),
+        _spec("expect_column_values_to_be_unique", column="url"),  # the key of the accounting
+        _spec(
+            "expect_column_values_to_be_in_set",
+            column="label_normalised",
+            value_set=list(labels.classes),
+        ),
+        _spec("expect_column_values_to_be_in_set", column="image_readable", value_set=[True]),
+        _spec(
+            "expect_column_values_to_be_in_set",
+            column="image_width",
+            value_set=[params.image_width],
+        ),
+        _spec(
+            "expect_column_values_to_be_in_set",
+            column="image_height",
+            value_set=[params.image_height],
+        ),
+        _spec("expect_table_row_count_to_be_between", min_value=params.min_rows),
     ]
+
+
+def suite_specs(labels: LabelParams, params: ValidateParams) -> list[ExpectationSpec]:
+    """The defaults, then the expectations declared in params (validate.expectations)."""
+    return [*default_specs(labels, params), *params.expectations]
 
 
 def _raised(info: Any) -> str | None:
@@ -85,7 +109,8 @@ class RawItemsSuite:
             .add_dataframe_asset("items")
             .add_batch_definition_whole_dataframe("whole_crawl")
         )
-        wanted = expectations(labels, params)
+        specs = suite_specs(labels, params)
+        wanted = [build(s.expectation, s.kwargs) for s in specs]
         notes = (
             "Rows failing a column expectation are quarantined and the suite re-runs on the "
             f"rest; the stage fails if more than {params.max_quarantine_share:.2%} of the rows "
@@ -96,6 +121,7 @@ class RawItemsSuite:
             raise RuntimeError("Great Expectations dropped an expectation from the suite")
         suite = self.context.suites.add(suite)
         self._order = {e.id: i for i, e in enumerate(suite.expectations)}
+        self._severity = {e.id: s.severity for e, s in zip(suite.expectations, specs, strict=True)}
         definition = gx.ValidationDefinition(name="raw_items", data=batch, suite=suite)
         self._definition = self.context.validation_definitions.add(definition)
 
@@ -115,7 +141,9 @@ class RawItemsSuite:
                 raise RuntimeError(f"{name}: GX listed fewer failing rows than it counted")
             raised = _raised(r.exception_info)
             failed = not r.success or raised is not None  # a raise is never a pass
-            checks.append(Check(name, column, failed, raised, rows, details.get("observed_value")))
+            severity = self._severity[config.id]
+            observed = details.get("observed_value")
+            checks.append(Check(name, column, severity, failed, raised, rows, observed))
         return checks
 
     def write_docs(self, directory: Path) -> Path:

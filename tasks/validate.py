@@ -11,12 +11,17 @@ and at most `validate.max_quarantine_share` of the rows were quarantined. Table-
 (missing column, too few rows, empty crawl) and expectations that raised fail it outright. A
 failing run still writes the report and the metrics, but leaves `data/validated` and the
 quarantine file as they were (RELIABILITY.md N2).
+
+The suite is the task type's defaults plus `validate.expectations` (tasks/gx_suite.py); an
+expectation of severity `warn` is reported (log, metrics, summary) but neither quarantines nor
+fails. Drift against the last DVC-recorded version (tasks/drift.py) goes to `reports/drift.json`;
+a drifted `fail` check fails the stage. `reports/validation/summary.json` feeds the flow's
+markdown artifact (flows/summary.py).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,13 +31,14 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
-from tqdm import tqdm
 
+from tasks.drift import PROFILE, drift_failures, drift_report, profile_of
 from tasks.gx_suite import Check, RawItemsSuite
 from tasks.io import atomic_dir, read_jsonl, write_json, write_jsonl
-from tasks.labels import normalise_label
+from tasks.label_review import OverridesError, read_overrides
 from tasks.params import LabelParams, ParamsError, ValidateParams, load_params
+from tasks.validate_derive import _plain, _with_derived
+from tasks.validate_report import validation_summary
 
 log = logging.getLogger("kiln.validate")
 
@@ -41,10 +47,7 @@ VALIDATED_DIR = Path("data/validated")
 QUARANTINE = Path("data/quarantine/validate.jsonl")
 REPORT_DIR = Path("reports/validation")
 METRICS = Path("reports/validate.json")
-
-# Pillow raises OSError (UnidentifiedImageError is one) for missing or undecodable files,
-# SyntaxError from some format plugins on corrupt chunks, DecompressionBombError for huge ones.
-_IMAGE_ERRORS = (OSError, SyntaxError, Image.DecompressionBombError)
+DRIFT = Path("reports/drift.json")
 
 
 @dataclass
@@ -56,6 +59,10 @@ class ValidationOutcome:
     failures: list[str]  # why the stage fails; empty when it passes
     failed_rows: dict[str, int]  # row-level expectation -> rows failing it, on all rows
     suite: RawItemsSuite = field(repr=False)  # holds both GX runs, for the Data Docs
+    warnings: list[str] = field(default_factory=list)  # severity "warn" failures: reported only
+    checks: list[Check] = field(default_factory=list, repr=False)  # the run on all rows
+    checked: pd.DataFrame | None = field(default=None, repr=False)  # raw + derived columns
+    profile: pd.DataFrame | None = field(default=None, repr=False)  # valid rows, for drift
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -68,70 +75,27 @@ class ValidationOutcome:
             "success": self.success,
             "failed_rows": self.failed_rows,
             "failures": self.failures,
+            "warnings": self.warnings,
         }
 
-
-def _is_null(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-ready value: pandas' NaN for an absent key becomes null, numpy scalars Python."""
-    if _is_null(value):
-        return None
-    return value.item() if hasattr(value, "item") else value
-
-
-def _label_to_check(raw: Any, labels: LabelParams) -> Any:
-    """The canonical class, else the raw value itself (so it fails the in-set check, visibly)."""
-    if _is_null(raw):
-        return None  # the not-null expectation reports it
-    if isinstance(raw, str):
-        return normalise_label(raw, labels) or raw.strip()
-    return raw  # a number or a list is never one of the class strings
-
-
-def _image_facts(raw_root: Path, image_path: Any) -> tuple[bool, int | None, int | None]:
-    """(readable, width, height) of an image named relative to data/raw; never outside it."""
-    if not isinstance(image_path, str) or "\x00" in image_path:  # NUL: no such file name
-        return False, None, None
-    path = (raw_root / image_path).resolve()
-    if not path.is_relative_to(raw_root):
-        return False, None, None  # "../" or an absolute path: not ours to open
-    try:
-        with Image.open(path) as img:
-            img.load()  # decode fully: a truncated file fails here, not in clean
-            return True, img.width, img.height
-    except _IMAGE_ERRORS as exc:
-        log.debug("image %s unreadable: %s", image_path, exc)
-        return False, None, None
-
-
-def _with_derived(raw: pd.DataFrame, raw_dir: Path, labels: LabelParams) -> pd.DataFrame:
-    """`raw` plus the columns the suite checks: label_normalised and image_* facts."""
-    out = raw.copy()
-    none = [None] * len(raw)
-    label = raw["label"] if "label" in raw else none
-    paths = raw["image_path"] if "image_path" in raw else none
-    raw_root = Path(raw_dir).resolve()
-    facts = [_image_facts(raw_root, p) for p in tqdm(paths, desc="images", disable=None)]
-    derived = {
-        "label_normalised": [_label_to_check(v, labels) for v in label],
-        "image_readable": [f[0] for f in facts],
-        "image_width": [f[1] for f in facts],
-        "image_height": [f[2] for f in facts],
-    }
-    for name, values in derived.items():
-        out[name] = pd.Series(values, index=raw.index, dtype=object)
-    return out
+    def add_drift(self, report: dict[str, Any]) -> None:
+        """Fold the drift report in: a drifted `fail` check fails the stage, `warn` is reported."""
+        failures = drift_failures(report)
+        self.failures += failures
+        self.warnings += [
+            f"drift {name}: {c['statistic']} > threshold {c['threshold']}"
+            for name, c in (report.get("checks") or {}).items()
+            if c["drifted"] and c["severity"] == "warn"
+        ]
+        self.success = self.success and not failures
 
 
 def _pct(share: float) -> str:
     return f"{share * 100:.4g}%"
 
 
-def _table_failures(checks: list[Check], params: ValidateParams) -> list[str]:
-    """Messages for failures that quarantine cannot cure, in suite order."""
+def _table_failures(checks: list[Check], params: ValidateParams) -> list[tuple[Check, str]]:
+    """(check, message) for failures that quarantine cannot cure, in suite order."""
     missing = {c.column for c in checks if c.failed and c.name.startswith("expect_column_to_exist")}
     # An expectation on a missing column raises; it is a failure, said once per column.
     blocked = Counter(c.column for c in checks if c.raised and c.column in missing)
@@ -140,20 +104,26 @@ def _table_failures(checks: list[Check], params: ValidateParams) -> list[str]:
         if not check.failed or check.row_level or (check.raised and check.column in missing):
             continue
         if check.column in missing:
-            messages.append(
+            message = (
                 f"{check.name} failed: column missing "
                 f"({blocked[check.column]} expectations on it could not run)"
             )
         elif check.raised is not None:
-            messages.append(f"{check.name} raised: {check.raised}")
-        elif check.name == "expect_table_row_count_to_be_between":
-            messages.append(
-                f"{check.name} failed: {check.observed} rows < min_rows {params.min_rows}"
-            )
+            message = f"{check.name} raised: {check.raised}"
+        elif check.name == "expect_table_row_count_to_be_between" and check.severity == "fail":
+            message = f"{check.name} failed: {check.observed} rows < min_rows {params.min_rows}"
         else:
             observed = f" (observed {check.observed})" if check.observed is not None else ""
-            messages.append(f"{check.name} failed{observed}")
+            message = f"{check.name} failed{observed}"
+        messages.append((check, message))
     return messages
+
+
+def _split_by_severity(found: list[tuple[Check, str]]) -> tuple[list[str], list[str]]:
+    """(failures, warnings): a raise is a failure whatever the severity (it checked nothing)."""
+    failures = [m for c, m in found if c.severity == "fail" or c.raised is not None]
+    warnings = [m for c, m in found if c.severity == "warn" and c.raised is None]
+    return failures, warnings
 
 
 def _check_accounting(raw: pd.DataFrame, valid: pd.DataFrame, quarantine: list[dict]) -> None:
@@ -175,20 +145,28 @@ def _check_accounting(raw: pd.DataFrame, valid: pd.DataFrame, quarantine: list[d
 
 
 def validate_items(
-    df: pd.DataFrame, raw_dir: Path, labels: LabelParams, params: ValidateParams
+    df: pd.DataFrame,
+    raw_dir: Path,
+    labels: LabelParams,
+    params: ValidateParams,
+    overrides: dict[str, str] | None = None,
 ) -> ValidationOutcome:
-    """Check the raw rows `df` (images named relative to `raw_dir`); decide pass or fail."""
+    """Check the raw rows `df` (images named relative to `raw_dir`); decide pass or fail.
+    `overrides` ({key: class}, labels.overrides) stand in for the crawled labels."""
     raw = df.reset_index(drop=True).astype(object)  # positions = GX's unexpected indexes
     n_in = len(raw)
-    checked = _with_derived(raw, raw_dir, labels)
+    checked = _with_derived(raw, raw_dir, labels, params.numeric_columns, overrides)
     suite = RawItemsSuite(labels, params)
 
     first = suite.run(checked, "all_rows")
-    failures = _table_failures(first, params)
+    failures, warnings = _split_by_severity(_table_failures(first, params))
     reasons: dict[int, list[str]] = {}
     failed_rows = {}
     for check in (c for c in first if c.row_level):
         failed_rows[check.name] = len(check.rows)
+        if check.severity == "warn":  # reported, never quarantined
+            warnings.append(f"{check.name} failed on {len(check.rows)} of {n_in} rows")
+            continue
         for i in check.rows:
             reasons.setdefault(i, []).append(check.name)
     bad = sorted(reasons)
@@ -203,7 +181,9 @@ def validate_items(
         share = len(bad) / n_in if n_in else 0.0
         if share > params.max_quarantine_share:
             which = ", ".join(
-                f"{name} failed on {k} of {n_in} rows" for name, k in failed_rows.items()
+                f"{c.name} failed on {len(c.rows)} of {n_in} rows"
+                for c in first
+                if c.row_level and c.severity == "fail"
             )
             failures.append(
                 f"{which} ({len(bad)} of {n_in} rows quarantined: {_pct(share)} > "
@@ -213,9 +193,10 @@ def validate_items(
         failures += [
             f"after quarantine: {c.name} failed on {len(c.rows)} of {len(valid)} rows"
             for c in second
-            if c.row_level
+            if c.row_level and c.severity == "fail"
         ]
-        failures += [f"after quarantine: {m}" for m in _table_failures(second, params)]
+        more_failures, _ = _split_by_severity(_table_failures(second, params))
+        failures += [f"after quarantine: {m}" for m in more_failures]
     return ValidationOutcome(
         n_in=n_in,
         valid=valid,
@@ -224,6 +205,10 @@ def validate_items(
         failures=failures,
         failed_rows=failed_rows,
         suite=suite,
+        warnings=warnings,
+        checks=first,
+        checked=checked,
+        profile=profile_of(checked.drop(index=bad), params.numeric_columns),
     )
 
 
@@ -251,16 +236,30 @@ def main() -> int:
     df = pd.DataFrame(read_jsonl(items_file), dtype=object)
     log.info("read %d rows from %s", len(df), items_file)
 
-    outcome = validate_items(df, RAW_DIR, params.labels, params.validate_)
+    try:
+        overrides = read_overrides(Path(params.labels.overrides), params.labels)
+    except OverridesError as exc:
+        log.error("%s", exc)
+        return 1
+    outcome = validate_items(df, RAW_DIR, params.labels, params.validate_, overrides)
+    drift = {"status": "not checked (no valid rows)"}
+    if len(outcome.valid):
+        drift = drift_report(Path.cwd(), outcome.profile, params.validate_.drift)
+        outcome.add_drift(drift)
     with atomic_dir(REPORT_DIR) as tmp:
         outcome.suite.write_docs(tmp)
+        write_json(tmp / "summary.json", validation_summary(outcome, REPORT_DIR / "index.html"))
     write_json(METRICS, outcome.metrics)
+    write_json(DRIFT, drift)
+    for warning in outcome.warnings:
+        log.warning("%s", warning)
     if not outcome.success:
         log.error("validation failed: %s", "; ".join(outcome.failures))
         log.error("%s left as it was; report: %s/index.html", VALIDATED_DIR, REPORT_DIR)
         return 1
     with atomic_dir(VALIDATED_DIR) as tmp:
         _write_parquet(outcome.valid, tmp / "items.parquet")
+        _write_parquet(outcome.profile, tmp / PROFILE)
     write_jsonl(QUARANTINE, outcome.quarantine)
     log.info(
         "validated %d of %d rows, quarantined %d, in %.1f s; report: %s/index.html",

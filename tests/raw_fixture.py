@@ -37,6 +37,8 @@ class Dirt:
 
     duplicates: int = 0  # extra rows: an existing image and label under a second URL
     conflicting: int = 0  # extra rows: an existing image under a second URL, different label
+    near_duplicates: int = 0  # extra rows: an existing image 2 grey levels brighter, same label
+    wrong_labels: int = 0  # label set to another digit ((true + 1) % 10): a labelling mistake
     alias_labels: int = 0  # label spelt as a word or with odd case/space ("THREE", " nine")
     unknown_labels: int = 0  # label "n/a"
     null_labels: int = 0  # label null
@@ -92,26 +94,44 @@ def _item(index: int, label: Any, image_path: str, image_bytes: bytes, url: str)
     }
 
 
-def build_raw(root: Path, n_items: int = 200, dirt: Dirt = Dirt(), seed: int = 0) -> list[dict]:
+def build_raw(
+    root: Path,
+    n_items: int = 200,
+    dirt: Dirt = Dirt(),
+    seed: int = 0,
+    *,
+    start: int = 0,
+    darken: int = 1,
+) -> list[dict]:
     """Write `root/data/raw/` (items.jsonl sorted by url, images/) and return the rows written.
 
-    Item i is always digit i at URL .../item/00i, so a larger `n_items` only adds items.
+    Item i is always digit i at URL .../item/00i, so a larger `n_items` only adds items. For a
+    shifted second crawl: `start` skips the first digits (new items), `darken` divides every
+    pixel (a darker site: mean image intensity drifts).
     """
     pixels, targets = _digits()
-    if n_items > len(targets):
-        raise ValueError(f"n_items {n_items} > {len(targets)} digits available")
+    if start + n_items > len(targets):
+        raise ValueError(f"start + n_items {start + n_items} > {len(targets)} digits available")
     raw_dir = root / "data" / "raw"
     (raw_dir / "images").mkdir(parents=True, exist_ok=True)
     rows = []
-    for i in range(n_items):
-        data = png_bytes(pixels[i])
+    for i in range(start, start + n_items):
+        data = png_bytes(pixels[i] // darken)
         url = f"{SITE}/item/{i:04d}"
         rows.append(_item(i, str(targets[i]), _write_image(raw_dir, data), data, url))
 
+    # Positions in `rows` (not digit numbers) that get dirt.
     picks = iter(int(i) for i in np.random.default_rng(seed).permutation(n_items))
-    extra = _add_copies(rows, targets, picks, dirt)
-    _dirty_labels(rows, targets, picks, dirt)
-    _dirty_images_and_numbers(rows, raw_dir, pixels, picks, dirt)
+    extra = _add_copies(rows, targets[start:], picks, dirt)
+    for j in range(dirt.near_duplicates):
+        i = next(picks)
+        data = png_bytes(
+            np.clip(pixels[start + i].astype(np.int16) // darken + 2, 0, 255).astype(np.uint8)
+        )
+        near = {**rows[i], "url": f"{SITE}/item/near-{j:03d}"}
+        extra.append({**near, "image_path": _write_image(raw_dir, data)})
+    _dirty_labels(rows, targets[start:], picks, dirt)
+    _dirty_images_and_numbers(rows, raw_dir, pixels[start:] // darken, picks, dirt)
     rows = sorted(rows + extra, key=lambda row: row["url"])
     for i, row in enumerate(rows):
         if dirt.numeric_labels and str(row["label"]).strip().isdigit():
@@ -139,6 +159,9 @@ def _dirty_labels(rows: list[dict], targets: np.ndarray, picks: Iterator[int], d
     for _ in range(dirt.alias_labels):
         i = next(picks)
         rows[i]["label"] = WORDS[targets[i]]
+    for _ in range(dirt.wrong_labels):
+        i = next(picks)
+        rows[i]["label"] = str((targets[i] + 1) % 10)
     for _ in range(dirt.unknown_labels):
         rows[next(picks)]["label"] = "n/a"
     for _ in range(dirt.null_labels):

@@ -22,6 +22,7 @@ from tasks.gx_suite import RawItemsSuite, _raised
 from tasks.io import read_jsonl
 from tasks.params import Params, load_params
 from tasks.validate import ValidationOutcome, validate_items
+from tasks.validate_derive import _image_facts
 from tests.raw_fixture import Dirt, build_raw, write_items, write_params
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,6 +62,7 @@ def test_clean_crawl_passes(tmp_path: Path, params: Params) -> None:
         "success": True,
         "failed_rows": {},
         "failures": [],
+        "warnings": [],
     }
     raw_columns = set(read_jsonl(tmp_path / "data/raw/items.jsonl")[0])
     assert set(outcome.valid.columns) == raw_columns  # derived columns are never written
@@ -166,7 +168,8 @@ def test_an_expectation_that_raised_is_a_failure(tmp_path: Path, params: Params)
     raised = [c for c in checks if c.raised]
     assert [c.name for c in raised] == ["expect_column_values_to_be_in_set(image_width)"]
     assert raised[0].failed and not raised[0].row_level
-    (message,) = validate._table_failures(checks, params.validate_)
+    ((check, message),) = validate._table_failures(checks, params.validate_)
+    assert check is raised[0]
     assert message.startswith("expect_column_values_to_be_in_set(image_width) raised: ")
 
 
@@ -183,7 +186,7 @@ def test_images_outside_data_raw_are_never_opened(tmp_path: Path) -> None:
     raw.mkdir(parents=True)
     (tmp_path / "secret.png").write_bytes(b"")
     for path in ("../../secret.png", str(tmp_path / "secret.png"), "a\x00b", 7, None):
-        assert validate._image_facts(raw.resolve(), path) == (False, None, None)
+        assert _image_facts(raw.resolve(), path) == (False, None, None, None)
 
 
 def _project(root: Path, n_items: int, dirt: Dirt) -> Path:

@@ -1,0 +1,157 @@
+"""Label fixing for `python -m tasks.clean`: manual overrides and likely wrong labels.
+
+* Overrides: `labels.overrides` (default `labels/overrides.csv`, git-versioned next to
+  params.yaml and a DVC dependency of validate and clean), columns `key,label`: the item whose
+  image has that sha256 gets that label (a class or an alias) in validate and clean, whatever the
+  crawl said. `kiln label export` writes the items that need a human look in the same format.
+* Review (confident-learning style, Northcutt et al. 2021): out-of-fold class probabilities from
+  a logistic regression on the pixels (`cross_val_predict`, stratified folds, fixed seed); a row
+  is a likely label error when the model's top class is another one and the probability of its
+  given label is below `margin` x that class's threshold (the mean probability the model gives
+  the class on rows labelled with it). Flagged rows go to `reports/label_issues.csv`;
+  `clean.label_review.action` reports, drops or relabels them (to the model's class).
+  Drop and relabel refit the model on the next pass and may flag other rows: for a fixed point,
+  review with `report` and put the decisions in the overrides file.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.labels import normalise_label
+from tasks.params import LabelParams, LabelReviewParams
+
+ISSUE_COLUMNS = ["key", "url", "label", "suggested", "p_label", "threshold", "reason"]
+
+
+class OverridesError(ValueError):
+    """The overrides file is malformed or names a label that is not a class."""
+
+
+def key_of_image_path(image_path: object) -> str | None:
+    """The item key (sha256 of the image bytes) from the crawl's `images/<sha256>.<ext>`."""
+    if not isinstance(image_path, str):
+        return None
+    stem = PurePosixPath(image_path).stem
+    return stem if len(stem) == 64 and all(c in "0123456789abcdef" for c in stem) else None
+
+
+def read_overrides(path: Path, labels: LabelParams) -> dict[str, str]:
+    """{key: canonical class} from the overrides CSV; a missing file means no overrides."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None:
+            return {}  # an empty file
+        if not {"key", "label"} <= set(reader.fieldnames):
+            raise OverridesError(f"{path}: columns must be key,label; got {reader.fieldnames}")
+        out = {}
+        for line, row in enumerate(reader, start=2):
+            label = normalise_label(row["label"] or None, labels)
+            if label is None:
+                raise OverridesError(f"{path}:{line}: label {row['label']!r} is not a class")
+            out[row["key"].strip()] = label
+    return out
+
+
+def find_label_issues(
+    pixels: np.ndarray, label_index: np.ndarray, classes: list[str], params: LabelReviewParams
+) -> tuple[pd.DataFrame, str | None]:
+    """(row, suggested index, p_label, threshold) of likely errors, or why none were looked for."""
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415 (1 s import)
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict  # noqa: PLC0415
+
+    empty = pd.DataFrame(columns=["row", "suggested", "p_label", "threshold"])
+    if not params.enabled:
+        return empty, "label review disabled"
+    counts = np.bincount(label_index, minlength=len(classes))
+    present = counts[counts > 0]
+    folds = min(params.folds, int(present.min()) if len(present) else 0)
+    if len(label_index) < params.min_rows or len(present) < 2 or folds < 2:
+        return empty, f"too few rows for label review ({len(label_index)}, {folds} folds)"
+    x = pixels.reshape(len(pixels), -1).astype(np.float64) / 255.0
+    model = LogisticRegression(max_iter=2000)  # lbfgs: deterministic for the same input
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)  # a class thinner than the folds
+        proba = cross_val_predict(model, x, label_index, cv=cv, method="predict_proba")
+    seen = np.unique(label_index)  # proba's columns are the classes present, in order
+    col = np.searchsorted(seen, label_index)
+    p_label = proba[np.arange(len(x)), col]
+    thresholds = np.array([p_label[label_index == c].mean() for c in seen])
+    threshold = thresholds[col]
+    top = seen[proba.argmax(axis=1)]
+    flagged = (top != label_index) & (p_label < params.margin * threshold)
+    rows = np.flatnonzero(flagged)
+    issues = pd.DataFrame(
+        {
+            "row": rows,
+            "suggested": top[rows],
+            "p_label": p_label[rows].round(4),
+            "threshold": threshold[rows].round(4),
+        }
+    )
+    return issues, None
+
+
+def issue_records(
+    issues: pd.DataFrame, survivors: list[dict[str, Any]], classes: list[str]
+) -> list[dict[str, Any]]:
+    """Rows of reports/label_issues.csv, sorted by key."""
+    out = []
+    for r in issues.itertuples(index=False):
+        item = survivors[int(r.row)]
+        out.append(
+            {
+                "key": item["key"],
+                "url": item["url"],
+                "label": item["label"],
+                "suggested": classes[int(r.suggested)],
+                "p_label": float(r.p_label),
+                "threshold": float(r.threshold),
+                "reason": "suspected label error",
+            }
+        )
+    return sorted(out, key=lambda row: row["key"])
+
+
+def review_labels(
+    survivors: list[dict], labels: LabelParams, review: LabelReviewParams, rejects: list[dict]
+) -> tuple[list[dict], list[dict[str, Any]], dict[str, Any]]:
+    """(survivors after `review.action`, rows of the review file, operation record)."""
+    if not survivors:
+        return survivors, [], {"op": "label_review", "skipped": "no rows", "rows": 0}
+    index = np.array([labels.classes.index(s["label"]) for s in survivors], dtype=np.int64)
+    found, skipped = find_label_issues(
+        np.stack([s["pixels"] for s in survivors]), index, list(labels.classes), review
+    )
+    issues = issue_records(found, survivors, list(labels.classes))
+    op = {"op": "label_review", "action": review.action, "rows": len(issues)}
+    if skipped:
+        return survivors, issues, {**op, "skipped": skipped}
+    flagged = {i["key"]: i["suggested"] for i in issues}
+    if review.action == "drop":
+        rejects.extend(
+            {"url": s["url"], "reason": f"suspected label error (model: {flagged[s['key']]})"}
+            for s in survivors
+            if s["key"] in flagged
+        )
+        survivors = [s for s in survivors if s["key"] not in flagged]
+    elif review.action == "relabel":
+        survivors = [{**s, "label": flagged.get(s["key"], s["label"])} for s in survivors]
+    return survivors, issues, op
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Write `rows` as CSV atomically (tasks.io), columns in the given order."""
+    from tasks.io import write_text  # noqa: PLC0415
+
+    frame = pd.DataFrame(rows, columns=columns)
+    write_text(path, frame.to_csv(index=False, lineterminator="\n"))
