@@ -1,0 +1,126 @@
+"""Request and response schemas of `POST /predict`, one pair per task type (`kiln serve`).
+
+A task type is a `TaskSpec`: its request model (built for the server's batch limit, so OpenAPI at
+/docs shows the real bounds), its response model, `decode` (validated instances -> the model's
+input array) and `encode` (model outputs -> predictions). Only image classification exists; a new
+task type adds one spec to `TASKS` and the app serves it when the champion's registry entry names
+it. Every model rejects unknown fields (`extra="forbid"`) and wrong types (strict ints, no string
+to number coercion), so a bad request fails with the path of the offending field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from serve.images import decode_instance
+
+# "champion", or a version name from the registry: never a path (no "/", no "..").
+MODEL_NAME = r"^(champion|v[0-9]{4,9})$"
+MAX_PNG_CHARS = 1 << 18  # base64 characters per image (192 KiB of PNG): far above 8x8 digits
+MAX_SIDE = 4096  # pixels per row / rows per image, as validate's image_width/height bound
+
+Pixel = Annotated[int, Field(ge=0, le=255, strict=True)]  # strict: no "7", 7.0, true or NaN
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ImageInstance(_Strict):
+    """One grayscale image: exactly one of `png_base64` or `pixels`."""
+
+    png_base64: str | None = Field(
+        None,
+        max_length=MAX_PNG_CHARS,
+        description="A PNG file, base64-encoded (RFC 4648, no `data:` prefix); any PNG mode, "
+        "converted to 8-bit grayscale as the clean stage does; must have the model's size.",
+    )
+    pixels: list[Annotated[list[Pixel], Field(max_length=MAX_SIDE)]] | None = Field(
+        None,
+        max_length=MAX_SIDE,
+        description="Grayscale rows (height lists of width integers 0..255, 0 = black).",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImageInstance:
+        if (self.png_base64 is None) == (self.pixels is None):
+            raise ValueError("give exactly one of `png_base64` or `pixels`")
+        return self
+
+
+class _Request(_Strict):
+    model: str = Field(
+        "champion",
+        pattern=MODEL_NAME,
+        description="`champion` (the default), or a registry version such as `v0002`.",
+    )
+
+
+class ClassPrediction(_Strict):
+    label: str = Field(description="The most probable class.")
+    index: int = Field(description="Its index in `GET /model`'s `labels`.")
+    probability: float = Field(description="Its softmax probability.")
+    probabilities: list[float] = Field(description="Softmax over all labels, in label order.")
+
+
+class ImageClassificationResponse(_Strict):
+    task: Literal["image_classification"] = "image_classification"
+    model_version: str = Field(description="The registry version that made the predictions.")
+    predictions: list[ClassPrediction] = Field(description="One per instance, in order.")
+
+
+def image_classification_request(max_batch: int) -> type[_Request]:
+    class ImageClassificationRequest(_Request):
+        """A batch of images (a single image is a batch of one)."""
+
+        task: Literal["image_classification"] = "image_classification"
+        instances: list[ImageInstance] = Field(
+            min_length=1, max_length=max_batch, description=f"1 to {max_batch} images."
+        )
+
+    return ImageClassificationRequest
+
+
+def _decode_images(request: Any, height: int, width: int) -> np.ndarray:
+    """uint8 (N, height, width); an InputError names `instances.<i>.<field>` on a bad image."""
+    return np.stack(
+        [decode_instance(inst, i, height, width) for i, inst in enumerate(request.instances)]
+    )
+
+
+def _encode_classes(logits: np.ndarray, labels: list[str], version: str) -> BaseModel:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))  # stable softmax
+    probs = shifted / shifted.sum(axis=1, keepdims=True)
+    best = probs.argmax(axis=1)
+    return ImageClassificationResponse(
+        model_version=version,
+        predictions=[
+            ClassPrediction(
+                label=labels[k], index=int(k), probability=float(p[k]), probabilities=p.tolist()
+            )
+            for k, p in zip(best, probs, strict=True)
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    request: Callable[[int], type[BaseModel]]  # max_batch -> request model
+    response: type[BaseModel]
+    decode: Callable[[Any, int, int], np.ndarray]  # (request, height, width) -> model input
+    encode: Callable[[np.ndarray, list[str], str], BaseModel]  # (outputs, labels, version)
+
+
+TASKS: dict[str, TaskSpec] = {
+    "image_classification": TaskSpec(
+        image_classification_request,
+        ImageClassificationResponse,
+        _decode_images,
+        _encode_classes,
+    ),
+}

@@ -1,0 +1,245 @@
+"""Promote stage: `python -m tasks.promote` (DVC stage `promote`: models/ + export/ -> registry/).
+
+The newly trained model (the challenger: models/ with its ONNX export in export/) replaces the
+champion of registry/ (tasks/registry.py) only if it clears `promote.floors` and does not lose to
+the champion on `promote.metric` by more than `promote.min_improvement` allows. Both are measured
+on the same items: the challenger's figures are reports/metrics.json (the evaluate stage on the
+current test split), and the champion is re-evaluated here with the evaluate stage's code on that
+same split, because splits are stable per item but a refresh may add items.
+
+The decision and its reason ("macro-F1 0.9120 vs champion v0001 0.9050 on the same 270 test
+items, +0.0070 ≥ 0.005: promoted as v0002") go to reports/promotion.json, written whatever the
+outcome; the stage fails (exit 1) only when it cannot decide. A worse challenger, a failure
+before this stage or a crash in it leaves the champion untouched. `kiln promote --force --reason`
+calls `force_promote`, recorded in the registry as forced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tasks import registry
+from tasks.dataset import DataError, check_labels, read_clean
+from tasks.evaluate import evaluate_model
+from tasks.export import ONNX_CARD, ONNX_FILE
+from tasks.io import write_json
+from tasks.models import CARD_FILE, WEIGHTS_FILE, ModelError, load_model
+
+if TYPE_CHECKING:
+    from tasks.params import Params, PromoteParams
+
+logger = logging.getLogger("kiln.promote")
+
+CLEAN_DIR, MODELS_DIR, EXPORT_DIR = Path("data/clean"), Path("models"), Path("export")
+METRICS, REPORT = Path("reports/metrics.json"), Path("reports/promotion.json")
+LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class PromoteError(RuntimeError):
+    """The challenger or the champion cannot be judged; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: str  # "promoted", "kept" (champion stays) or "unchanged" (challenger is champion)
+    reason: str
+
+    @property
+    def promoted(self) -> bool:
+        return self.outcome == "promoted"
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics[k] for k in ("accuracy", "macro_f1", "n_test")}
+
+
+def decide(
+    cfg: PromoteParams,
+    challenger: dict[str, Any],
+    champion: dict[str, Any] | None,
+    champion_version: str | None = None,
+) -> Decision:
+    """Pure: compare headline metrics measured on the same test items."""
+    floors = cfg.floors.model_dump()
+    below = [
+        f"{LABELS[k]} {challenger[k]:.4f} < floor {v:g}"
+        for k, v in floors.items()
+        if challenger[k] < v
+    ]
+    keeps = f"champion {champion_version} kept" if champion_version else "no champion yet"
+    if below:
+        return Decision("kept", f"{', '.join(below)}: not promoted ({keeps})")
+    name, new = LABELS[cfg.metric], challenger[cfg.metric]
+    if champion is None:
+        cleared = ", ".join(f"{LABELS[k]} {challenger[k]:.4f} ≥ {v:g}" for k, v in floors.items())
+        return Decision("promoted", f"no champion yet; floors cleared ({cleared}): promoted")
+    old = champion[cfg.metric]
+    delta = round(new - old, 6)  # metrics are rounded to 6 places: no float-noise ties
+    head = (
+        f"{name} {new:.4f} vs champion {champion_version} {old:.4f} on the same "
+        f"{challenger['n_test']} test items, {delta:+.4f}"
+    )
+    if delta >= cfg.min_improvement:
+        return Decision("promoted", f"{head} ≥ {cfg.min_improvement:g}: promoted")
+    return Decision("kept", f"{head} < {cfg.min_improvement:g}: not promoted ({keeps})")
+
+
+def champion_on(root: Path, version: str, clean: Any) -> dict[str, Any] | str:
+    """The champion's metrics on the current test split, or why it cannot be measured there."""
+    for name in (CARD_FILE, WEIGHTS_FILE):
+        registry.verified_bytes(root, version, name)  # RegistryError if damaged: fail loudly
+    model, card = load_model(root / "versions" / version)
+    try:
+        check_labels(clean.items, card["classes"], f"champion {version} classes")
+        return headline(evaluate_model(model, card, clean.split("test")).metrics())
+    except (DataError, ModelError) as exc:
+        return str(exc)
+
+
+def git_info(project: Path) -> dict[str, Any]:
+    """The code's git revision and whether tracked files differ from it (None outside git)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(
+                ["git", *args], cwd=project, capture_output=True, text=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    rev = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if rev else None
+    return {"git_rev": rev, "git_dirty": bool(status) if status is not None else None}
+
+
+def challenger_files(project: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+    """models/ + export/ files of the challenger and its card; checks they belong together."""
+    models, export = project / MODELS_DIR, project / EXPORT_DIR
+    _, card = load_model(models)  # hash-checked weights, a card that fits them
+    try:
+        onnx_card = json.loads((export / ONNX_CARD).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PromoteError(f"cannot read {export / ONNX_CARD}: {exc}; run export") from None
+    if onnx_card.get("weights_sha256") != card["weights_sha256"]:
+        raise PromoteError(f"{export} was exported from other weights than {models}; re-run export")
+    if registry.sha256_file(export / ONNX_FILE) != onnx_card.get("onnx_sha256"):
+        raise PromoteError(f"{export / ONNX_FILE} does not match {ONNX_CARD}: re-run export")
+    files = {
+        CARD_FILE: models / CARD_FILE,
+        WEIGHTS_FILE: models / WEIGHTS_FILE,
+        ONNX_FILE: export / ONNX_FILE,
+        ONNX_CARD: export / ONNX_CARD,
+    }
+    return files, card
+
+
+def _info(project: Path, params: Params, card: dict[str, Any], metrics: dict | None) -> dict:
+    config = card["config"]
+    return {
+        "task": params.project.task,
+        "architecture": card["architecture"],
+        "classes": card["classes"],
+        "image": {"height": config["height"], "width": config["width"]},
+        "data_version": card.get("data_version"),
+        "weights_sha256": card["weights_sha256"],
+        "metrics": metrics,
+        **git_info(project),
+    }
+
+
+def promote(project: Path, params: Params, root: Path) -> dict[str, Any]:
+    """Decide, register a promoted challenger; returns the promotion.json content."""
+    files, card = challenger_files(project)
+    try:
+        metrics = headline(json.loads((project / METRICS).read_text(encoding="utf-8")))
+    except (OSError, json.JSONDecodeError, KeyError) as exc:
+        raise PromoteError(f"cannot read {METRICS}: {exc!r}; run the evaluate stage") from None
+    clean = read_clean(project / CLEAN_DIR)
+    n_test = int((clean.items["split"] == "test").sum())
+    if metrics["n_test"] != n_test:
+        raise PromoteError(
+            f"{METRICS} has n_test={metrics['n_test']} but {CLEAN_DIR} has "
+            f"{n_test} test rows: stale metrics, run evaluate"
+        )
+    current, before = registry.champion(root), None
+    if current and current[1]["weights_sha256"] == card["weights_sha256"]:
+        decision = Decision("unchanged", f"the challenger is champion {current[0]} already")
+    else:
+        theirs = champion_on(root, current[0], clean) if current else None
+        if isinstance(theirs, str):
+            decision = Decision(
+                "kept",
+                f"champion {current[0]} cannot be measured on the current "
+                f"test items ({theirs}): not promoted; `kiln promote --force "
+                "--reason ...` overrides",
+            )
+        else:
+            decision = decide(params.promote, metrics, theirs, current and current[0])
+            before = theirs
+    after = current[0] if current else None
+    if decision.promoted:
+        after = registry.add_version(
+            root, files, _info(project, params, card, metrics), reason=decision.reason
+        )
+        decision = Decision("promoted", f"{decision.reason} as {after}")
+    return {
+        "outcome": decision.outcome,
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "forced": False,
+        "metric": params.promote.metric,
+        "min_improvement": params.promote.min_improvement,
+        "floors": params.promote.floors.model_dump(),
+        "challenger": {
+            "weights_sha256": card["weights_sha256"],
+            "data_version": card.get("data_version"),
+            "metrics": metrics,
+        },
+        "champion_before": current and {"version": current[0], "metrics_now": before},
+        "champion_after": after,
+    }
+
+
+def force_promote(project: Path, params: Params, root: Path, reason: str) -> str:
+    """`kiln promote --force`: make models/ + export/ the champion, recorded as forced."""
+    if not reason.strip():
+        raise PromoteError("a forced promotion needs --reason")
+    files, card = challenger_files(project)
+    current = registry.champion(root)
+    if current and current[1]["weights_sha256"] == card["weights_sha256"]:
+        raise PromoteError(f"{MODELS_DIR} is champion {current[0]} already; nothing to force")
+    metrics_path = project / METRICS
+    metrics = headline(json.loads(metrics_path.read_text())) if metrics_path.exists() else None
+    return registry.add_version(
+        root,
+        files,
+        _info(project, params, card, metrics),
+        reason=f"forced: {reason.strip()}",
+        forced=True,
+        action="force",
+    )
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    from tasks.params import ParamsError, load_params  # noqa: PLC0415 (pydantic only for the CLI)
+
+    try:
+        report = promote(Path("."), load_params(), registry.REGISTRY_DIR)
+    except (ParamsError, DataError, ModelError, PromoteError, registry.RegistryError) as exc:
+        logger.error("promote failed (champion untouched): %s", exc)
+        return 1
+    write_json(REPORT, report)
+    logger.info("%s; wrote %s", report["reason"], REPORT)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
