@@ -17,6 +17,8 @@ from typing import Annotated
 
 import typer
 
+from flows.cli_models import echo_champion
+from flows.cli_models import register as register_model_commands
 from flows.prefect_server import DEFAULT_PORT, ensure_server, read_pid_file
 from tasks.params import ParamsError, load_params
 
@@ -61,6 +63,7 @@ def run(project: ProjectOpt = Path("."), port: PortOpt = DEFAULT_PORT) -> None:
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     typer.echo("Test metrics: " + ", ".join(
         f"{k}={metrics[k]:.4f}" for k in ("accuracy", "macro_f1") if k in metrics))
+    echo_champion(project)  # the promote decision and the champion (`kiln models list`)
     typer.echo(f"Prefect UI: {server.ui_url} (stop it with `kiln server --stop`)")
 
 
@@ -127,6 +130,76 @@ def check(project: ProjectOpt = Path(".")) -> None:
     """Check params.yaml against the schema without running anything."""
     _params_or_exit(project.resolve())
     typer.echo("params.yaml is valid")
+
+
+label_app = typer.Typer(no_args_is_help=True, help="Manual labelling (labels/overrides.csv).")
+app.add_typer(label_app, name="label")
+
+
+@label_app.command("export")
+def label_export(
+    project: ProjectOpt = Path("."),
+    out: Annotated[Path, typer.Option(help="Where the review file goes.")] = Path(
+        "labels/to_review.csv"),
+) -> None:
+    """Write the items that need a human look (suspected label errors, missing labels)."""
+    from tasks.label_export import export  # noqa: PLC0415 (pandas only when used)
+
+    project = project.resolve()
+    target = out if out.is_absolute() else project / out
+    n = export(project, target)
+    typer.echo(f"{n} items to review in {target}; fill `label`, then append the rows to "
+               f"{_params_or_exit(project).labels.overrides}")
+
+
+@app.command()
+def crawl(project: ProjectOpt = Path("."),
+          check_url: Annotated[str | None, typer.Option(
+              "--check", metavar="URL", help="Fetch this one page and show the fields.")] = None,
+          ) -> None:
+    """Run the crawl stage; with --check URL, only try the field selectors on one page."""
+    project = project.resolve()
+    params = _params_or_exit(project)
+    if check_url is None:
+        import subprocess  # noqa: PLC0415
+
+        raise typer.Exit(subprocess.call([sys.executable, "-m", "tasks.crawl"], cwd=project))
+    from crawlers.check import CheckError, format_report  # noqa: PLC0415
+    from crawlers.check import check_url as check_page  # noqa: PLC0415
+
+    try:
+        got, report = check_page(check_url, params.crawl)
+    except CheckError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(format_report(got, report, params.crawl))
+    if any(r.n_matches == 0 and params.crawl.fields[n].required for n, r in report.items()):
+        raise typer.Exit(1)  # a required field matched nothing: the crawl would reject the page
+
+
+@app.command()
+def use(params_file: Annotated[Path, typer.Argument(help="A params file, e.g. examples/…")],
+        project: ProjectOpt = Path(".")) -> None:
+    """Make PARAMS_FILE the active params.yaml (checked first; the old one kept as .bak)."""
+    import shutil  # noqa: PLC0415
+
+    _params_or_exit_file(params_file)
+    target = project.resolve() / "params.yaml"
+    if target.exists():
+        shutil.copyfile(target, target.with_suffix(".yaml.bak"))
+    shutil.copyfile(params_file, target)
+    typer.echo(f"params.yaml is now {params_file} (previous one in params.yaml.bak)")
+
+
+def _params_or_exit_file(path: Path) -> None:
+    try:
+        load_params(path)
+    except ParamsError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+register_model_commands(app)  # kiln promote, kiln models list|rollback, kiln serve, kiln predict
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-STAGES = ("crawl", "validate", "clean", "train", "evaluate")
+STAGES = ("crawl", "validate", "clean", "train", "evaluate", "export", "promote")
 # Stage log lines carry their own timestamp; the task run's log record has one already.
 _LEADING_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d+ ")
 # DVC's git hints after each stage ("To track the changes with git, run: ...") say nothing about

@@ -18,7 +18,7 @@ from flows.run_guard import demo_site_if_needed, single_run_lock
 from flows.summary import publish_artifacts
 from tasks.params import load_params
 
-AFTER_CRAWL = ("validate", "clean", "train", "evaluate")
+AFTER_CRAWL = ("validate", "clean", "train", "evaluate", "export", "promote")
 
 
 # DVC, not Prefect, decides whether a stage is up to date: no Prefect result caching.

@@ -13,6 +13,7 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.dvc_stages import StageOutcome
+from tasks import registry
 
 
 def _read(project: Path, name: str) -> dict[str, Any]:
@@ -56,16 +57,110 @@ def summary_markdown(project: Path, outcomes: list[StageOutcome], failure: str |
         lines += ["", "| test metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
                   for k, v in metrics.items()]
+    lines += ["", f"**Promotion:** {promotion_line(project, outcomes)}"]
     return "\n".join(lines) + "\n"
+
+
+def promotion_line(project: Path, outcomes: list[StageOutcome]) -> str:
+    """This run's promote decision (reports/promotion.json), or the registry's champion."""
+    if any(o.stage == "promote" and o.ran for o in outcomes):
+        return _read(project, "promotion.json").get("reason", "-")
+    try:
+        current = registry.champion(project / registry.REGISTRY_DIR)
+    except registry.RegistryError as exc:
+        return f"registry unreadable: {exc}"
+    return f"not decided this run; champion {current[0] if current else 'none yet'}"
+
+
+def promotion_markdown(project: Path, outcomes: list[StageOutcome]) -> str | None:
+    """The promote stage's decision with both sides' metrics on the same test items."""
+    report = _read(project, "promotion.json")
+    if not report or not any(o.stage == "promote" and o.ran for o in outcomes):
+        return None
+    before = report.get("champion_before") or {}
+    theirs = before.get("metrics_now") or {}
+    lines = ["# promotion", "", f"**{report['outcome']}**: {report['reason']}", "",
+             f"| metric | challenger | champion {before.get('version', '(none)')} |",
+             "|---|---|---|"]
+    lines += [f"| {k} | {v} | {theirs.get(k, '-')} |"
+              for k, v in report["challenger"]["metrics"].items()]
+    lines += ["", f"Champion after this run: {report.get('champion_after') or 'none'}"]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def validation_markdown(project: Path) -> str | None:
+    """Which expectations failed, on how many rows, with examples (reports/validation/
+    summary.json, written by the validate stage), and a link to the GX Data Docs."""
+    summary = _read(project, "validation/summary.json")
+    if not summary:
+        return None
+    docs = (project / summary["data_docs"]).resolve()
+    lines = ["# validation", "",
+             f"**{'passed' if summary['success'] else 'FAILED'}**: {summary['n_valid']} of "
+             f"{summary['n_in']} rows valid, {summary['n_quarantined']} quarantined "
+             f"(share {summary['quarantine_share']}). Data Docs: [{docs}]({docs.as_uri()})", ""]
+    lines += [f"* failure: {_cell(m)}" for m in summary.get("failures", [])]
+    lines += [f"* warning: {_cell(m)}" for m in summary.get("warnings", [])]
+    failed = [e for e in summary["expectations"] if not e["success"]]
+    lines += ["", "| expectation | severity | failed rows | examples (url: value) |",
+              "|---|---|---|---|"]
+    lines += [f"| {_cell(e['expectation'])} | {e['severity']} | {e['failed_rows']} | "
+              + "; ".join(_cell(f"{x['url']}: {x['value']!r}") for x in e["examples"])
+              + (f"raised: {_cell(e['raised'])}" if e["raised"] else "") + " |"
+              for e in failed]
+    if not failed:
+        lines += [f"| all {len(summary['expectations'])} expectations passed | | 0 | |"]
+    return "\n".join(lines) + "\n"
+
+
+def drift_markdown(project: Path) -> str | None:
+    """Drift against the last DVC-recorded data (reports/drift.json, written by validate)."""
+    drift = _read(project, "drift.json")
+    if not drift:
+        return None
+    lines = ["# drift", "", f"**{drift['status']}**, compared with {drift.get('previous')}", ""]
+    checks = drift.get("checks") or {}
+    if checks:
+        lines += ["| check | statistic | threshold | severity | drifted |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {c['statistic']} | {c['threshold']} | {c['severity']} | "
+                  f"{'**yes**' if c['drifted'] else 'no'} |" for name, c in checks.items()]
+    return "\n".join(lines) + "\n"
+
+
+_CRAWL_FIGURES = ("pages", "items", "rejects", "retries", "failures", "refused", "bytes",
+                  "duration_s", "pages_per_s", "not_modified", "from_cache")  # fmt: skip
+
+
+def crawl_stats(project: Path) -> dict[str, Any]:
+    """The crawl's figures (reports/crawl.json, tasks/crawl.py), in a fixed order."""
+    crawl = _read(project, "crawl.json")
+    return {k: crawl[k] for k in _CRAWL_FIGURES if k in crawl}
 
 
 def publish_artifacts(project: Path, outcomes: list[StageOutcome],
                       failure: str | None = None) -> None:
+    for key, markdown, description in (
+        ("validation", validation_markdown(project), "Expectations that failed, with examples"),
+        ("drift", drift_markdown(project), "Drift against the last DVC-recorded data"),
+        ("promotion", promotion_markdown(project, outcomes), "Champion/challenger decision"),
+    ):
+        if markdown:
+            create_markdown_artifact(markdown=markdown, key=key, description=description)
     metrics = headline_metrics(project)
     if metrics:
         create_table_artifact(
             table=[{"metric": k, "value": v} for k, v in metrics.items()],
             key="metrics", description="Test-split metrics from reports/metrics.json",
+        )
+    crawl = crawl_stats(project)
+    if crawl:
+        create_table_artifact(
+            table=[{"figure": k, "value": v} for k, v in crawl.items()],
+            key="crawl", description="Crawl stats from reports/crawl.json",
         )
     create_markdown_artifact(
         markdown=summary_markdown(project, outcomes, failure), key="run-summary",

@@ -8,8 +8,10 @@ path and the closest valid name; an out-of-range value names the field and the b
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from pathlib import Path
+from types import UnionType
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
@@ -50,11 +52,93 @@ class DemoSiteParams(_Section):
         "them); 0.01 keeps the demo passing, a large value makes validation fail.",
     )
     seed: int = Field(0, description="Seed for which items get dirt; same seed, same site.")
+    sections: list[Literal["jokes", "co2"]] = Field(
+        default_factory=lambda: ["jokes", "co2"],
+        description="Extra sections: a pyjokes board (/jokes/), a Mauna Loa CO2 table (/co2/).",
+    )
+
+
+def _check_regex(pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:  # not a ValueError: pydantic would not report it
+        raise ValueError(f"regex {pattern!r} is not valid: {exc}") from exc
 
 
 class FieldSelector(_Section):
-    css: str = Field(description="CSS selector (Scrapy/parsel syntax, e.g. 'span.label::text').")
+    """One field: where it is on the page (CSS or XPath), how to read it, whether it must exist."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    css: str | None = Field(
+        None, description="CSS selector (parsel syntax, e.g. 'span.label::text'); or `xpath`."
+    )
+    xpath: str | None = Field(None, description="XPath selector (e.g. '//h1/text()'); or `css`.")
+    regex: str | None = Field(
+        None, description="Keep only the regex's first group (or whole match) of each value."
+    )
+    type: Literal["str", "int", "float", "date", "url", "list"] = Field(
+        "str",
+        description="str: text as written; int/float: a number ('1,234' ok); date: ISO "
+        "YYYY-MM-DD; url: made absolute against the page; list: every match.",
+    )
+    date_format: str | None = Field(
+        None, description="strptime format of a `date` field; None: ISO 8601 text."
+    )
+    cleanup: list[Literal["strip", "join", "html_text"]] = Field(
+        default_factory=list,
+        description="strip: collapse whitespace; join: all matches joined by a space; "
+        "html_text: the matched markup to text through BeautifulSoup (messy HTML).",
+    )
     required: bool = Field(True, description="A required field missing rejects the page.")
+    from_: Literal["detail", "list"] = Field(
+        "detail",
+        alias="from",
+        description="detail: read on the item page; list: read in the item's block on the list "
+        "page that links to it (needs `crawl.item_list`).",
+    )
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> FieldSelector:
+        if (self.css is None) == (self.xpath is None):
+            raise ValueError("give exactly one of `css` or `xpath`")
+        if self.regex is not None:
+            _check_regex(self.regex)
+        return self
+
+
+class FollowRule(_Section):
+    """Links to follow: those inside an area of the page, filtered by URL regexes."""
+
+    css: str | None = Field(None, description="CSS selector of the link area (None: whole page).")
+    xpath: str | None = Field(None, description="XPath of the link area; or `css`.")
+    allow: list[str] = Field(
+        default_factory=list, description="Follow only URLs matching one of these regexes."
+    )
+    deny: list[str] = Field(
+        default_factory=list, description="Never follow URLs matching one of these regexes."
+    )
+
+
+class ItemListParams(_Section):
+    """Item blocks on list pages: each block is an item, or links to the item's detail page."""
+
+    css: str | None = Field(None, description="CSS selector of one item block (e.g. 'ul > li').")
+    xpath: str | None = Field(None, description="XPath of one item block; or `css`.")
+    link_css: str | None = Field(
+        None,
+        description="Inside the block, CSS of the detail page's URL (e.g. 'a::attr(href)'); "
+        "None: the block is the whole item and every field is read in it.",
+    )
+    link_xpath: str | None = Field(None, description="XPath of the detail URL; or `link_css`.")
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> ItemListParams:
+        if (self.css is None) == (self.xpath is None):
+            raise ValueError("give exactly one of `css` or `xpath`")
+        if self.link_css is not None and self.link_xpath is not None:
+            raise ValueError("give at most one of `link_css` or `link_xpath`")
+        return self
 
 
 class CrawlParams(_Section):
@@ -63,27 +147,76 @@ class CrawlParams(_Section):
     allow_loopback: bool = Field(
         False, description="Permit 127.0.0.0/8 and localhost; true only for the demo site/tests."
     )
-    follow_css: list[str] = Field(
-        description="CSS selectors of link areas to follow (pagination, item links)."
+    allow_private: bool = Field(
+        False, description="Permit private addresses (10/8, 172.16/12, 192.168/16, fc00::/7)."
     )
-    item_url_pattern: str = Field(description="Regex: URLs matching it are item pages.")
-    fields: dict[str, FieldSelector] = Field(description="Fields extracted from item pages.")
-    image_field: str = Field(description="Name of the field (in `fields`) holding the image URL.")
+    spider: str | None = Field(
+        None,
+        description="'module:Class' of your own Scrapy spider in crawlers/spiders/ instead of "
+        "the generic one; the same output, limits and safety settings apply.",
+    )
+    follow_css: list[str] = Field(
+        default_factory=list,
+        description="CSS selectors of link areas to follow (shorthand for `follow` rules).",
+    )
+    follow: list[FollowRule] = Field(
+        default_factory=list, description="Link-follow rules: link areas with allow/deny regexes."
+    )
+    item_url_pattern: str | None = Field(
+        None, description="Regex: pages whose URL matches it are item (detail) pages."
+    )
+    item_list: ItemListParams | None = Field(
+        None, description="Item blocks on list pages (items spanning a list and a detail page)."
+    )
+    fields: dict[str, FieldSelector] = Field(
+        min_length=1, description="Fields extracted per item."
+    )
+    image_field: str | None = Field(
+        None, description="Field (in `fields`) holding an image URL to download; None: no image."
+    )
     obey_robots: bool = Field(True, description="Obey robots.txt.")
     max_pages: int = Field(10_000, ge=1, description="Stop after this many responses.")
+    max_items: int | None = Field(None, ge=1, description="Stop after this many items.")
+    max_depth: int | None = Field(
+        None, ge=1, description="Follow links at most this deep from a start URL (None: any)."
+    )
+    max_response_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="Drop a response bigger than this, also after decompression (gzip bombs).",
+    )
     concurrency: int = Field(16, ge=1, le=256, description="Concurrent requests per domain.")
     download_timeout_s: float = Field(15.0, gt=0, le=600, description="Per-request timeout (s).")
     retries: int = Field(2, ge=0, le=10, description="Retries of a failed request (5xx, timeout).")
+    retry_backoff_s: float = Field(
+        0.25, ge=0, le=60, description="First retry waits this long (s), doubling each retry."
+    )
+    max_retry_after_s: float = Field(
+        60.0, ge=0, le=3600, description="Cap on a server's Retry-After wait (s)."
+    )
+    http_cache: bool = Field(
+        True,
+        description="Keep an HTTP cache under .kiln/httpcache: a refresh sends conditional "
+        "requests (RFC 9111) and gets 304 for what did not change.",
+    )
     user_agent: str = Field(
         "kiln-crawler/0.1 (+https://github.com/kiln)", description="User-Agent header."
     )
 
     @model_validator(mode="after")
-    def _image_field_is_a_field(self) -> CrawlParams:
-        if self.image_field not in self.fields:
+    def _consistent(self) -> CrawlParams:
+        if self.image_field is not None and self.image_field not in self.fields:
             raise ValueError(
                 f"image_field {self.image_field!r} is not one of fields {sorted(self.fields)}"
             )
+        if self.spider is None and self.item_url_pattern is None and self.item_list is None:
+            raise ValueError("say which pages are items: item_url_pattern and/or item_list")
+        from_list = sorted(n for n, f in self.fields.items() if f.from_ == "list")
+        if from_list and self.item_list is None:
+            raise ValueError(f"fields {from_list} are `from: list` but item_list is not set")
+        rules = [p for r in self.follow for p in (*r.allow, *r.deny)]
+        for pattern in [self.item_url_pattern or "", *rules]:
+            _check_regex(pattern)
         return self
 
 
@@ -95,6 +228,11 @@ class LabelParams(_Section):
         default_factory=dict,
         description="Other spellings -> canonical class, matched after strip + lower-case.",
     )
+    overrides: str = Field(
+        "labels/overrides.csv",
+        description="CSV `key,label` (key: sha256 of the image bytes) that wins over the crawled "
+        "label in validate and clean; git-versioned, a DVC dependency of both; absent = none.",
+    )
 
     @model_validator(mode="after")
     def _aliases_point_at_classes(self) -> LabelParams:
@@ -102,6 +240,59 @@ class LabelParams(_Section):
         if unknown:
             raise ValueError(f"aliases map to labels not in classes: {unknown}")
         return self
+
+
+Severity = Literal["fail", "warn"]
+
+
+class ExpectationSpec(_Section):
+    """One Great Expectations 1.x expectation, by its snake_case name and arguments."""
+
+    expectation: str = Field(description="GX name, e.g. expect_column_values_to_be_between.")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="The expectation's arguments (column, min_value...)."
+    )
+    severity: Severity = Field(
+        "fail", description="fail: failing rows are quarantined / the stage fails; warn: reported."
+    )
+
+    @model_validator(mode="after")
+    def _known_to_gx(self) -> ExpectationSpec:
+        # Imported here: GX costs ~4 s to import, paid only by params that declare expectations.
+        from tasks.gx_check import check_expectation  # noqa: PLC0415
+
+        problem = check_expectation(self.expectation, self.kwargs)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+class DriftCheck(_Section):
+    threshold: float = Field(ge=0.0, description="The statistic above this is drift.")
+    severity: Severity = Field(description="fail: the stage fails on drift; warn: reported.")
+
+
+class DriftParams(_Section):
+    """Drift of the new validated data against the last DVC-recorded one (tasks/drift.py)."""
+
+    # PSI: < 0.1 no shift, 0.1-0.25 moderate, > 0.25 major (the usual credit-scoring rule).
+    label_psi: DriftCheck = Field(
+        DriftCheck(threshold=0.25, severity="fail"), description="PSI of the label shares."
+    )
+    # KS statistic D (largest CDF gap), not its p-value, which goes to 0 with many rows.
+    numeric_ks: DriftCheck = Field(
+        DriftCheck(threshold=0.3, severity="warn"), description="KS D per numeric column."
+    )
+    image_mean_ks: DriftCheck = Field(
+        DriftCheck(threshold=0.3, severity="fail"), description="KS D of mean image intensity."
+    )
+    row_count_change: DriftCheck = Field(
+        DriftCheck(threshold=0.5, severity="warn"), description="|n_new - n_prev| / n_prev."
+    )
+    new_item_share: DriftCheck = Field(
+        DriftCheck(threshold=0.5, severity="warn"),
+        description="Share of rows whose content_hash the previous version lacked.",
+    )
 
 
 class ValidateParams(_Section):
@@ -116,6 +307,67 @@ class ValidateParams(_Section):
         le=1.0,
         description="Fail if more than this share of rows is quarantined (bad data, not noise).",
     )
+    numeric_columns: list[str] = Field(
+        default_factory=list,
+        description="Columns parsed as numbers into `<column>_number` for expectations and drift.",
+    )
+    expectations: list[ExpectationSpec] = Field(
+        default_factory=list,
+        description="Expectations checked on top of the task type's defaults (tasks/gx_suite.py).",
+    )
+    drift: DriftParams = Field(DriftParams(), description="Drift checks between data versions.")
+
+
+class MissingRule(_Section):
+    """How one numeric column's missing (or unparseable) values are handled."""
+
+    strategy: Literal["mean", "median", "mode", "constant", "drop"] = Field(
+        description="Fill with the column's mean/median/mode or `value`, or drop the row."
+    )
+    value: float | None = Field(None, description="The fill value of strategy constant.")
+
+    @model_validator(mode="after")
+    def _constant_has_value(self) -> MissingRule:
+        if (self.strategy == "constant") != (self.value is not None):
+            raise ValueError("`value` is required with strategy constant, and only with it")
+        return self
+
+
+class OutlierRule(_Section):
+    """Outliers of one numeric column (computed after missing values are handled)."""
+
+    method: Literal["iqr", "zscore"] = Field(
+        description="iqr: beyond k x IQR from the quartiles; zscore: robust |z| > k, with "
+        "z = (x - median) / (1.4826 MAD), so that clipping does not move the bounds."
+    )
+    k: float = Field(gt=0.0, le=100.0, description="Tukey's k (1.5 usual) or the |z| limit (3.5).")
+    action: Literal["clip", "drop"] = Field(description="Clip to the bounds or drop the row.")
+
+
+class NearDuplicateParams(_Section):
+    """Near-duplicate images: same 8x8 average hash, and close pixel by pixel."""
+
+    enabled: bool = Field(True, description="Look for near-duplicate images.")
+    # The average hash alone groups 66 of sklearn's 1797 distinct digits into 30 false pairs;
+    # the closest of those differ by a mean 7.9 grey levels, so 4.0 never joins two real digits.
+    max_mean_abs_diff: float = Field(
+        4.0, ge=0.0, le=255.0, description="Mean |pixel difference| (grey levels 0-255) at most."
+    )
+
+
+class LabelReviewParams(_Section):
+    """Likely wrong labels from cross-validated out-of-fold predictions (tasks/label_review.py)."""
+
+    enabled: bool = Field(True, description="Look for likely wrong labels.")
+    action: Literal["report", "drop", "relabel"] = Field(
+        "report", description="report: list in reports/label_issues.csv only; drop or relabel."
+    )
+    folds: int = Field(5, ge=2, le=20, description="Cross-validation folds.")
+    # Confident learning flags a row when p(given label) < its class's mean self-confidence. On
+    # sklearn's 1797 digits with 10 labels flipped, margin 0.2 flags all 10 plus 24 others
+    # (0.5: 10 + 64; 0.1: 10 + 9 at 1797 rows but only 9 of 10 at 200 rows).
+    margin: float = Field(0.2, ge=0.0, le=1.0, description="Flag if p(label) < margin x threshold.")
+    min_rows: int = Field(50, ge=10, description="Skip the review below this many rows.")
 
 
 class CleanParams(_Section):
@@ -123,13 +375,32 @@ class CleanParams(_Section):
         default_factory=list, description="Metadata columns parsed as numbers."
     )
     impute: Literal["mean", "median", "zero"] = Field(
-        "mean", description="How missing numeric values are filled."
+        "mean", description="How missing numeric values are filled (columns not in `missing`)."
+    )
+    missing: dict[str, MissingRule] = Field(
+        default_factory=dict, description="Per numeric column: how missing values are handled."
+    )
+    outliers: dict[str, OutlierRule] = Field(
+        default_factory=dict, description="Per numeric column: outliers clipped or dropped."
+    )
+    near_duplicates: NearDuplicateParams = Field(
+        NearDuplicateParams(), description="Near-duplicate images (perceptual hash)."
+    )
+    label_review: LabelReviewParams = Field(
+        LabelReviewParams(), description="Detection of likely wrong labels."
     )
     val_share: float = Field(0.15, gt=0.0, lt=0.5, description="Share of items in validation.")
     test_share: float = Field(0.15, gt=0.0, lt=0.5, description="Share of items in test.")
     split_salt: str = Field(
         "kiln", description="Salt of the stable hash split; change it to draw a new split."
     )
+
+    @model_validator(mode="after")
+    def _rules_name_numeric_columns(self) -> CleanParams:
+        unknown = sorted((set(self.missing) | set(self.outliers)) - set(self.numeric_columns))
+        if unknown:
+            raise ValueError(f"missing/outliers name columns not in numeric_columns: {unknown}")
+        return self
 
 
 class TrainParams(_Section):
@@ -153,6 +424,67 @@ class EvaluateParams(_Section):
     )
 
 
+class ExportParams(_Section):
+    """ONNX export of models/ (tasks/export.py) and its parity check against PyTorch."""
+
+    opset: int = Field(17, ge=13, le=20, description="ONNX opset (the TorchScript exporter's).")
+    # float32 logits of the same graph differ by ~1e-6 between ORT and PyTorch kernels; 1e-4
+    # leaves room for other CPUs' vector paths while catching any real difference.
+    atol: float = Field(
+        1e-4, gt=0.0, le=1.0, description="Largest allowed |ORT - PyTorch| logit difference."
+    )
+    parity_batch: int = Field(
+        64, ge=1, le=4096, description="Test images in the fixed parity batch (plus 3 synthetic)."
+    )
+
+
+class PromoteFloors(_Section):
+    """Absolute floors a challenger must clear, even with no champion to beat."""
+
+    accuracy: float = Field(0.0, ge=0.0, le=1.0, description="Minimum test accuracy.")
+    macro_f1: float = Field(0.0, ge=0.0, le=1.0, description="Minimum test macro-F1.")
+
+
+class PromoteParams(_Section):
+    """When the newly trained model (challenger) replaces the champion (tasks/promote.py)."""
+
+    metric: Literal["accuracy", "macro_f1"] = Field(
+        "macro_f1",
+        description="Compared between challenger and champion, both on the current test split.",
+    )
+    min_improvement: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="challenger - champion must be at least this: 0 means 'must not drop' (a "
+        "tie promotes the newer model), 0.005 means half a point better.",
+    )
+    floors: PromoteFloors = Field(PromoteFloors(), description="Absolute minimums.")
+
+
+class ServeParams(_Section):
+    """`kiln serve`: the HTTP prediction service for the champion (serve/)."""
+
+    host: str = Field("127.0.0.1", description="Bind address; loopback unless put behind a proxy.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
+    backend: Literal["onnx", "torch"] = Field(
+        "onnx", description="onnx: ONNX Runtime, no torch needed; torch: the safetensors model."
+    )
+    max_batch: int = Field(256, ge=1, le=65_536, description="Most instances per request.")
+    max_body_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        le=1 << 30,
+        description="Larger request bodies get 413, with or without Content-Length (bytes).",
+    )
+    reload_interval_s: float = Field(
+        1.0, gt=0.0, le=3600, description="How often the registry is checked for a new champion."
+    )
+    # The digits CNN is ~2 MFLOP per image (0.9 M multiply-adds): one thread per request avoids
+    # ORT's thread-pool spin-up and leaves the other cores to concurrent requests.
+    onnx_threads: int = Field(1, ge=1, le=256, description="ONNX Runtime intra-op threads.")
+
+
 class ScheduleParams(_Section):
     cron: str = Field("0 3 * * *", description="When the refresh-and-retrain deployment runs.")
     timezone: str = Field("UTC", description="IANA time zone of the cron.")
@@ -167,6 +499,9 @@ class Params(_Section):
     clean: CleanParams = CleanParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    export: ExportParams = ExportParams()
+    promote: PromoteParams = PromoteParams()
+    serve: ServeParams = ServeParams()
     schedule: ScheduleParams = ScheduleParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -192,6 +527,8 @@ def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
     """
     current: Any = Params
     for part in path:
+        if get_origin(current) is UnionType:  # `Model | None`: the model
+            current = next((a for a in get_args(current) if _is_model(a)), None)
         if _is_model(current):
             fields = {f.alias or n: f for n, f in current.model_fields.items()}
             if part not in fields:
@@ -201,6 +538,8 @@ def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
             current = get_args(current)[-1]  # the value / item type; `part` is a key or index
         else:
             return None
+    if get_origin(current) is UnionType:
+        current = next((a for a in get_args(current) if _is_model(a)), None)
     return current if _is_model(current) else None
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CODE = ("tasks", "flows", "crawlers", "dvc.yaml", ".dvcignore")
+CODE = ("tasks", "flows", "crawlers", "dvc.yaml", ".dvcignore", "labels")  # labels/: overrides
 BIN = Path(sys.executable).parent
 
 GIT_IDENTITY = {

@@ -28,7 +28,9 @@ from tests.project import (
 )
 
 pytestmark = pytest.mark.e2e
-STAGES = ["crawl", "validate", "clean", "train", "evaluate"]
+STAGES = ["crawl", "validate", "clean", "train", "evaluate", "export", "promote"]
+# The tiny model clears these floors (evaluate.min_accuracy is 0.3 too), so run 1 promotes.
+FLOORS = {"promote": {"floors": {"accuracy": 0.3, "macro_f1": 0.0}}}
 
 
 def _kiln_run(project: Path, api_url: str, check: bool = True):  # noqa: ANN202
@@ -44,7 +46,7 @@ def _lock_hash(project: Path, stage: str) -> str:
 
 def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:
     api = prefect_server.api_url
-    project = make_project(tmp_path, tiny_demo_overrides(free_port()))
+    project = make_project(tmp_path, {**tiny_demo_overrides(free_port()), **FLOORS})
 
     # 1. First run: every stage runs; metrics, DVC state, Prefect states and artifacts agree.
     first = _kiln_run(project, api)
@@ -58,11 +60,20 @@ def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:
     artifacts = prefect_api(api, "/artifacts/filter",
                             {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
     by_key = {a["key"]: a for a in artifacts}
-    assert {"metrics", "run-summary"} <= set(by_key)
+    # validation/drift: their content is checked in tests/unit/test_expectations.py
+    assert {"metrics", "run-summary", "validation", "drift"} <= set(by_key)
     summary = by_key["run-summary"]["data"]
     clean_report = json.loads((project / "reports" / "clean.json").read_text())
     assert f"| trained on | {clean_report['splits']['train']} |" in summary
     assert "| quarantined by validate |" in summary
+    promotion = json.loads((project / "reports" / "promotion.json").read_text())
+    assert promotion["outcome"] == "promoted" and promotion["champion_after"] == "v0001"
+    assert f"**Promotion:** {promotion['reason']}" in summary
+    assert promotion["reason"] in by_key["promotion"]["data"]
+    assert (project / "export" / "model.onnx").exists()
+    registry_json = (project / "registry" / "registry.json").read_bytes()
+    assert json.loads(registry_json)["champion"] == "v0001"
+    assert f"Promotion: {promotion['reason']}\nChampion: v0001" in first.stdout
     card = (project / "models" / "card.json").read_bytes()
     raw_hash = _lock_hash(project, "crawl")
 
@@ -73,6 +84,7 @@ def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:
     assert states == {"crawl": "Completed", **dict.fromkeys(STAGES[1:], "Skipped")}
     assert _lock_hash(project, "crawl") == raw_hash
     assert (project / "models" / "card.json").read_bytes() == card
+    assert (project / "registry" / "registry.json").read_bytes() == registry_json
 
     # 3. The site turns dirty: the flow fails at validate and the previous model stays.
     write_params(project, {"demo_site": {"bad_label_share": 0.6}})
@@ -83,9 +95,10 @@ def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:
     states = task_run_states(api, run_id)
     assert states["crawl"] == "Completed"
     assert states["validate"] == "Failed"
-    assert "train" not in states and "evaluate" not in states
+    assert "train" not in states and "evaluate" not in states and "promote" not in states
     assert "expect_column_values_to_be_in_set" in third.stdout + third.stderr
     assert (project / "models" / "card.json").read_bytes() == card
+    assert (project / "registry" / "registry.json").read_bytes() == registry_json  # champion
     # Bad data does not get better by retrying: one attempt; the stage's own log is in its run.
     validate_run = task_run(api, run_id, "validate")
     assert validate_run["run_count"] == 1

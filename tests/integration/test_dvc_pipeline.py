@@ -14,7 +14,7 @@ from tasks.params import load_params
 from tests.project import dvc, free_port, make_project, run, tiny_demo_overrides, write_params
 
 pytestmark = pytest.mark.integration
-AFTER_CRAWL = ["validate", "clean", "train", "evaluate"]
+AFTER_CRAWL = ["validate", "clean", "train", "evaluate", "export", "promote"]
 
 
 def _stale_stages(project: Path) -> set[str]:
@@ -72,11 +72,11 @@ def test_metrics_and_plots_show(reproduced: Path) -> None:
     assert "reports/predictions.csv" in html
 
 
-def test_changing_epochs_reruns_only_train_and_evaluate(reproduced: Path) -> None:
+def test_changing_epochs_reruns_only_train_and_the_stages_after_it(reproduced: Path) -> None:
     epochs = load_params(reproduced / "params.yaml").train.epochs
     write_params(reproduced, {"train": {"epochs": epochs + 1}})
     # DVC reports evaluate stale only once train has changed models/, so only train shows here.
     assert _stale_stages(reproduced) == {"train"}
     result = dvc("repro", cwd=reproduced)
-    assert _ran(result.stdout) == ["train", "evaluate"]
+    assert _ran(result.stdout) == ["train", "evaluate", "export", "promote"]
     assert _stale_stages(reproduced) == set()
