@@ -49,6 +49,13 @@ class PrefectServer:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
+                # Reap it if it is our child: an exited child stays a zombie (and "alive" to
+                # killpg) until its parent waits for it.
+                if os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
+                    return
+            except ChildProcessError:
+                pass  # started by another process (`kiln server --stop`): nothing to reap
+            try:
                 os.killpg(self.pid, 0)
             except ProcessLookupError:
                 return
