@@ -11,6 +11,8 @@ re-crawls on purpose.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import subprocess
@@ -75,7 +77,8 @@ def stale_reason(stage: str, project: Path) -> str | None:
 
 def _commit(stage: str, project: Path) -> None:
     """Record the stage's deps, params and outputs in dvc.lock and the cache (`dvc commit`)."""
-    with _repo(project) as repo:
+    # DVC prints "Updating lock file 'dvc.lock'" to stdout, which is the CLI's result channel.
+    with _repo(project) as repo, contextlib.redirect_stdout(io.StringIO()):
         repo.commit(stage, force=True)
 
 
