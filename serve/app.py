@@ -27,17 +27,21 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from serve.backends import LoadedModel, load_champion, load_version
-from serve.images import InputError
+from serve.images import InputError, decode_png
 from serve.schemas import TASKS
 from tasks import registry
 from tasks.params import ServeParams
 
 logger = logging.getLogger("kiln.serve")
+# OpenAPI for a raw-bytes body (FastAPI documents JSON bodies only by itself).
+_PNG_BODY = {"requestBody": {"required": True, "content": {
+    "image/png": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
 class BodyLimit:
@@ -216,6 +220,23 @@ def create_app(
         # Built by our own schema already: a Response skips FastAPI's second validation of it
         # (~0.25 ms per batch of 64), response_model still documents it in OpenAPI.
         return Response(result.model_dump_json(), media_type="application/json")
+
+    if spec.raw_image:
+
+        @app.post("/predict/image", response_model=spec.response, openapi_extra=_PNG_BODY)
+        async def predict_image(request: Request) -> Any:
+            """One image sent as the raw PNG body (`Content-Type: image/png`), for the champion."""
+            media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if media_type != "image/png":
+                detail = [{"loc": ["header", "content-type"], "type": "value_error",
+                           "msg": f"expected image/png, got {media_type or 'nothing'!r}"}]
+                return JSONResponse({"detail": detail}, status_code=415)
+            raw = await request.body()  # BodyLimit has already bounded its size
+            loaded = state.current
+            pixels = decode_png(raw, loaded.height, loaded.width, ("body",))
+            outputs = await asyncio.to_thread(loaded.run, pixels[np.newaxis])
+            result = spec.encode(outputs, loaded.labels, loaded.version)
+            return Response(result.model_dump_json(), media_type="application/json")
 
     @app.get("/health")
     def health() -> dict[str, Any]:

@@ -114,6 +114,7 @@ class TaskSpec:
     response: type[BaseModel]
     decode: Callable[[Any, int, int], np.ndarray]  # (request, height, width) -> model input
     encode: Callable[[np.ndarray, list[str], str], BaseModel]  # (outputs, labels, version)
+    raw_image: bool = False  # also served as POST /predict/image with a raw PNG body
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -122,5 +123,6 @@ TASKS: dict[str, TaskSpec] = {
         ImageClassificationResponse,
         _decode_images,
         _encode_classes,
+        raw_image=True,
     ),
 }

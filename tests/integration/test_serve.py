@@ -108,6 +108,26 @@ def test_predict_single_and_batch_agree_with_onnx_runtime(client: TestClient,
     assert single.json()["predictions"][0] == body["predictions"][0]  # PNG == raw pixels
 
 
+def test_raw_png_body_is_one_prediction(client: TestClient, sources: dict) -> None:
+    png = base64.b64decode(encode_png(PIXELS[5]))
+    raw = client.post("/predict/image", content=png, headers={"content-type": "image/png"})
+    assert raw.status_code == 200, raw.text
+    want = _onnx_probs(sources, 1, PIXELS[5:6])[0]
+    np.testing.assert_allclose(raw.json()["predictions"][0]["probabilities"], want, atol=1e-6)
+    wrong_type = client.post("/predict/image", content=png,
+                             headers={"content-type": "application/octet-stream"})
+    assert wrong_type.status_code == 415
+    assert wrong_type.json()["detail"][0]["loc"] == ["header", "content-type"]
+    not_png = client.post("/predict/image", content=b"GIF89a....",
+                          headers={"content-type": "image/png"})
+    assert not_png.status_code == 422 and not_png.json()["detail"][0]["loc"] == ["body"]
+    big = np.zeros((16, 16), dtype=np.uint8)
+    wrong_size = client.post("/predict/image", content=base64.b64decode(encode_png(big)),
+                             headers={"content-type": "image/png"})
+    assert wrong_size.status_code == 422
+    assert "16x16" in wrong_size.json()["detail"][0]["msg"]
+
+
 def test_model_health_and_docs(client: TestClient) -> None:
     model = client.get("/model").json()
     assert model["version"] == "v0001" and model["data_version"] == "data-1"
