@@ -69,9 +69,13 @@ def stale_reason(stage: str, project: Path) -> str | None:
             parts.append(change)
             continue
         for kind, paths in change.items():
-            detail = ", ".join(f"{p} {s}" for p, s in paths.items()) if isinstance(
-                paths, dict) else str(paths)
-            parts.append(f"{kind}: {detail}")
+            if not isinstance(paths, dict):
+                parts.append(f"{kind}: {paths}")
+                continue
+            # At most 3 paths each: on a first run every dep and out is "changed".
+            listed = [f"{p} {s}" for p, s in list(paths.items())[:3]]
+            more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+            parts.append(f"{kind}: {', '.join(listed)}{more}")
     return "; ".join(parts)
 
 
