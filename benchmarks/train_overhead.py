@@ -1,14 +1,20 @@
-"""Train-stage overhead: `python -m benchmarks.train_overhead [PAIRS]` (PERFORMANCE.md; not a test).
+"""Train overhead: `python -m benchmarks.train_overhead [PAIRS] [TASKS]` (PERFORMANCE.md; no test).
 
-Samples/s of the train stage against a minimal plain-PyTorch loop over the same tensors, same model
-(same init), same batch size, on the full digits fixture (1797 images, params.yaml's train section):
+Samples/s of the training engine against a minimal plain-PyTorch loop over the same tensors, same
+model (same init), same batch size. TASKS is a comma list of `image,forecasting,text,lm` (all by
+default). image: the full digits fixture (1797 images, params.yaml's train section):
 
-* epoch loop: `tasks.train.run_epoch` (deterministic algorithms on, as the stage runs it on CPU)
+* epoch loop: `tasks.engine.run_epoch` (deterministic algorithms on, as the stage runs it on CPU)
   against the plain loop, one epoch each;
 * whole stage: `tasks.train.train_model` for EPOCHS epochs against EPOCHS plain epochs each
   followed by a plain validation forward pass (the stage validates every epoch too), so what
   differs is the stage's own overhead: NaN check, best-weights copy, an atomic checkpoint per
   epoch, model setup. Samples counted are training samples on both sides.
+
+forecasting (`lstm` on sine windows), text (`transformer_encoder` on random byte strings) and lm
+(`char_transformer`, counted in tokens): `tasks.engine.fit` for EPOCHS epochs (checkpoint each
+epoch, validation metrics) against EPOCHS plain epochs plus a plain validation forward pass. The
+data are synthetic: only the shapes matter for speed (see `_SEQ_TASKS`).
 
 Runs alternate A, B, A, B ... after one warm-up pair; each figure is the median of the per-pair
 ratios. Prints a table per figure, then one line per figure with its target and whether it holds.
@@ -16,6 +22,7 @@ ratios. Prints a table per figure, then one line per figure with its target and 
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import sys
@@ -29,9 +36,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the stage's progress bar would gar
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from tasks.models import build_model, pick_device, preprocess
+from tasks.engine import EngineConfig, TaskData, fit, pick_device, run_epoch
+from tasks.models import build_model, preprocess
+from tasks.objectives import OBJECTIVES, LossFn
 from tasks.params import load_params
-from tasks.train import TrainData, load_train_data, run_epoch, train_model
+from tasks.train import TrainData, load_train_data, train_model
 from tests.clean_fixture import CLASSES, REPO_PARAMS, write_clean_fixture
 
 EPOCHS = 5  # per whole-stage run: enough that per-run setup is part of, not all of, the time
@@ -46,6 +55,7 @@ def plain_epoch(
     *,
     batch_size: int,
     generator: torch.Generator,
+    loss_fn: LossFn = F.cross_entropy,
 ) -> None:
     """The baseline: what anyone would write for in-memory tensors."""
     model.train()
@@ -53,7 +63,7 @@ def plain_epoch(
     for i in range(0, len(x), batch_size):
         idx = perm[i : i + batch_size]
         with torch.autocast(x.device.type, torch.bfloat16, enabled=x.device.type == "cuda"):
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss = loss_fn(model(x[idx]), y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -77,8 +87,9 @@ def _pairs(
     *,
     pairs: int,
     device: torch.device,
+    unit: str = "samples",
 ) -> float:
-    print(f"\n{name}: samples/s, stage (A) vs plain (B)")
+    print(f"\n{name}: {unit}/s, stage (A) vs plain (B)")
     print(f"{'pair':>4} {'A stage':>10} {'B plain':>10} {'A/B':>6}")
     ratios = []
     for pair in range(pairs + 1):
@@ -91,8 +102,7 @@ def _pairs(
     return statistics.median(ratios)
 
 
-def main() -> int:
-    pairs = int(sys.argv[1]) if len(sys.argv) > 1 else 7
+def _image(pairs: int) -> list[tuple[str, float]]:
     cfg = load_params(REPO_PARAMS).train
     cfg = cfg.model_copy(update={"epochs": EPOCHS, "patience": EPOCHS})
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,14 +157,91 @@ def main() -> int:
                     F.cross_entropy(model(x_val), y_val).item()
 
         print(
-            f"device {device}, {len(x)} train images {tuple(x.shape[1:])}, batch {cfg.batch_size}, "
-            f"channels {cfg.channels}, torch threads {torch.get_num_threads()}, {pairs} pairs"
+            f"image: device {device}, {len(x)} train images {tuple(x.shape[1:])}, "
+            f"batch {cfg.batch_size}, channels {cfg.channels}"
         )
         loop = _pairs("epoch loop", len(x), stage_epoch, plain_one, pairs=pairs, device=device)
         name = f"whole stage, {EPOCHS} epochs"
         stage = _pairs(name, len(x) * EPOCHS, stage_run, plain_run, pairs=pairs, device=device)
+    return [("image: epoch loop", loop), ("image: whole train stage", stage)]
+
+
+def _synthetic(task: str) -> tuple[str, dict[str, object], TaskData, int]:
+    """(architecture, config, data, units per sample) of a seeded synthetic task of that type."""
+    g = torch.Generator().manual_seed(0)
+    # Sizes: about a second per 5-epoch run on 2 shared CPU cores, so PAIRS=5 ends in minutes.
+    if task == "forecasting":  # 1024 windows of 48 monthly-like steps (trend + season) -> 12
+        t = torch.arange(1024 + 60, dtype=torch.float32)
+        w = (torch.sin(2 * math.pi * t / 12) + 0.01 * t / 12).unfold(0, 60, 1)
+        x, y, config = w[:, :48, None], w[:, 48:], {"horizon": 12, "hidden": 64}
+        units = 1
+    elif task == "text":  # 512 byte strings of 64 tokens, 4 classes
+        x, y = torch.randint(1, 256, (512, 64), generator=g), torch.randint(0, 4, (512,))
+        config, units = {"max_len": 64, "n_classes": 4, "d_model": 64, "dropout": 0.1}, 1
+    else:  # lm: 256 windows of 64 bytes; counted in tokens
+        w = torch.randint(0, 256, (256, 65), generator=g)
+        x, y, config, units = w[:, :-1], w[:, 1:], {"block_size": 64, "d_model": 64}, 64
+    arch = _SEQ_TASKS[task][0]
+    n_val = len(x) // 8
+    return arch, config, TaskData(x[:-n_val], y[:-n_val], x[-n_val:], y[-n_val:]), units
+
+
+# task -> (architecture, objective); batch 64 for all: a common small-model default
+_SEQ_TASKS = {
+    "forecasting": ("lstm", "forecasting"),
+    "text": ("transformer_encoder", "text_classification"),
+    "lm": ("char_transformer", "text_generation"),
+}
+
+
+def _seq(task: str, pairs: int, tmp: Path) -> list[tuple[str, float]]:
+    arch, config, data, units = _synthetic(task)
+    device = pick_device("auto")
+    data = data.to(device)
+    loss_fn, metric_fn = OBJECTIVES[_SEQ_TASKS[task][1]]
+    cfg = EngineConfig(epochs=EPOCHS, batch_size=64, lr=1e-3, patience=EPOCHS, device=device.type)
+    runs = iter(range(10_000))
+
+    def fresh() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return build_model(arch, config).to(device)
+
+    def engine_run() -> None:  # a fresh checkpoint dir each time: never a resume
+        fit(
+            fresh(), data, loss_fn, metric_fn, cfg=cfg, checkpoint_path=tmp / task / str(next(runs))
+        )
+
+    def plain_run() -> None:
+        model = fresh()
+        opt = torch.optim.AdamW(model.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
+        for epoch in range(EPOCHS):
+            order = torch.Generator().manual_seed(epoch)
+            x, y = data.x_train, data.y_train
+            plain_epoch(model, opt, x, y, batch_size=64, generator=order, loss_fn=loss_fn)
+            model.eval()
+            with torch.no_grad():
+                loss_fn(model(data.x_val), data.y_val).item()
+
+    n = len(data.x_train) * units * EPOCHS
+    print(f"\n{task}: {arch} {config}, {len(data.x_train)} train {tuple(data.x_train.shape[1:])}")
+    name, unit = f"{task} ({arch}), {EPOCHS} epochs", "tokens" if units > 1 else "samples"
+    ratio = _pairs(name, n, engine_run, plain_run, pairs=pairs, device=device, unit=unit)
+    return [(f"{task}: engine fit", ratio)]
+
+
+def main() -> int:
+    pairs = int(sys.argv[1]) if len(sys.argv) > 1 else 7
+    tasks = sys.argv[2].split(",") if len(sys.argv) > 2 else ["image", *_SEQ_TASKS]
+    unknown = sorted(set(tasks) - {"image", *_SEQ_TASKS})
+    if unknown:
+        raise SystemExit(f"unknown task(s) {unknown}; known: image, {', '.join(_SEQ_TASKS)}")
+    print(f"torch threads {torch.get_num_threads()}, {pairs} pairs, tasks {tasks}")
+    figures = _image(pairs) if "image" in tasks else []
+    with tempfile.TemporaryDirectory() as tmp:
+        for task in (t for t in tasks if t != "image"):
+            figures += _seq(task, pairs, Path(tmp))
     print()
-    for name, ratio in (("epoch loop", loop), ("whole train stage", stage)):
+    for name, ratio in figures:
         verdict = "holds" if ratio >= TARGET else "MISSED"
         print(
             f"{name} throughput vs plain PyTorch loop: {ratio:.3f}x (target >= {TARGET:.2f}x): "

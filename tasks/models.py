@@ -24,6 +24,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from tasks.io import write_bytes, write_json
+from tasks.models_seq import SEQ_ARCHITECTURES
 
 WEIGHTS_FILE, CARD_FILE = "model.safetensors", "card.json"
 EVAL_BATCH = 1024  # images per forward pass in predict_logits; bounds memory, not results
@@ -85,7 +86,10 @@ class CNN(nn.Module):
         return {"in_channels": conv1[1], "channels": conv1[0], "n_classes": head[0]}
 
 
-ARCHITECTURES: dict[str, tuple[type, type[nn.Module]]] = {"cnn": (CNNConfig, CNN)}
+ARCHITECTURES: dict[str, tuple[type, type[nn.Module]]] = {
+    "cnn": (CNNConfig, CNN),
+    **SEQ_ARCHITECTURES,  # lstm, gru, transformer_encoder, char_transformer
+}
 
 
 def build_model(architecture: str, config: dict[str, Any]) -> nn.Module:
