@@ -2,8 +2,8 @@
 
 A (the flow): `kiln run` on a fresh project (every stage runs, through Prefect and DVC), against
 a Prefect server that is already up, as it is for a scheduled run.
-B (plain): the same five `python -m tasks.<stage>` commands run one after the other on another
-fresh project, with the demo site already serving.
+B (plain): every stage's `python -m tasks.<stage>` command, in dvc.yaml's order, run one after
+the other on another fresh project, with the demo site already serving.
 orchestration share = (A wall - B wall) / A wall, where B is the sum of stage compute. Runs
 alternate A, B, A, B ... and the median pair is reported (PERFORMANCE.md). The demo is the tiny
 one the end-to-end test uses unless --full is given.
@@ -18,14 +18,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crawlers.demo_site import start_demo_site  # noqa: E402
 from flows.prefect_server import start_server  # noqa: E402
 from tasks.params import load_params  # noqa: E402
-from tests.project import free_port, make_project, run, tiny_demo_overrides  # noqa: E402
+from tests.project import REPO, free_port, make_project, run, tiny_demo_overrides  # noqa: E402
 
-STAGES = ("crawl", "validate", "clean", "train", "evaluate")
+STAGES = tuple(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # in run order
 TARGET = 0.10  # PERFORMANCE.md: orchestration share of a full run ≤ 10%
 
 
