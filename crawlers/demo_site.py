@@ -22,7 +22,9 @@ default `params.yaml` crawls, and it is deliberately a little dirty, all of it c
 from __future__ import annotations
 
 import argparse
+import gzip
 import html
+import importlib.util
 import io
 import logging
 import random
@@ -89,10 +91,19 @@ class DemoSite:
 
 @cache
 def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits  # noqa: PLC0415 (slow import, only when building)
+    """sklearn's 1797 digits as (N, 8, 8) uint8 images and their labels.
 
-    data = load_digits()
-    return data.images.astype(np.uint8), data.target.astype(int)
+    Read from the file scikit-learn ships (`datasets/data/digits.csv.gz`: 64 pixels then the
+    label per row), as `load_digits` does, without importing sklearn: that import costs ~1.1 s
+    (python -X importtime), a tenth of the flow's fixed overhead.
+    """
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("scikit-learn is not installed; the demo site needs its digits")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, "rt") as fh:
+        data = np.loadtxt(fh, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8).astype(np.uint8), data[:, -1].astype(int)
 
 
 def _png(pixels: np.ndarray) -> bytes:
