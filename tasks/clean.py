@@ -35,13 +35,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
 
 from tasks.clean_dedupe import count, exact_duplicates, near_duplicates
 from tasks.clean_numeric import clean_numeric
-from tasks.io import atomic_dir, write_json, write_jsonl
+from tasks.images import IMAGE_ERRORS
+from tasks.io import atomic_dir, write_json, write_jsonl, write_parquet
 from tasks.label_review import (
     ISSUE_COLUMNS,
     OverridesError,
@@ -63,9 +63,6 @@ LABEL_ISSUES = Path("reports/label_issues.csv")
 
 SPLITS = ("train", "val", "test")
 REQUIRED = ("url", "label", "image_path")
-# Pillow raises OSError (UnidentifiedImageError is one) for missing or undecodable files,
-# SyntaxError from some format plugins on corrupt chunks, DecompressionBombError for huge ones.
-_IMAGE_ERRORS = (OSError, SyntaxError, Image.DecompressionBombError)
 
 
 @dataclass
@@ -106,7 +103,7 @@ def _load_image(images_dir: Path, image_path: Any) -> tuple[str, np.ndarray]:
         data = path.read_bytes()
         with Image.open(io.BytesIO(data)) as img:
             pixels = np.asarray(img.convert("L"), dtype=np.uint8)
-    except _IMAGE_ERRORS as exc:
+    except IMAGE_ERRORS as exc:
         raise _Rejected(f"image unreadable: {image_path} ({type(exc).__name__})") from None
     return hashlib.sha256(data).hexdigest(), pixels
 
@@ -248,8 +245,7 @@ def _write_parquet(items: pd.DataFrame, target: Path, numeric: list[str]) -> Non
             ("first_seen", pa.string()),
         ]
     )
-    table = pa.Table.from_pandas(items, schema=schema, preserve_index=False)
-    pq.write_table(table.replace_schema_metadata(None), target)
+    write_parquet(items, target, schema)
 
 
 def main() -> int:

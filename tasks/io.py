@@ -62,6 +62,17 @@ def write_jsonl(target: Path | str, rows: Iterable[dict[str, Any]]) -> int:
     return len(lines)
 
 
+def write_parquet(frame: Any, target: Path | str, schema: Any = None) -> None:
+    """A pandas frame as parquet (optionally with a pyarrow `schema`), without pandas metadata,
+    so equal rows give byte-identical files whoever wrote them. Not atomic by itself: call it
+    inside `atomic_dir` or on an `atomic_path`."""
+    import pyarrow as pa  # noqa: PLC0415 (only the stages that write parquet pay the import)
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    pq.write_table(table.replace_schema_metadata(None), target)
+
+
 def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]

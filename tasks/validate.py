@@ -29,12 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from tasks.drift import PROFILE, drift_failures, drift_report, profile_of
 from tasks.gx_suite import Check, RawItemsSuite
-from tasks.io import atomic_dir, read_jsonl, write_json, write_jsonl
+from tasks.io import atomic_dir, read_jsonl, write_json, write_jsonl, write_parquet
 from tasks.label_review import OverridesError, read_overrides
 from tasks.params import LabelParams, ParamsError, ValidateParams, load_params
 from tasks.validate_derive import _plain, _with_derived
@@ -212,12 +210,6 @@ def validate_items(
     )
 
 
-def _write_parquet(frame: pd.DataFrame, target: Path) -> None:
-    # No pandas metadata in the file: equal rows give equal bytes whatever pandas wrote them.
-    table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
-    pq.write_table(table, target)
-
-
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # GX's INFO lines are set-up chatter; one of its modules pins its own logger to INFO.
@@ -258,8 +250,8 @@ def main() -> int:
         log.error("%s left as it was; report: %s/index.html", VALIDATED_DIR, REPORT_DIR)
         return 1
     with atomic_dir(VALIDATED_DIR) as tmp:
-        _write_parquet(outcome.valid, tmp / "items.parquet")
-        _write_parquet(outcome.profile, tmp / PROFILE)
+        write_parquet(outcome.valid, tmp / "items.parquet")
+        write_parquet(outcome.profile, tmp / PROFILE)
     write_jsonl(QUARANTINE, outcome.quarantine)
     log.info(
         "validated %d of %d rows, quarantined %d, in %.1f s; report: %s/index.html",

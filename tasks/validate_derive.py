@@ -17,15 +17,13 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from tasks.images import IMAGE_ERRORS
 from tasks.label_review import key_of_image_path
 from tasks.labels import normalise_label
 from tasks.params import LabelParams
 
 log = logging.getLogger("kiln.validate")
 
-# Pillow raises OSError (UnidentifiedImageError is one) for missing or undecodable files,
-# SyntaxError from some format plugins on corrupt chunks, DecompressionBombError for huge ones.
-_IMAGE_ERRORS = (OSError, SyntaxError, Image.DecompressionBombError)
 
 
 def _is_null(value: Any) -> bool:
@@ -64,7 +62,7 @@ def _image_facts(raw_root: Path, image_path: Any) -> tuple[bool, int | None, int
             img.load()  # decode fully: a truncated file fails here, not in clean
             mean = float(np.asarray(img.convert("L"), dtype=np.float64).mean())
             return True, img.width, img.height, mean
-    except _IMAGE_ERRORS as exc:
+    except IMAGE_ERRORS as exc:
         log.debug("image %s unreadable: %s", image_path, exc)
         return _NO_IMAGE
 

@@ -9,6 +9,7 @@ of each item's key, so the first N items of a bigger fixture keep their splits.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,21 @@ def write_project(
     write_clean_fixture(root, n_items, upscale=upscale)
     write_params(root, **sections)
     return Path(root)
+
+
+def write_trained_project(root: Path, n_items: int, train: dict[str, Any]) -> Path:
+    """`write_project` plus one real run of the train stage in it (models/ written)."""
+    from tasks import train as train_stage  # noqa: PLC0415 (torch: only for tests that train)
+
+    write_project(root, n_items, train=train)
+    cwd = Path.cwd()
+    try:
+        os.chdir(root)
+        if train_stage.main() != 0:
+            raise RuntimeError(f"the train stage failed in {root}")
+    finally:
+        os.chdir(cwd)
+    return root
 
 
 if __name__ == "__main__":

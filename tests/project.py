@@ -59,11 +59,12 @@ def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
     return run([sys.executable, "-m", "dvc", *args], cwd, check=check)
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def merge_params(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` merged in: nested dicts merge, other values replace."""
     out = copy.deepcopy(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_params(out[key], value)
         else:
             out[key] = value
     return out
@@ -83,7 +84,8 @@ def tiny_demo_overrides(port: int) -> dict[str, Any]:
 
 def write_params(project: Path, overrides: dict[str, Any]) -> None:
     base = yaml.safe_load((project / "params.yaml").read_text())
-    (project / "params.yaml").write_text(yaml.safe_dump(_merge(base, overrides), sort_keys=False))
+    merged = merge_params(base, overrides)
+    (project / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
 
 
 def make_project(root: Path, overrides: dict[str, Any] | None = None) -> Path:
@@ -98,7 +100,7 @@ def make_project(root: Path, overrides: dict[str, Any] | None = None) -> Path:
             shutil.copy2(src, project / name)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     (project / "params.yaml").write_text(
-        yaml.safe_dump(_merge(params, overrides or {}), sort_keys=False))
+        yaml.safe_dump(merge_params(params, overrides or {}), sort_keys=False))
     (project / ".gitignore").write_text("/.kiln/\n__pycache__/\n")
     run(["git", "init", "-q"], project)
     dvc("init", "-q", cwd=project)

@@ -11,7 +11,6 @@ rows are chosen with a seeded RNG and never overlap, so every count is exact.
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import io
@@ -24,6 +23,8 @@ from typing import Any
 import numpy as np
 import yaml
 from PIL import Image
+
+from tests.project import merge_params
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 SITE = "http://127.0.0.1:8765"
@@ -192,20 +193,10 @@ def write_items(raw_dir: Path, rows: list[dict]) -> None:
     (raw_dir / "items.jsonl").write_text("".join(lines), encoding="utf-8")
 
 
-def _merge(base: dict, overrides: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def write_params(root: Path, overrides: dict | None = None) -> Path:
     """Copy the repo's params.yaml into `root`, with nested `overrides` applied."""
     params = yaml.safe_load(REPO_PARAMS.read_text(encoding="utf-8"))
     root.mkdir(parents=True, exist_ok=True)
     target = root / "params.yaml"
-    target.write_text(yaml.safe_dump(_merge(params, overrides or {})), encoding="utf-8")
+    target.write_text(yaml.safe_dump(merge_params(params, overrides or {})), encoding="utf-8")
     return target

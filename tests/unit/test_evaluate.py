@@ -12,10 +12,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-from tasks import evaluate, io, train
+from tasks import evaluate, io
 from tasks.dataset import read_clean
 from tasks.models import CARD_FILE, ModelError, load_model
-from tests.clean_fixture import CLASSES, write_clean_fixture, write_params, write_project
+from tests.clean_fixture import (
+    CLASSES,
+    write_clean_fixture,
+    write_params,
+    write_trained_project,
+)
 
 # Three epochs of a 4-channel CNN on 200 digits: better than chance (0.1) but far from perfect, so
 # both sides of evaluate.min_accuracy can be tested with one model.
@@ -24,12 +29,7 @@ TINY = {"epochs": 3, "batch_size": 32, "channels": 4, "patience": 5}
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("trained")
-    write_project(root, 200, train=TINY)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        assert train.main() == 0
-    return root
+    return write_trained_project(tmp_path_factory.mktemp("trained"), 200, TINY)
 
 
 @pytest.fixture

@@ -17,23 +17,18 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from tasks import export, train
+from tasks import export
 from tasks.dataset import read_clean
 from tasks.models import build_model, load_model, predict_logits, preprocess
 from tasks.params import ExportParams
-from tests.clean_fixture import write_clean_fixture, write_project
+from tests.clean_fixture import write_clean_fixture, write_trained_project
 
 TINY = {"epochs": 2, "batch_size": 32, "channels": 4, "patience": 5}
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("export")
-    write_project(root, 200, train=TINY)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        assert train.main() == 0
-    return root
+    return write_trained_project(tmp_path_factory.mktemp("export"), 200, TINY)
 
 
 @pytest.fixture
