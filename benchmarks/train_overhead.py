@@ -39,9 +39,6 @@ import torch.nn.functional as F  # noqa: N812
 from tasks.engine import EngineConfig, TaskData, fit, pick_device, run_epoch
 from tasks.models import build_model, preprocess
 from tasks.objectives import OBJECTIVES, LossFn
-from tasks.params import load_params
-from tasks.train import TrainData, load_train_data, train_model
-from tests.clean_fixture import CLASSES, REPO_PARAMS, write_clean_fixture
 
 EPOCHS = 5  # per whole-stage run: enough that per-run setup is part of, not all of, the time
 TARGET = 0.90
@@ -103,11 +100,17 @@ def _pairs(
 
 
 def _image(pairs: int) -> list[tuple[str, float]]:
+    # Imported here: the sequence tasks run where only torch, numpy and safetensors are installed
+    # (the GPU machine of benchmarks/gpu.sh has no pydantic or scikit-learn).
+    from tasks.params import load_params  # noqa: PLC0415
+    from tasks.train import load_train_data, train_model  # noqa: PLC0415
+    from tests.clean_fixture import CLASSES, REPO_PARAMS, write_clean_fixture  # noqa: PLC0415
+
     cfg = load_params(REPO_PARAMS).train
     cfg = cfg.model_copy(update={"epochs": EPOCHS, "patience": EPOCHS})
     with tempfile.TemporaryDirectory() as tmp:
         write_clean_fixture(tmp)
-        data: TrainData = load_train_data(Path(tmp) / "data" / "clean", CLASSES)
+        data = load_train_data(Path(tmp) / "data" / "clean", CLASSES)
         device = pick_device(cfg.device)
         prep = {"scale": 1 / 255, "mean": 0.3, "std": 0.37}  # values do not change the speed
         x = preprocess(torch.from_numpy(data.train.pixels).to(device), prep)

@@ -61,8 +61,9 @@ def run(project: ProjectOpt = Path("."), port: PortOpt = DEFAULT_PORT) -> None:
         raise typer.Exit(1)
     metrics_path = project / "reports" / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    names = ("accuracy", "macro_f1", "mae", "rmse", "mape", "perplexity")  # whichever the task has
     typer.echo("Test metrics: " + ", ".join(
-        f"{k}={metrics[k]:.4f}" for k in ("accuracy", "macro_f1") if k in metrics))
+        f"{k}={metrics[k]:.4f}" for k in names if k in metrics))
     echo_champion(project)  # the promote decision and the champion (`kiln models list`)
     typer.echo(f"Prefect UI: {server.ui_url} (stop it with `kiln server --stop`)")
 

@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from logging import Logger, LoggerAdapter
 from pathlib import Path
@@ -108,19 +109,29 @@ def stage_cmd(stage: str, project: Path) -> str:
     return spec["stages"][stage]["cmd"]
 
 
+def _run_and_commit(stage: str, project: Path, logger: Logger | LoggerAdapter) -> None:
+    started = time.perf_counter()
+    _stream(stage_cmd(stage, project), project, logger, shell=True)  # noqa: S604 (dvc.yaml cmd, as dvc runs it)
+    ran = time.perf_counter()
+    _commit(stage, project)
+    logger.info("%s: command %.1f s, recorded by DVC (commit) in %.2f s", stage, ran - started,
+                time.perf_counter() - ran)
+
+
 def run_crawl(project: Path, logger: Logger | LoggerAdapter) -> StageOutcome:
     """Re-crawl on purpose (the stage is frozen for `dvc repro`) and record the new snapshot."""
-    _stream(stage_cmd("crawl", project), project, logger, shell=True)  # noqa: S604 (dvc.yaml cmd, as dvc runs it)
-    _commit("crawl", project)
+    _run_and_commit("crawl", project, logger)
     return StageOutcome("crawl", True, "refresh: the site is re-crawled on every run")
 
 
 def run_stage(stage: str, project: Path, logger: Logger | LoggerAdapter) -> StageOutcome:
     """Run `stage` if DVC says it is stale, then record it; otherwise skip it."""
+    started = time.perf_counter()
     reason = stale_reason(stage, project)
+    checked = f"checked by DVC (status) in {time.perf_counter() - started:.2f} s"
     if reason is None:
+        logger.info("%s is up to date, %s", stage, checked)
         return StageOutcome(stage, False, "up to date: deps, params and outputs unchanged")
-    logger.info("%s is stale (%s); running it", stage, reason)
-    _stream(stage_cmd(stage, project), project, logger, shell=True)  # noqa: S604 (dvc.yaml cmd, as dvc runs it)
-    _commit(stage, project)
+    logger.info("%s is stale (%s), %s; running it", stage, reason, checked)
+    _run_and_commit(stage, project, logger)
     return StageOutcome(stage, True, reason)

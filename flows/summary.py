@@ -40,7 +40,9 @@ def stage_counts(project: Path) -> dict[str, Any]:
 
 def headline_metrics(project: Path) -> dict[str, Any]:
     metrics = _read(project, "metrics.json")
-    return {k: metrics[k] for k in ("accuracy", "macro_f1", "n_test") if k in metrics}
+    # Every task type's headline (tasks/params.py HEADLINE_METRICS); a project reports only its own.
+    names = ("accuracy", "macro_f1", "mae", "rmse", "mape", "val_loss", "perplexity", "n_test")
+    return {k: metrics[k] for k in names if k in metrics}
 
 
 def summary_markdown(project: Path, outcomes: list[StageOutcome], failure: str | None) -> str:
@@ -125,9 +127,12 @@ def drift_markdown(project: Path) -> str | None:
     lines = ["# drift", "", f"**{drift['status']}**, compared with {drift.get('previous')}", ""]
     checks = drift.get("checks") or {}
     if checks:
-        lines += ["| check | statistic | threshold | severity | drifted |", "|---|---|---|---|---|"]
-        lines += [f"| {name} | {c['statistic']} | {c['threshold']} | {c['severity']} | "
-                  f"{'**yes**' if c['drifted'] else 'no'} |" for name, c in checks.items()]
+        lines += ["| check | statistic | threshold | severity | verdict |", "|---|---|---|---|---|"]
+        for name, c in checks.items():
+            verdict = c.get("verdict") or ("drifted" if c["drifted"] else "ok")
+            statistic = "–" if c["statistic"] is None else c["statistic"]
+            lines.append(f"| {name} | {statistic} | {c['threshold']} | {c['severity']} | "
+                         f"{'**drifted**' if verdict == 'drifted' else verdict} |")
     return "\n".join(lines) + "\n"
 
 

@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, Response
 
 from serve.backends import LoadedModel, load_champion, load_version
 from serve.images import InputError, decode_png
-from serve.schemas import TASKS
+from serve.schemas import encode_classes, task_spec
 from tasks import registry
 from tasks.params import ServeParams
 
@@ -174,7 +174,7 @@ def create_app(
     """The app for the registry at `root`; raises RegistryError if no champion loads."""
     settings = settings or ServeParams()
     state = ModelState(Path(root), settings)
-    spec = TASKS[state.current.task]
+    spec = task_spec(state.current.task)
     request_model = spec.request(settings.max_batch)
 
     @asynccontextmanager
@@ -215,8 +215,7 @@ def create_app(
     @app.post("/predict", response_model=spec.response)
     def predict(body: request_model) -> Any:  # type: ignore[valid-type]  # sync: a worker thread
         loaded = state.pick(body.model)
-        outputs = loaded.run(spec.decode(body, loaded.height, loaded.width))
-        result = spec.encode(outputs, loaded.labels, loaded.version)
+        result = spec.predict(body, loaded)
         # Built by our own schema already: a Response skips FastAPI's second validation of it
         # (~0.25 ms per batch of 64), response_model still documents it in OpenAPI.
         return Response(result.model_dump_json(), media_type="application/json")
@@ -235,7 +234,7 @@ def create_app(
             loaded = state.current
             pixels = decode_png(raw, loaded.height, loaded.width, ("body",))
             outputs = await asyncio.to_thread(loaded.run, pixels[np.newaxis])
-            result = spec.encode(outputs, loaded.labels, loaded.version)
+            result = encode_classes(outputs, loaded.labels, loaded.version)
             return Response(result.model_dump_json(), media_type="application/json")
 
     @app.get("/health")
@@ -261,8 +260,7 @@ def create_app(
             "git_rev": entry.get("git_rev"),
             "forced": entry.get("forced", False),
             "input": {
-                "height": current.height,
-                "width": current.width,
+                **current.input_spec,
                 "max_batch": settings.max_batch,
                 "max_body_bytes": settings.max_body_bytes,
             },

@@ -29,7 +29,9 @@ class LoadedModel:
     entry: dict[str, Any]  # the registry entry: metrics, data version, git revision, ...
     card: dict[str, Any]  # models/card.json of that version (hash-checked)
     backend: str
-    run: Callable[[np.ndarray], np.ndarray]  # uint8 (N, H, W) -> float32 logits (N, K)
+    # The exported graph: its inputs in order (images: uint8 (N, H, W)) -> its first output
+    # (images: float32 logits (N, K)); see export/onnx.json of the task type for the others.
+    run: Callable[..., np.ndarray]
 
     @property
     def task(self) -> str:
@@ -38,6 +40,16 @@ class LoadedModel:
     @property
     def labels(self) -> list[str]:
         return list(self.card["classes"])
+
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        """What a request must send, for GET /model: image size, window length, text limit."""
+        config = self.card["config"]
+        if "height" in config:  # images
+            return {"height": self.height, "width": self.width}
+        prep = self.card.get("preprocessing", {})
+        keys = ("window", "horizon", "max_len", "tokenizer")
+        return {k: prep[k] for k in keys if k in prep and not isinstance(prep[k], dict | list)}
 
     @property
     def height(self) -> int:
@@ -61,19 +73,24 @@ def _onnx_runner(root: Path, version: str, threads: int) -> Callable[[np.ndarray
     except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph...)
         raise registry.RegistryError(f"version {version} model.onnx does not load: {exc}") from None
     names = [spec["output"]["name"]]
-    feed = spec["input"]["name"]
-    return lambda pixels: session.run(names, {feed: pixels})[0]  # InferenceSession is thread-safe
+    feeds = [i.name for i in session.get_inputs()]
+    # InferenceSession.run is thread-safe: requests share one session.
+    return lambda *arrays: session.run(names, dict(zip(feeds, arrays, strict=True)))[0]
 
 
 def _torch_runner(root: Path, version: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     import torch  # noqa: PLC0415 (optional backend)
 
     from tasks.models import load_model, predict_logits, preprocess  # noqa: PLC0415
+    from tasks.task_types import task_module  # noqa: PLC0415
 
     for name in ("card.json", "model.safetensors"):
         registry.verified_bytes(root, version, name)
-    model, card = load_model(root / "versions" / version)  # checks weights against the card too
     torch.set_num_threads(threads)
+    module = task_module(registry.entry(root, version).get("task", "image_classification"))
+    if module is not None:  # the task type's PyTorch twin of its ONNX graph
+        return module.torch_runner(root / "versions" / version)
+    model, card = load_model(root / "versions" / version)  # checks weights against the card too
 
     def run(pixels: np.ndarray) -> np.ndarray:
         x = preprocess(torch.from_numpy(pixels), card["preprocessing"])

@@ -1,15 +1,17 @@
 """Request and response schemas of `POST /predict`, one pair per task type (`kiln serve`).
 
 A task type is a `TaskSpec`: its request model (built for the server's batch limit, so OpenAPI at
-/docs shows the real bounds), its response model, `decode` (validated instances -> the model's
-input array) and `encode` (model outputs -> predictions). Only image classification exists; a new
-task type adds one spec to `TASKS` and the app serves it when the champion's registry entry names
-it. Every model rejects unknown fields (`extra="forbid"`) and wrong types (strict ints, no string
-to number coercion), so a bad request fails with the path of the offending field.
+/docs shows the real bounds), its response model and `predict` (validated request + the loaded model
+-> the response: preprocessing, `loaded.run`, postprocessing). Image classification lives here;
+every other task type has `serve/<task type>.py` with a `SPEC`, found by `task_spec`, and the app
+serves the one the champion's registry entry names. Every model rejects unknown fields
+(`extra="forbid"`) and wrong types (strict ints, no string to number coercion), so a bad request
+fails with the path of the offending field.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -86,14 +88,14 @@ def image_classification_request(max_batch: int) -> type[_Request]:
     return ImageClassificationRequest
 
 
-def _decode_images(request: Any, height: int, width: int) -> np.ndarray:
+def decode_images(request: Any, height: int, width: int) -> np.ndarray:
     """uint8 (N, height, width); an InputError names `instances.<i>.<field>` on a bad image."""
     return np.stack(
         [decode_instance(inst, i, height, width) for i, inst in enumerate(request.instances)]
     )
 
 
-def _encode_classes(logits: np.ndarray, labels: list[str], version: str) -> BaseModel:
+def encode_classes(logits: np.ndarray, labels: list[str], version: str) -> BaseModel:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))  # stable softmax
     probs = shifted / shifted.sum(axis=1, keepdims=True)
     best = probs.argmax(axis=1)
@@ -108,21 +110,33 @@ def _encode_classes(logits: np.ndarray, labels: list[str], version: str) -> Base
     )
 
 
+def _predict_images(request: Any, loaded: Any) -> BaseModel:
+    pixels = decode_images(request, loaded.height, loaded.width)
+    return encode_classes(loaded.run(pixels), loaded.labels, loaded.version)
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     request: Callable[[int], type[BaseModel]]  # max_batch -> request model
     response: type[BaseModel]
-    decode: Callable[[Any, int, int], np.ndarray]  # (request, height, width) -> model input
-    encode: Callable[[np.ndarray, list[str], str], BaseModel]  # (outputs, labels, version)
+    predict: Callable[[Any, Any], BaseModel]  # (validated request, serve.backends.LoadedModel)
     raw_image: bool = False  # also served as POST /predict/image with a raw PNG body
 
 
-TASKS: dict[str, TaskSpec] = {
-    "image_classification": TaskSpec(
-        image_classification_request,
-        ImageClassificationResponse,
-        _decode_images,
-        _encode_classes,
-        raw_image=True,
-    ),
-}
+IMAGE_CLASSIFICATION = TaskSpec(
+    image_classification_request,
+    ImageClassificationResponse,
+    _predict_images,
+    raw_image=True,
+)
+
+
+def task_spec(task: str) -> TaskSpec:
+    """The spec of `task`: image classification here, others from `serve/<task>.py` (SPEC)."""
+    if task == "image_classification":
+        return IMAGE_CLASSIFICATION
+    try:
+        module = importlib.import_module(f"serve.{task}")
+    except ModuleNotFoundError:
+        raise LookupError(f"no HTTP schema for task type {task!r}") from None
+    return module.SPEC

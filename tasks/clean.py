@@ -51,6 +51,7 @@ from tasks.label_review import (
 )
 from tasks.labels import normalise_label
 from tasks.params import CleanParams, LabelParams, ParamsError, load_params
+from tasks.task_types import run_stage
 
 log = logging.getLogger("kiln.clean")
 
@@ -256,6 +257,8 @@ def main() -> int:
     except ParamsError as exc:
         log.error("%s", exc)
         return 1
+    if (code := run_stage(params, "clean")) is not None:  # text / series: tasks/<task type>.py
+        return code
     if not VALIDATED.is_file():
         log.error("%s not found: run the validate stage first", VALIDATED)
         return 1

@@ -1,15 +1,19 @@
 """Drift between data versions, run inside `python -m tasks.validate` (DVC stage `validate`).
 
 The validate stage writes, beside `data/validated/items.parquet`, `profile.parquet`: per valid row
-its url, content_hash, normalised label, mean image intensity and parsed numeric columns. The
-previous version is the `data/validated` that DVC recorded in `dvc.lock` for the last successful
-`validate` (a failed run never updates dvc.lock), read from the DVC cache by the md5 the lock names,
-so no second copy of the data is kept. No lock entry, or a cache without that version, is "no
-previous version": the run says so and passes.
+its url, content_hash and what its task type has of: normalised label (classification), mean
+image intensity (images), text length in characters after clean's normalisation (`text_chars`,
+text tasks) and parsed numeric columns (`<column>_number`, with the series' value column for
+forecasting). The previous version is the `data/validated` that DVC recorded in `dvc.lock` for the
+last successful `validate` (a failed run never updates dvc.lock), read from the DVC cache by the
+md5 the lock names, so no second copy of the data is kept. No lock entry, or a cache without that
+version, is "no previous version": the run says so and passes.
 
-Checks (thresholds and warn|fail in `validate.drift`): label shares (PSI), each numeric column and
-the mean image intensity (two-sample Kolmogorov-Smirnov statistic D), row count change, and share
-of rows whose content_hash the previous version did not have.
+Checks (thresholds and warn|fail in `validate.drift`): label shares (PSI, classification), the
+two-sample Kolmogorov-Smirnov statistic D of the mean image intensity (images), of the text length
+(text) and of each numeric column (every task; forecasting's value column among them), row count
+change, and share of rows whose content_hash the previous version did not have. A check the task
+type has no data for is in the report as "not applicable".
 """
 
 from __future__ import annotations
@@ -26,26 +30,38 @@ import yaml
 from scipy.stats import ks_2samp
 
 from tasks.params import DriftCheck, DriftParams
+from tasks.validate_derive import IMAGES, TaskColumns, number_column
 
 log = logging.getLogger("kiln.validate")
 
 PROFILE = "profile.parquet"
+TEXT_CHARS = "text_chars"  # the profile's text length column, whatever the text column is called
 VALIDATED = "data/validated"
 # Shares below this are floored before PSI's log ratio: a class absent on one side would give an
 # infinite PSI; 1e-4 (one row in 10,000) keeps one vanished class from dwarfing all others.
 _PSI_FLOOR = 1e-4
 
 
-def profile_of(checked: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
-    """The per-row figures drift compares, from validate's derived frame (valid rows only)."""
-    columns = ["url", "content_hash", "label_normalised", "image_mean"]
-    columns += [f"{c}_number" for c in numeric]
+def profile_of(
+    checked: pd.DataFrame, numeric: list[str], task: TaskColumns = IMAGES
+) -> pd.DataFrame:
+    """The per-row figures drift compares, from validate's derived frame (valid rows only): url,
+    content_hash, and what the task type has of label, image_mean, text_chars and numbers."""
+    renamed = {"label_normalised": "label", task.text_chars: TEXT_CHARS}
+    columns = ["url", "content_hash"]
+    columns += ["label_normalised"] if task.has_labels else []
+    columns += ["image_mean"] if task.has_images else []
+    columns += [task.text_chars] if task.has_text else []
+    columns += [number_column(c) for c in task.numeric(numeric)]
     out = pd.DataFrame(index=checked.index)
     for column in columns:
         out[column] = checked[column] if column in checked else None
     for column in ("url", "content_hash", "label_normalised"):
-        out[column] = out[column].map(lambda v: v if isinstance(v, str) else None)
-    return out.rename(columns={"label_normalised": "label"}).reset_index(drop=True)
+        if column in out:
+            out[column] = out[column].map(lambda v: v if isinstance(v, str) else None)
+    if task.has_text:  # lengths as floats: NaN, not None, where a row has no text
+        out[task.text_chars] = pd.to_numeric(out[task.text_chars], errors="coerce").astype(float)
+    return out.rename(columns=renamed).reset_index(drop=True)
 
 
 def _cache_dir(project: Path) -> Path:
@@ -105,19 +121,39 @@ def _result(stat: float | None, check: DriftCheck, **extra: Any) -> dict[str, An
         "threshold": check.threshold,
         "severity": check.severity,
         "drifted": drifted,
+        "verdict": "drifted" if drifted else "ok" if stat is not None else "no data",
         **extra,
     }
 
 
-def compare(previous: pd.DataFrame, new: pd.DataFrame, params: DriftParams) -> dict[str, Any]:
-    """Every drift check of `new` against `previous` (two profiles), keyed by check name."""
-    checks = {"label_psi": _result(psi(previous["label"], new["label"]), params.label_psi)}
-    checks["image_mean_ks"] = _result(
-        _ks(previous["image_mean"], new["image_mean"]),
-        params.image_mean_ks,
-        previous_mean=round(float(previous["image_mean"].mean()), 4),
-        new_mean=round(float(new["image_mean"].mean()), 4),
-    )
+def _mean(values: pd.Series) -> float | None:
+    mean = values.mean()
+    return None if pd.isna(mean) else round(float(mean), 4)
+
+
+def _ks_check(
+    previous: pd.DataFrame, new: pd.DataFrame, column: str, check: DriftCheck, **extra: Any
+) -> dict[str, Any]:
+    """KS D of `column` between the versions, with both means; a previous version without the
+    column (profiled before it existed, or for another task type) is said, not compared."""
+    if column not in previous:
+        return _result(None, check, note=f"the previous version has no {column}")
+    means = {"previous_mean": _mean(previous[column]), "new_mean": _mean(new[column])}
+    return _result(_ks(previous[column], new[column]), check, **means, **extra)
+
+
+def compare(
+    previous: pd.DataFrame, new: pd.DataFrame, params: DriftParams, task: TaskColumns = IMAGES
+) -> dict[str, Any]:
+    """Every drift check of `task`'s type of `new` against `previous` (two profiles), by name."""
+    checks = {}
+    if task.has_labels:
+        stat = psi(previous["label"], new["label"]) if "label" in previous else None
+        checks["label_psi"] = _result(stat, params.label_psi)
+    if task.has_images:
+        checks["image_mean_ks"] = _ks_check(previous, new, "image_mean", params.image_mean_ks)
+    if task.has_text:
+        checks["text_length_ks"] = _ks_check(previous, new, TEXT_CHARS, params.text_length_ks)
     for column in (c for c in new.columns if c.endswith("_number")):
         if column in previous:
             name = f"numeric_ks:{column.removesuffix('_number')}"
@@ -133,13 +169,36 @@ def compare(previous: pd.DataFrame, new: pd.DataFrame, params: DriftParams) -> d
     return checks
 
 
-def drift_report(project: Path, new: pd.DataFrame, params: DriftParams) -> dict[str, Any]:
+def not_applicable(params: DriftParams, task: TaskColumns) -> dict[str, Any]:
+    """The checks `task`'s type has no data for, each said so in the report."""
+    lacks = {
+        "label_psi": None if task.has_labels else "labels",
+        "image_mean_ks": None if task.has_images else "images",
+        "text_length_ks": None if task.has_text else "text",
+    }
+    return {
+        name: {
+            "statistic": None,
+            "threshold": getattr(params, name).threshold,
+            "severity": getattr(params, name).severity,
+            "drifted": False,
+            "verdict": "not applicable",
+            "note": f"{task.task} has no {what}",
+        }
+        for name, what in lacks.items()
+        if what is not None
+    }
+
+
+def drift_report(
+    project: Path, new: pd.DataFrame, params: DriftParams, task: TaskColumns = IMAGES
+) -> dict[str, Any]:
     """reports/drift.json: status "no previous version" | "ok" | "warn" | "fail", and checks."""
     previous, source = previous_profile(project)
     if previous is None:
         log.info("drift: %s; nothing to compare, passes", source)
         return {"status": "no previous version", "previous": source, "n_new": len(new)}
-    checks = compare(previous, new, params)
+    checks = {**compare(previous, new, params, task), **not_applicable(params, task)}
     drifted = {k: c for k, c in checks.items() if c["drifted"]}
     severities = {c["severity"] for c in drifted.values()}
     status = "fail" if "fail" in severities else "warn" if drifted else "ok"

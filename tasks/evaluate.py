@@ -1,12 +1,13 @@
 """Evaluate stage: `python -m tasks.evaluate` (DVC stage `evaluate`: models/ -> reports/).
 
 Loads the hash-checked model of models/, predicts the test split of data/clean and writes
-reports/metrics.json (accuracy, macro_f1, n_test, per_class), reports/predictions.csv (for DVC's
-confusion template) and reports/confusion_matrix.png, each atomically. Exits non-zero, after
-writing them, if accuracy is below `evaluate.min_accuracy`; a model that does not fit the data
-(image size, classes) fails before anything is written. Metrics are plain numpy over the
-confusion matrix (checked against scikit-learn in tests/unit/test_evaluate.py), so the stage needs
-only torch, numpy, pandas, pyarrow and safetensors; matplotlib draws the PNG when installed.
+reports/metrics.json (accuracy, macro_f1, n_test, per_class) and reports/evaluation/
+(predictions.csv for DVC's confusion template, confusion_matrix.png), each atomically. Other task
+types hand over to `tasks/<task type>.py` (tasks/task_types.py). Exits non-zero, after writing them,
+if accuracy is below `evaluate.min_accuracy`; a model that does not fit the data (image size,
+classes) fails before anything is written. Metrics are plain numpy over the confusion matrix
+(checked against scikit-learn in tests/unit/test_evaluate.py), so the stage needs only torch, numpy,
+pandas, pyarrow and safetensors; matplotlib draws the PNG when installed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from tasks.dataset import DataError, Split, check_labels, read_clean
-from tasks.io import atomic_path, write_json, write_text
+from tasks.io import atomic_dir, atomic_path, write_json
 from tasks.models import ModelError, load_model, pick_device, predict_logits, preprocess
 
 logger = logging.getLogger("kiln.evaluate")
@@ -130,27 +131,35 @@ def plot_confusion(result: EvalResult, target: Path) -> None:
 
 
 def write_reports(result: EvalResult, reports_dir: Path) -> None:
+    """reports_dir/metrics.json and reports_dir/evaluation/ (predictions.csv, confusion PNG)."""
     write_json(reports_dir / "metrics.json", result.metrics())
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["actual", "predicted"])
     names = np.asarray(result.classes, dtype=object)
     writer.writerows(zip(names[result.actual], names[result.predicted], strict=True))
-    write_text(reports_dir / "predictions.csv", out.getvalue())
-    png = reports_dir / "confusion_matrix.png"
-    try:
-        plot_confusion(result, png)
-    except ImportError:
-        png.unlink(missing_ok=True)  # an old PNG would describe another model
-        logger.warning("matplotlib is not installed: %s not written", png)
+    with atomic_dir(reports_dir / "evaluation") as tmp:  # one swap: the plots of one model
+        (tmp / "predictions.csv").write_text(out.getvalue(), encoding="utf-8")
+        try:
+            plot_confusion(result, tmp / "confusion_matrix.png")
+        except ImportError:
+            logger.warning("matplotlib is not installed: confusion_matrix.png not written")
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     from tasks.params import ParamsError, load_params  # noqa: PLC0415 (pydantic only for the CLI)
+    from tasks.task_types import run_stage  # noqa: PLC0415
 
     try:
-        bound = load_params().evaluate.min_accuracy
+        params = load_params()
+    except ParamsError as exc:
+        logger.error("evaluate failed: %s", exc)
+        return 1
+    if (code := run_stage(params, "evaluate")) is not None:  # other task types
+        return code
+    try:
+        bound = params.evaluate.min_accuracy
         model, card = load_model(MODELS_DIR)
         clean = read_clean(CLEAN_DIR)
         check_labels(clean.items, card["classes"], "models/card.json classes")

@@ -145,9 +145,17 @@ def export_model(
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     from tasks.params import ParamsError, load_params  # noqa: PLC0415 (pydantic only for the CLI)
+    from tasks.task_types import run_stage  # noqa: PLC0415
 
     try:
-        cfg = load_params().export
+        params = load_params()
+    except ParamsError as exc:
+        logger.error("export failed: %s", exc)
+        return 1
+    if (code := run_stage(params, "export")) is not None:  # other task types
+        return code
+    try:
+        cfg = params.export
         model, card = load_model(MODELS_DIR)
         test = read_clean(CLEAN_DIR).split("test")
         blob, info = export_model(model, card, test.pixels, cfg)

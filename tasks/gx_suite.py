@@ -20,6 +20,7 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from tasks.gx_check import build
 from tasks.params import ExpectationSpec, LabelParams, ValidateParams
+from tasks.validate_derive import IMAGES, TaskColumns
 
 # COMPLETE: every failing row's index, not GX's default sample of 20.
 _RESULT_FORMAT = {"result_format": "COMPLETE"}
@@ -49,38 +50,61 @@ def _spec(name: str, **kwargs: Any) -> ExpectationSpec:
     return ExpectationSpec.model_construct(expectation=name, kwargs=kwargs, severity="fail")
 
 
-def default_specs(labels: LabelParams, params: ValidateParams) -> list[ExpectationSpec]:
-    """The checks an image-classification crawl always gets (project.task has no other value)."""
-    required = params.required_columns
+def _unique(columns: list[str]) -> list[str]:
+    return list(dict.fromkeys(columns))
+
+
+def _task_specs(
+    labels: LabelParams, params: ValidateParams, task: TaskColumns
+) -> list[ExpectationSpec]:
+    """The row-level checks of the task type's own columns (derived in tasks/validate_derive.py)."""
+    specs = []
+    if task.has_labels:
+        specs.append(_in_set("label_normalised", list(labels.classes)))
+    if task.has_images:
+        specs += [
+            _in_set("image_readable", [True]),
+            _in_set("image_width", [params.image_width]),
+            _in_set("image_height", [params.image_height]),
+        ]
+    if task.has_text:  # at least one character once normalised as clean will (clean.text)
+        specs.append(
+            _spec("expect_column_values_to_be_between", column=task.text_chars, min_value=1)
+        )
+    if task.is_series:
+        specs += [_in_set(task.time_is_date, [True]), _in_set(task.value_is_number, [True])]
+    return specs
+
+
+def _in_set(column: str, values: list) -> ExpectationSpec:
+    return _spec("expect_column_values_to_be_in_set", column=column, value_set=values)
+
+
+def default_specs(
+    labels: LabelParams, params: ValidateParams, task: TaskColumns = IMAGES
+) -> list[ExpectationSpec]:
+    """The checks a crawl of `task`'s type always gets: the columns of `validate` and the task
+    type's own (image classification: exactly the checks it had before there were task types)."""
+    required = _unique([*params.required_columns, *task.required()])
+    non_null = _unique([*params.non_null_columns, *task.non_null()])
+    # The crawl writes every field as a string or null, save float fields such as a series'
+    # value (checked as a number instead); anything else is a flipped dtype.
+    strings = [c for c in required if c not in task.not_strings()]
     return [
         *(_spec("expect_column_to_exist", column=c) for c in required),
-        # The crawl writes every field as a string or null; anything else is a flipped dtype.
-        *(_spec("expect_column_values_to_be_of_type", column=c, type_="str") for c in required),
-        *(_spec("expect_column_values_to_not_be_null", column=c) for c in params.non_null_columns),
+        *(_spec("expect_column_values_to_be_of_type", column=c, type_="str") for c in strings),
+        *(_spec("expect_column_values_to_not_be_null", column=c) for c in non_null),
         _spec("expect_column_values_to_be_unique", column="url"),  # the key of the accounting
-        _spec(
-            "expect_column_values_to_be_in_set",
-            column="label_normalised",
-            value_set=list(labels.classes),
-        ),
-        _spec("expect_column_values_to_be_in_set", column="image_readable", value_set=[True]),
-        _spec(
-            "expect_column_values_to_be_in_set",
-            column="image_width",
-            value_set=[params.image_width],
-        ),
-        _spec(
-            "expect_column_values_to_be_in_set",
-            column="image_height",
-            value_set=[params.image_height],
-        ),
+        *_task_specs(labels, params, task),
         _spec("expect_table_row_count_to_be_between", min_value=params.min_rows),
     ]
 
 
-def suite_specs(labels: LabelParams, params: ValidateParams) -> list[ExpectationSpec]:
+def suite_specs(
+    labels: LabelParams, params: ValidateParams, task: TaskColumns = IMAGES
+) -> list[ExpectationSpec]:
     """The defaults, then the expectations declared in params (validate.expectations)."""
-    return [*default_specs(labels, params), *params.expectations]
+    return [*default_specs(labels, params, task), *params.expectations]
 
 
 def _raised(info: Any) -> str | None:
@@ -100,7 +124,9 @@ def _raised(info: Any) -> str | None:
 class RawItemsSuite:
     """The suite built from params in a fresh in-memory GX context (about 30 ms to set up)."""
 
-    def __init__(self, labels: LabelParams, params: ValidateParams) -> None:
+    def __init__(
+        self, labels: LabelParams, params: ValidateParams, task: TaskColumns = IMAGES
+    ) -> None:
         self.context = gx.get_context(mode="ephemeral")
         # GX draws a tqdm bar per run by default; the stage logs its own milestones.
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -109,7 +135,7 @@ class RawItemsSuite:
             .add_dataframe_asset("items")
             .add_batch_definition_whole_dataframe("whole_crawl")
         )
-        specs = suite_specs(labels, params)
+        specs = suite_specs(labels, params, task)
         wanted = [build(s.expectation, s.kwargs) for s in specs]
         notes = (
             "Rows failing a column expectation are quarantined and the suite re-runs on the "

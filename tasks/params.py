@@ -24,10 +24,30 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+TaskType = Literal["image_classification", "text_classification", "forecasting", "text_generation"]
+
+# task type -> the architectures (`train.model`) that can learn it; the first is the default.
+MODELS_BY_TASK: dict[str, tuple[str, ...]] = {
+    "image_classification": ("cnn",),
+    "text_classification": ("transformer", "minilm"),
+    "forecasting": ("lstm", "gru"),
+    "text_generation": ("char_transformer",),
+}
+CLASSIFICATION_TASKS = ("image_classification", "text_classification")
+# task type -> the test metrics its evaluate stage reports and promote can compare
+HEADLINE_METRICS: dict[str, tuple[str, ...]] = {
+    "image_classification": ("accuracy", "macro_f1"),
+    "text_classification": ("accuracy", "macro_f1"),
+    "forecasting": ("mae", "rmse", "mape"),
+    "text_generation": ("val_loss", "perplexity"),
+}
+
+
 class ProjectParams(_Section):
     name: str = Field(description="Project name, used for the Prefect flow run and deployment.")
-    task: Literal["image_classification"] = Field(
-        description="What the model learns; only image classification exists so far."
+    task: TaskType = Field(
+        description="What the model learns: image_classification, text_classification, "
+        "forecasting or text_generation (DESIGN.md, task types)."
     )
 
 
@@ -168,9 +188,7 @@ class CrawlParams(_Section):
     item_list: ItemListParams | None = Field(
         None, description="Item blocks on list pages (items spanning a list and a detail page)."
     )
-    fields: dict[str, FieldSelector] = Field(
-        min_length=1, description="Fields extracted per item."
-    )
+    fields: dict[str, FieldSelector] = Field(min_length=1, description="Fields extracted per item.")
     image_field: str | None = Field(
         None, description="Field (in `fields`) holding an image URL to download; None: no image."
     )
@@ -223,7 +241,11 @@ class CrawlParams(_Section):
 class LabelParams(_Section):
     """The label set, shared by validate (what is allowed) and clean (how to normalise)."""
 
-    classes: list[str] = Field(min_length=2, description="Canonical class names, in order.")
+    classes: list[str] = Field(
+        default_factory=list,
+        description="Canonical class names, in order (>= 2 for classification; forecasting and "
+        "text generation leave it empty). The label is the crawled field named `label`.",
+    )
     aliases: dict[str, str] = Field(
         default_factory=dict,
         description="Other spellings -> canonical class, matched after strip + lower-case.",
@@ -286,6 +308,10 @@ class DriftParams(_Section):
     image_mean_ks: DriftCheck = Field(
         DriftCheck(threshold=0.3, severity="fail"), description="KS D of mean image intensity."
     )
+    text_length_ks: DriftCheck = Field(
+        DriftCheck(threshold=0.3, severity="warn"),
+        description="KS D of text length in characters (text tasks).",
+    )
     row_count_change: DriftCheck = Field(
         DriftCheck(threshold=0.5, severity="warn"), description="|n_new - n_prev| / n_prev."
     )
@@ -298,8 +324,12 @@ class DriftParams(_Section):
 class ValidateParams(_Section):
     required_columns: list[str] = Field(description="Columns every crawled row must have.")
     non_null_columns: list[str] = Field(description="Columns that may not be empty.")
-    image_width: int = Field(ge=1, le=4096, description="Expected image width in pixels.")
-    image_height: int = Field(ge=1, le=4096, description="Expected image height in pixels.")
+    image_width: int | None = Field(
+        None, ge=1, le=4096, description="Expected image width in pixels (image tasks)."
+    )
+    image_height: int | None = Field(
+        None, ge=1, le=4096, description="Expected image height in pixels (image tasks)."
+    )
     min_rows: int = Field(ge=1, description="Fewer valid rows than this fails the stage.")
     max_quarantine_share: float = Field(
         0.05,
@@ -370,7 +400,37 @@ class LabelReviewParams(_Section):
     min_rows: int = Field(50, ge=10, description="Skip the review below this many rows.")
 
 
+class TextCleanParams(_Section):
+    """Text normalisation of the text tasks, applied in clean and again, identically, in serving."""
+
+    column: str = Field("text", description="The crawled field holding the text.")
+    nfkc: bool = Field(True, description="Unicode NFKC normalisation (full-width, ligatures...).")
+    strip_html: bool = Field(True, description="Remove HTML tags/entities left in the text.")
+    collapse_whitespace: bool = Field(True, description="Runs of whitespace -> one space, trimmed.")
+    lowercase: bool = Field(False, description="Lower-case everything.")
+    min_chars: int = Field(1, ge=1, description="Shorter texts (after normalising) are rejected.")
+    near_duplicates: bool = Field(
+        True,
+        description="Texts equal after normalising, case-folding and dropping punctuation "
+        "are duplicates: one is kept, the others recorded.",
+    )
+
+
+class SeriesCleanParams(_Section):
+    """The time series of forecasting: one timestamped numeric value per row."""
+
+    time_column: str = Field("time", description="The crawled field holding the timestamp.")
+    value_column: str = Field("value", description="The crawled field holding the value.")
+    fill: Literal["interpolate", "ffill", "drop"] = Field(
+        "interpolate",
+        description="Missing or unparseable values: linear interpolation in time, the last "
+        "value carried forward, or the row dropped.",
+    )
+
+
 class CleanParams(_Section):
+    text: TextCleanParams = Field(TextCleanParams(), description="Text tasks: normalisation.")
+    series: SeriesCleanParams = Field(SeriesCleanParams(), description="Forecasting: the series.")
     numeric_columns: list[str] = Field(
         default_factory=list, description="Metadata columns parsed as numbers."
     )
@@ -403,8 +463,34 @@ class CleanParams(_Section):
         return self
 
 
+class TextModelParams(_Section):
+    """How text becomes token ids; saved in the model card so serving tokenises the same way."""
+
+    tokenizer: Literal["char", "byte", "minilm"] = Field(
+        "char",
+        description="char: the train split's most frequent characters; byte: UTF-8 bytes "
+        "(256 ids); minilm: the WordPiece vocabulary of the pretrained MiniLM (model minilm only).",
+    )
+    max_len: int = Field(128, ge=8, le=4096, description="Tokens per text (longer: cut).")
+    vocab_size: int = Field(
+        512, ge=16, le=100_000, description="char tokenizer: most frequent characters kept."
+    )
+
+
+class SeriesModelParams(_Section):
+    """Windowing and scaling of forecasting; saved in the model card."""
+
+    window: int = Field(52, ge=2, le=10_000, description="Past values the model sees.")
+    horizon: int = Field(4, ge=1, le=1000, description="Future values it predicts.")
+    scaling: Literal["standard", "minmax", "none"] = Field(
+        "standard", description="Fitted on the train split only."
+    )
+
+
 class TrainParams(_Section):
-    model: Literal["cnn"] = Field("cnn", description="Architecture.")
+    model: Literal["cnn", "transformer", "minilm", "lstm", "gru", "char_transformer"] = Field(
+        "cnn", description="Architecture; must fit project.task (tasks/params.py MODELS_BY_TASK)."
+    )
     epochs: int = Field(30, ge=1, le=10_000, description="Maximum epochs.")
     batch_size: int = Field(64, ge=1, le=65_536, description="Samples per step.")
     lr: float = Field(3e-3, gt=0.0, le=10.0, description="AdamW learning rate.")
@@ -415,13 +501,47 @@ class TrainParams(_Section):
     channels: int = Field(32, ge=1, le=1024, description="Width of the first conv layer.")
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout before the classifier.")
     seed: int = Field(0, description="Seed for init and batch order.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA if present.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="auto: CUDA if present, else MPS, else CPU."
+    )
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="AdamW or SGD (momentum 0.9).")
+    grad_clip: float = Field(0.0, ge=0.0, description="Max global gradient L2 norm; 0: off.")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="Learning rate: constant, or linear warmup then cosine decay."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Optimizer steps of linear warmup (cosine).")
+    monitor: str = Field(
+        "val_loss",
+        description="Validation metric for early stopping and the best epoch: val_loss, or "
+        "val_acc (classification), val_mae/val_rmse (forecasting), val_ppl (generation).",
+    )
+    compile: bool = Field(False, description="torch.compile the model (pays off on a GPU).")
+    # Sequence models (text and series); the CNN uses `channels`.
+    d_model: int = Field(64, ge=4, le=4096, description="Transformer width / RNN hidden size.")
+    layers: int = Field(2, ge=1, le=48, description="Transformer blocks / RNN layers.")
+    heads: int = Field(4, ge=1, le=64, description="Attention heads (divides d_model).")
+    text: TextModelParams = Field(TextModelParams(), description="Text tasks: tokenisation.")
+    series: SeriesModelParams = Field(SeriesModelParams(), description="Forecasting: windows.")
+
+
+class GenerateParams(_Section):
+    """Sample generations written with the text-generation report."""
+
+    prompts: list[str] = Field(default_factory=lambda: [""], description="Each gets samples.")
+    n_samples: int = Field(3, ge=1, le=100, description="Samples per prompt.")
+    max_new_tokens: int = Field(120, ge=1, le=10_000, description="Tokens generated per sample.")
+    temperature: float = Field(0.8, gt=0.0, le=10.0, description="Softmax temperature.")
+    seed: int = Field(0, description="Sampling seed: same model, same samples.")
 
 
 class EvaluateParams(_Section):
     min_accuracy: float = Field(
         0.0, ge=0.0, le=1.0, description="Fail the stage if test accuracy is below this."
     )
+    season_length: int = Field(
+        52, ge=1, description="Forecasting: period of the seasonal-naive baseline (52 weeks)."
+    )
+    generate: GenerateParams = Field(GenerateParams(), description="Text generation samples.")
 
 
 class ExportParams(_Section):
@@ -439,18 +559,32 @@ class ExportParams(_Section):
 
 
 class PromoteFloors(_Section):
-    """Absolute floors a challenger must clear, even with no champion to beat."""
+    """Absolute floors a challenger must clear, even with no champion to beat.
+
+    Each applies when the task type reports that metric: accuracy/macro_f1 are minimums
+    (classification); mae, rmse, mape (forecasting), val_loss and perplexity (generation) are
+    maximums, None meaning no limit.
+    """
 
     accuracy: float = Field(0.0, ge=0.0, le=1.0, description="Minimum test accuracy.")
     macro_f1: float = Field(0.0, ge=0.0, le=1.0, description="Minimum test macro-F1.")
+    mae: float | None = Field(None, gt=0.0, description="Maximum test MAE (series unit).")
+    rmse: float | None = Field(None, gt=0.0, description="Maximum test RMSE (series unit).")
+    mape: float | None = Field(None, gt=0.0, description="Maximum test MAPE (percent).")
+    val_loss: float | None = Field(None, gt=0.0, description="Maximum test loss (nats/token).")
+    perplexity: float | None = Field(None, gt=0.0, description="Maximum test perplexity.")
 
 
 class PromoteParams(_Section):
     """When the newly trained model (challenger) replaces the champion (tasks/promote.py)."""
 
-    metric: Literal["accuracy", "macro_f1"] = Field(
-        "macro_f1",
-        description="Compared between challenger and champion, both on the current test split.",
+    metric: Literal["accuracy", "macro_f1", "mae", "rmse", "mape", "val_loss", "perplexity"] = (
+        Field(
+            "macro_f1",
+            description="Compared between challenger and champion, both on the current test "
+            "split: accuracy/macro_f1 (classification, higher is better), mae/rmse/mape "
+            "(forecasting) or val_loss/perplexity (generation), lower is better.",
+        )
     )
     min_improvement: float = Field(
         0.0,
@@ -506,6 +640,38 @@ class Params(_Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @model_validator(mode="after")
+    def _fits_the_task(self) -> Params:
+        task, model = self.project.task, self.train.model
+        if model not in MODELS_BY_TASK[task]:
+            raise ValueError(
+                f"train.model {model!r} cannot learn project.task {task!r}; "
+                f"choose one of {list(MODELS_BY_TASK[task])}"
+            )
+        if task in CLASSIFICATION_TASKS and len(self.labels.classes) < 2:
+            raise ValueError(f"{task} needs labels.classes with at least 2 classes")
+        if task == "image_classification" and None in (
+            self.validate_.image_width,
+            self.validate_.image_height,
+        ):
+            raise ValueError("image_classification needs validate.image_width and image_height")
+        if (model == "minilm") != (self.train.text.tokenizer == "minilm"):
+            raise ValueError(
+                f"train.text.tokenizer {self.train.text.tokenizer!r} does not match train.model "
+                f"{model!r}: the pretrained MiniLM needs its own tokenizer 'minilm', and only it"
+            )
+        headline = HEADLINE_METRICS[task]
+        if self.promote.metric not in headline:
+            raise ValueError(
+                f"promote.metric {self.promote.metric!r} is not measured for {task}; "
+                f"choose one of {list(headline)}"
+            )
+        if self.train.d_model % self.train.heads:
+            raise ValueError(
+                f"train.heads {self.train.heads} must divide d_model {self.train.d_model}"
+            )
+        return self
+
 
 class ParamsError(ValueError):
     """params.yaml is unreadable or does not match the schema."""
@@ -555,6 +721,8 @@ def _describe(error: dict[str, Any]) -> str:
                 prefix = ".".join(str(p) for p in loc[:-1])
                 hint = f"; did you mean '{prefix + '.' if prefix else ''}{close[0]}'?"
         return f"unknown key '{where}'{hint}"
+    if not loc:  # a check across sections (Params._fits_the_task): its message names the keys
+        return str(error["msg"]).removeprefix("Value error, ")
     return f"'{where}': {error['msg']} (got {error.get('input')!r})"
 
 

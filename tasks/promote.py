@@ -29,6 +29,7 @@ from tasks.evaluate import evaluate_model
 from tasks.export import ONNX_CARD, ONNX_FILE
 from tasks.io import write_json
 from tasks.models import CARD_FILE, WEIGHTS_FILE, ModelError, load_model
+from tasks.task_types import HIGHER_IS_BETTER, task_module
 
 if TYPE_CHECKING:
     from tasks.params import Params, PromoteParams
@@ -37,7 +38,15 @@ logger = logging.getLogger("kiln.promote")
 
 CLEAN_DIR, MODELS_DIR, EXPORT_DIR = Path("data/clean"), Path("models"), Path("export")
 METRICS, REPORT = Path("reports/metrics.json"), Path("reports/promotion.json")
-LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
+LABELS = {
+    "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
+    "mae": "MAE",
+    "rmse": "RMSE",
+    "mape": "MAPE",
+    "val_loss": "test loss",
+    "perplexity": "perplexity",
+}
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -55,8 +64,28 @@ class Decision:
         return self.outcome == "promoted"
 
 
-def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: metrics[k] for k in ("accuracy", "macro_f1", "n_test")}
+def headline(metrics: dict[str, Any], task: str = "image_classification") -> dict[str, Any]:
+    """The metrics promote compares (HEADLINE_METRICS of the task type) and n_test."""
+    from tasks.params import HEADLINE_METRICS  # noqa: PLC0415 (pydantic only when promoting)
+
+    return {k: metrics[k] for k in (*HEADLINE_METRICS[task], "n_test")}
+
+
+def _floors(cfg: PromoteParams, challenger: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(floors missed, floors cleared) as text, for the floors of metrics the challenger has."""
+    missed, cleared = [], []
+    for name, bound in cfg.floors.model_dump().items():
+        if bound is None or name not in challenger:
+            continue
+        value, higher = challenger[name], HIGHER_IS_BETTER[name]
+        ok = value >= bound if higher else value <= bound
+        if ok:
+            cleared.append(f"{LABELS[name]} {value:.4f} {'≥' if higher else '≤'} {bound:g}")
+        else:
+            missed.append(
+                f"{LABELS[name]} {value:.4f} {'< floor' if higher else '> limit'} {bound:g}"
+            )
+    return missed, cleared
 
 
 def decide(
@@ -66,21 +95,19 @@ def decide(
     champion_version: str | None = None,
 ) -> Decision:
     """Pure: compare headline metrics measured on the same test items."""
-    floors = cfg.floors.model_dump()
-    below = [
-        f"{LABELS[k]} {challenger[k]:.4f} < floor {v:g}"
-        for k, v in floors.items()
-        if challenger[k] < v
-    ]
+    missed, cleared = _floors(cfg, challenger)
     keeps = f"champion {champion_version} kept" if champion_version else "no champion yet"
-    if below:
-        return Decision("kept", f"{', '.join(below)}: not promoted ({keeps})")
+    if missed:
+        return Decision("kept", f"{', '.join(missed)}: not promoted ({keeps})")
     name, new = LABELS[cfg.metric], challenger[cfg.metric]
     if champion is None:
-        cleared = ", ".join(f"{LABELS[k]} {challenger[k]:.4f} ≥ {v:g}" for k, v in floors.items())
-        return Decision("promoted", f"no champion yet; floors cleared ({cleared}): promoted")
+        return Decision(
+            "promoted",
+            f"no champion yet; floors cleared ({', '.join(cleared) or 'none set'}): promoted",
+        )
     old = champion[cfg.metric]
-    delta = round(new - old, 6)  # metrics are rounded to 6 places: no float-noise ties
+    # The gain in the metric's good direction; rounded to 6 places: no float-noise ties.
+    delta = round((new - old) if HIGHER_IS_BETTER[cfg.metric] else (old - new), 6)
     head = (
         f"{name} {new:.4f} vs champion {champion_version} {old:.4f} on the same "
         f"{challenger['n_test']} test items, {delta:+.4f}"
@@ -90,16 +117,25 @@ def decide(
     return Decision("kept", f"{head} < {cfg.min_improvement:g}: not promoted ({keeps})")
 
 
-def champion_on(root: Path, version: str, clean: Any) -> dict[str, Any] | str:
-    """The champion's metrics on the current test split, or why it cannot be measured there."""
-    for name in (CARD_FILE, WEIGHTS_FILE):
+def champion_on(
+    root: Path, version: str, params: Params, clean_dir: Path = CLEAN_DIR
+) -> dict[str, Any] | str:
+    """The champion's metrics on the current test split, or why it cannot be measured there.
+
+    Text and series task types read data/clean of the working directory (`test_metrics`)."""
+    for name in registry.entry(root, version).get("files", {}) or (CARD_FILE, WEIGHTS_FILE):
         registry.verified_bytes(root, version, name)  # RegistryError if damaged: fail loudly
-    model, card = load_model(root / "versions" / version)
+    task = params.project.task
+    module = task_module(task)
     try:
+        if module is not None:  # text and series: the task type's own measurement
+            return headline(module.test_metrics(root / "versions" / version, params), task)
+        model, card = load_model(root / "versions" / version)
+        clean = read_clean(clean_dir)
         check_labels(clean.items, card["classes"], f"champion {version} classes")
-        return headline(evaluate_model(model, card, clean.split("test")).metrics())
-    except (DataError, ModelError) as exc:
-        return str(exc)
+        return headline(evaluate_model(model, card, clean.split("test")).metrics(), task)
+    except (ValueError, RuntimeError, KeyError) as exc:  # DataError, ModelError, the task's own
+        return f"{type(exc).__name__}: {exc}"
 
 
 def git_info(project: Path) -> dict[str, Any]:
@@ -131,22 +167,22 @@ def challenger_files(project: Path) -> tuple[dict[str, Path], dict[str, Any]]:
         raise PromoteError(f"{export} was exported from other weights than {models}; re-run export")
     if registry.sha256_file(export / ONNX_FILE) != onnx_card.get("onnx_sha256"):
         raise PromoteError(f"{export / ONNX_FILE} does not match {ONNX_CARD}: re-run export")
-    files = {
-        CARD_FILE: models / CARD_FILE,
-        WEIGHTS_FILE: models / WEIGHTS_FILE,
-        ONNX_FILE: export / ONNX_FILE,
-        ONNX_CARD: export / ONNX_CARD,
-    }
+    # Every file of both directories (a task type may add some, e.g. a tokenizer), by name.
+    files = {p.name: p for d in (models, export) for p in sorted(d.iterdir()) if p.is_file()}
+    clash = sorted({p.name for p in models.iterdir()} & {p.name for p in export.iterdir()})
+    if clash:
+        raise PromoteError(f"{models} and {export} both hold {clash}: names must be distinct")
     return files, card
 
 
 def _info(project: Path, params: Params, card: dict[str, Any], metrics: dict | None) -> dict:
     config = card["config"]
+    image = {"height": config["height"], "width": config["width"]} if "height" in config else None
     return {
         "task": params.project.task,
         "architecture": card["architecture"],
         "classes": card["classes"],
-        "image": {"height": config["height"], "width": config["width"]},
+        "image": image,
         "data_version": card.get("data_version"),
         "weights_sha256": card["weights_sha256"],
         "metrics": metrics,
@@ -157,22 +193,28 @@ def _info(project: Path, params: Params, card: dict[str, Any], metrics: dict | N
 def promote(project: Path, params: Params, root: Path) -> dict[str, Any]:
     """Decide, register a promoted challenger; returns the promotion.json content."""
     files, card = challenger_files(project)
+    task = params.project.task
     try:
-        metrics = headline(json.loads((project / METRICS).read_text(encoding="utf-8")))
+        metrics = headline(json.loads((project / METRICS).read_text(encoding="utf-8")), task)
     except (OSError, json.JSONDecodeError, KeyError) as exc:
         raise PromoteError(f"cannot read {METRICS}: {exc!r}; run the evaluate stage") from None
-    clean = read_clean(project / CLEAN_DIR)
-    n_test = int((clean.items["split"] == "test").sum())
-    if metrics["n_test"] != n_test:
-        raise PromoteError(
-            f"{METRICS} has n_test={metrics['n_test']} but {CLEAN_DIR} has "
-            f"{n_test} test rows: stale metrics, run evaluate"
-        )
+    if task_module(task) is None:  # images: the test rows are countable here
+        n_test = int((read_clean(project / CLEAN_DIR).items["split"] == "test").sum())
+        if metrics["n_test"] != n_test:
+            raise PromoteError(
+                f"{METRICS} has n_test={metrics['n_test']} but {CLEAN_DIR} has "
+                f"{n_test} test rows: stale metrics, run evaluate"
+            )
     current, before = registry.champion(root), None
     if current and current[1]["weights_sha256"] == card["weights_sha256"]:
         decision = Decision("unchanged", f"the challenger is champion {current[0]} already")
     else:
-        theirs = champion_on(root, current[0], clean) if current else None
+        theirs = champion_on(root, current[0], params, project / CLEAN_DIR) if current else None
+        if isinstance(theirs, dict) and theirs["n_test"] != metrics["n_test"]:
+            raise PromoteError(
+                f"{METRICS} has n_test={metrics['n_test']} but the current test split has "
+                f"{theirs['n_test']}: stale metrics, run evaluate"
+            )
         if isinstance(theirs, str):
             decision = Decision(
                 "kept",
@@ -216,7 +258,10 @@ def force_promote(project: Path, params: Params, root: Path, reason: str) -> str
     if current and current[1]["weights_sha256"] == card["weights_sha256"]:
         raise PromoteError(f"{MODELS_DIR} is champion {current[0]} already; nothing to force")
     metrics_path = project / METRICS
-    metrics = headline(json.loads(metrics_path.read_text())) if metrics_path.exists() else None
+    task = params.project.task
+    metrics = (
+        headline(json.loads(metrics_path.read_text()), task) if metrics_path.exists() else None
+    )
     return registry.add_version(
         root,
         files,

@@ -43,6 +43,7 @@ logger = logging.getLogger("kiln.train")
 
 CLEAN_DIR, MODELS_DIR = Path("data/clean"), Path("models")
 REPORTS_DIR, CHECKPOINTS_DIR = Path("reports/train"), Path(".kiln/checkpoints")
+MAXIMISED = ("val_acc",)  # validation metrics where higher is better; the others are losses/errors
 CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout or the training loop changes meaning
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -106,16 +107,7 @@ def train_model(
     )
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, config)
-    engine_cfg = EngineConfig(
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        patience=cfg.patience,
-        seed=cfg.seed,
-        device=device.type,
-        monitor="val_loss",  # early stopping and "best" as before the engine: lowest val loss
-    )
+    engine_cfg = engine_config(cfg, device)
     path = Path(checkpoint_dir) / checkpoint_key(cfg, data)
     loss_fn, metric_fn = OBJECTIVES["image_classification"]
     run = fit(
@@ -134,12 +126,34 @@ def train_model(
     )
 
 
+def engine_config(cfg: TrainParams, device: torch.device) -> EngineConfig:
+    """The engine's settings from params `train` (every task type trains through this)."""
+    return EngineConfig(
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        patience=cfg.patience,
+        seed=cfg.seed,
+        device=device.type,
+        optimizer=cfg.optimizer,
+        grad_clip=cfg.grad_clip,
+        schedule=cfg.schedule,
+        warmup_steps=cfg.warmup_steps,
+        monitor=cfg.monitor,
+        mode="max" if cfg.monitor in MAXIMISED else "min",
+        compile=cfg.compile,
+    )
+
+
 def _tensors(split: Split, prep: dict[str, float], device: torch.device) -> tuple[Any, Any]:
     pixels, labels = torch.from_numpy(split.pixels), torch.from_numpy(split.labels)
     return preprocess(pixels.to(device), prep), labels.to(device)  # uint8 travels: 4x fewer bytes
 
 
-def _write_live(result: TrainResult, reports_dir: Path) -> None:
+def _write_live(result: Any, reports_dir: Path) -> None:
+    """DVCLive logs of any task type: every metric of `result.history` per epoch, the best epoch's
+    as the summary. `result` needs `history`, `best_epoch` and `epochs_run` (a TrainResult)."""
     try:
         from dvclive import Live  # noqa: PLC0415 (optional: the stage runs without it)
     except ImportError:
@@ -149,14 +163,15 @@ def _write_live(result: TrainResult, reports_dir: Path) -> None:
         # dvcyaml=None, save_dvc_exp=False: never edit dvc.yaml or create experiments.
         live = Live(dir=str(tmp), dvcyaml=None, save_dvc_exp=False)
         for row in result.history:
-            for name in ("train_loss", "val_loss", "val_acc"):
-                live.log_metric(name.replace("_", "/", 1), row[name])
+            for name, value in sorted(row.items()):  # sorted: a resumed history is the same
+                if name != "epoch":
+                    live.log_metric(name.replace("_", "/", 1), value)  # val_loss -> val/loss
             live.next_step()
+        best = result.history[result.best_epoch - 1]
         live.summary.update(
             best_epoch=result.best_epoch,
-            best_val_loss=result.best_val_loss,
-            best_val_acc=result.best_val_acc,
             epochs_run=result.epochs_run,
+            **{f"best_{k}": v for k, v in sorted(best.items()) if k not in ("epoch", "train_loss")},
         )
         live.end()
 
@@ -164,10 +179,17 @@ def _write_live(result: TrainResult, reports_dir: Path) -> None:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     from tasks.params import ParamsError, load_params  # noqa: PLC0415 (pydantic only for the CLI)
+    from tasks.task_types import run_stage  # noqa: PLC0415
 
     sleep_s = float(os.environ.get("KILN_TRAIN_EPOCH_SLEEP_S", "0"))
     try:
         params = load_params()
+    except ParamsError as exc:
+        logger.error("train failed: %s", exc)
+        return 1
+    if (code := run_stage(params, "train")) is not None:  # other task types
+        return code
+    try:
         data = load_train_data(CLEAN_DIR, params.labels.classes)
         result = train_model(
             params.train,

@@ -1,16 +1,19 @@
 """Validate the crawl: `python -m tasks.validate` (DVC stage `validate`, run from the project root).
 
-Reads `data/raw/items.jsonl` and the images under `data/raw/`, checks every row with a Great
-Expectations 1.x suite built from the `validate` and `labels` params, and writes
-`data/validated/items.parquet` (rows that passed), `data/quarantine/validate.jsonl` (rows that
-did not, with the reason), Data Docs under `reports/validation/` and `reports/validate.json`.
+Reads `data/raw/items.jsonl` (and, for image classification, the images under `data/raw/`),
+checks every row with a Great Expectations 1.x suite built from the `validate` and `labels` params
+and the task type (`project.task`; `clean.text` names the text column, `clean.series` the time
+and value columns), and writes `data/validated/items.parquet` (rows that passed),
+`data/quarantine/validate.jsonl` (rows that did not, with the reason), Data Docs under
+`reports/validation/` and `reports/validate.json`.
 
-Row-level failures (a null label, an unknown label, an unreadable image...) quarantine the row;
-the suite is then re-run on the remaining rows. The stage passes only if that second run succeeds
-and at most `validate.max_quarantine_share` of the rows were quarantined. Table-level failures
-(missing column, too few rows, empty crawl) and expectations that raised fail it outright. A
-failing run still writes the report and the metrics, but leaves `data/validated` and the
-quarantine file as they were (RELIABILITY.md N2).
+Row-level failures (a null or unknown label, an unreadable image, an empty text, a date that does
+not parse, a value that is not a number...) quarantine the row; the suite is then re-run on the
+remaining rows. The stage passes only if that second run succeeds and at most
+`validate.max_quarantine_share` of the rows were quarantined. Table-level failures (missing
+column, too few rows, empty crawl) and expectations that raised fail it outright. A failing run
+still writes the report and the metrics, but leaves `data/validated` and the quarantine file as
+they were (RELIABILITY.md N2).
 
 The suite is the task type's defaults plus `validate.expectations` (tasks/gx_suite.py); an
 expectation of severity `warn` is reported (log, metrics, summary) but neither quarantines nor
@@ -35,7 +38,13 @@ from tasks.gx_suite import Check, RawItemsSuite
 from tasks.io import atomic_dir, read_jsonl, write_json, write_jsonl, write_parquet
 from tasks.label_review import OverridesError, read_overrides
 from tasks.params import LabelParams, ParamsError, ValidateParams, load_params
-from tasks.validate_derive import _plain, _with_derived
+from tasks.validate_derive import (
+    IMAGES,
+    TaskColumns,
+    _plain,
+    _with_derived,  # noqa: F401 (tests reach it through validate)
+    with_derived,
+)
 from tasks.validate_report import validation_summary
 
 log = logging.getLogger("kiln.validate")
@@ -61,6 +70,7 @@ class ValidationOutcome:
     checks: list[Check] = field(default_factory=list, repr=False)  # the run on all rows
     checked: pd.DataFrame | None = field(default=None, repr=False)  # raw + derived columns
     profile: pd.DataFrame | None = field(default=None, repr=False)  # valid rows, for drift
+    shown_as: dict[str, str] = field(default_factory=dict)  # derived -> raw column, for examples
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -142,19 +152,42 @@ def _check_accounting(raw: pd.DataFrame, valid: pd.DataFrame, quarantine: list[d
         )
 
 
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    return "number" if isinstance(value, int | float) else type(value).__name__
+
+
+def _mixed_types(valid: pd.DataFrame) -> list[str]:
+    """Columns whose valid rows hold values of more than one type (a float and a numeric string
+    from a custom spider): parquet takes one type per column, so say so instead of crashing."""
+    messages = []
+    for column in valid.columns:
+        kinds = sorted({_kind(v) for v in valid[column] if _plain(v) is not None})
+        if len(kinds) > 1:
+            messages.append(
+                f"column {column} mixes value types ({', '.join(kinds)}) in valid rows; "
+                "the crawl must write one type per field"
+            )
+    return messages
+
+
 def validate_items(
     df: pd.DataFrame,
     raw_dir: Path,
     labels: LabelParams,
     params: ValidateParams,
     overrides: dict[str, str] | None = None,
+    *,
+    task: TaskColumns = IMAGES,
 ) -> ValidationOutcome:
-    """Check the raw rows `df` (images named relative to `raw_dir`); decide pass or fail.
-    `overrides` ({key: class}, labels.overrides) stand in for the crawled labels."""
+    """Check the raw rows `df` of a crawl for `task`'s type (images named relative to `raw_dir`);
+    decide pass or fail. `overrides` ({key: class}, labels.overrides) stand in for the crawled
+    labels of classification tasks."""
     raw = df.reset_index(drop=True).astype(object)  # positions = GX's unexpected indexes
     n_in = len(raw)
-    checked = _with_derived(raw, raw_dir, labels, params.numeric_columns, overrides)
-    suite = RawItemsSuite(labels, params)
+    checked = with_derived(raw, raw_dir, labels, params.numeric_columns, overrides, task=task)
+    suite = RawItemsSuite(labels, params, task)
 
     first = suite.run(checked, "all_rows")
     failures, warnings = _split_by_severity(_table_failures(first, params))
@@ -195,6 +228,7 @@ def validate_items(
         ]
         more_failures, _ = _split_by_severity(_table_failures(second, params))
         failures += [f"after quarantine: {m}" for m in more_failures]
+    failures += _mixed_types(valid)
     return ValidationOutcome(
         n_in=n_in,
         valid=valid,
@@ -206,7 +240,8 @@ def validate_items(
         warnings=warnings,
         checks=first,
         checked=checked,
-        profile=profile_of(checked.drop(index=bad), params.numeric_columns),
+        profile=profile_of(checked.drop(index=bad), params.numeric_columns, task),
+        shown_as=task.shown_as(),
     )
 
 
@@ -226,17 +261,20 @@ def main() -> int:
         log.error("%s not found: run the crawl first", items_file)
         return 1
     df = pd.DataFrame(read_jsonl(items_file), dtype=object)
-    log.info("read %d rows from %s", len(df), items_file)
+    task = TaskColumns.of(params)
+    log.info("read %d rows from %s (%s)", len(df), items_file, task.task)
 
+    overrides = None  # labels/overrides.csv names classes: only classification reads it
     try:
-        overrides = read_overrides(Path(params.labels.overrides), params.labels)
+        if task.has_labels:
+            overrides = read_overrides(Path(params.labels.overrides), params.labels)
     except OverridesError as exc:
         log.error("%s", exc)
         return 1
-    outcome = validate_items(df, RAW_DIR, params.labels, params.validate_, overrides)
+    outcome = validate_items(df, RAW_DIR, params.labels, params.validate_, overrides, task=task)
     drift = {"status": "not checked (no valid rows)"}
     if len(outcome.valid):
-        drift = drift_report(Path.cwd(), outcome.profile, params.validate_.drift)
+        drift = drift_report(Path.cwd(), outcome.profile, params.validate_.drift, task)
         outcome.add_drift(drift)
     with atomic_dir(REPORT_DIR) as tmp:
         outcome.suite.write_docs(tmp)

@@ -1,16 +1,27 @@
 """Derived columns the suite of `python -m tasks.validate` checks, computed from the raw crawl.
 
-`label_normalised` (the canonical class, else the raw value so the in-set check fails visibly),
-`image_readable`/`image_width`/`image_height`/`image_mean` (opened only inside data/raw, decoded
-fully), and `<column>_number` for each `validate.numeric_columns` entry (float, NaN if missing).
+Which ones depends on the task type (`TaskColumns`, from `project.task`, `clean.text`,
+`clean.series`):
+
+* every task: `<column>_number` for each `validate.numeric_columns` entry (float, NaN if missing
+  or unparseable), and for forecasting the series' value column too;
+* classification: `label_normalised` (the canonical class, else the raw value so the in-set check
+  fails visibly), with `labels.overrides` applied by the item's key;
+* images: `image_readable`/`image_width`/`image_height`/`image_mean` (opened only inside
+  data/raw, decoded fully);
+* text: `<text column>_chars`, the length in characters of the text as clean normalises it;
+* forecasting: `<time column>_is_date` and `<value column>_is_number` (True, False, or None for a
+  null value, which the not-null expectation or clean's fill deals with).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -20,10 +31,104 @@ from tqdm import tqdm
 from tasks.images import IMAGE_ERRORS
 from tasks.label_review import key_of_image_path
 from tasks.labels import normalise_label
-from tasks.params import LabelParams
+from tasks.params import CLASSIFICATION_TASKS, LabelParams, SeriesCleanParams, TextCleanParams
+from tasks.text_norm import normalise_text, text_key
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from tasks.params import Params
 
 log = logging.getLogger("kiln.validate")
 
+LABEL = "label"  # the crawled field holding the label, whatever the task type
+IMAGE_TASK = "image_classification"
+TEXT_TASKS = ("text_classification", "text_generation")
+
+
+@dataclass(frozen=True)
+class TaskColumns:
+    """The task type and the crawled columns its rows hold: which default expectations, derived
+    columns and drift checks apply. The default is image classification, as before task types."""
+
+    task: str = IMAGE_TASK
+    text: TextCleanParams = field(default_factory=TextCleanParams)
+    series: SeriesCleanParams = field(default_factory=SeriesCleanParams)
+
+    @classmethod
+    def of(cls, params: Params) -> TaskColumns:
+        return cls(params.project.task, params.clean.text, params.clean.series)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.task in CLASSIFICATION_TASKS
+
+    @property
+    def has_images(self) -> bool:
+        return self.task == IMAGE_TASK
+
+    @property
+    def has_text(self) -> bool:
+        return self.task in TEXT_TASKS
+
+    @property
+    def is_series(self) -> bool:
+        return self.task == "forecasting"
+
+    @property
+    def text_chars(self) -> str:
+        return f"{self.text.column}_chars"
+
+    @property
+    def time_is_date(self) -> str:
+        return f"{self.series.time_column}_is_date"
+
+    @property
+    def value_is_number(self) -> str:
+        return f"{self.series.value_column}_is_number"
+
+    def required(self) -> list[str]:
+        """Crawled columns the task type needs on top of `validate.required_columns`. Images name
+        theirs (label, image_path) in params, as they always did."""
+        if self.has_text:
+            return [self.text.column, *([LABEL] if self.has_labels else [])]
+        if self.is_series:
+            return [self.series.time_column, self.series.value_column]
+        return []
+
+    def non_null(self) -> list[str]:
+        """Crawled columns that may not be null on top of `validate.non_null_columns`; a null
+        series value is not one of them: clean fills it (clean.series.fill)."""
+        if self.is_series:
+            return [self.series.time_column]
+        return self.required()
+
+    def numeric(self, declared: Iterable[str]) -> list[str]:
+        """`validate.numeric_columns`, plus the series' value column for forecasting."""
+        columns = list(declared)
+        if self.is_series and self.series.value_column not in columns:
+            columns.append(self.series.value_column)
+        return columns
+
+    def shown_as(self) -> dict[str, str]:
+        """Derived column -> the raw column a person should see when its check fails (the
+        text, not its length; the date as crawled, not False)."""
+        if self.has_text:
+            return {self.text_chars: self.text.column}
+        if self.is_series:
+            return {
+                self.time_is_date: self.series.time_column,
+                self.value_is_number: self.series.value_column,
+            }
+        return {}
+
+    def not_strings(self) -> set[str]:
+        """Required columns the crawl writes as something other than a string (the value of a
+        series is a float field)."""
+        return {self.series.value_column} if self.is_series else set()
+
+
+IMAGES = TaskColumns()
 
 
 def _is_null(value: Any) -> bool:
@@ -79,6 +184,42 @@ def number_column(column: str) -> str:
     return f"{column}_number"
 
 
+def _column(raw: pd.DataFrame, name: str) -> pd.Series:
+    """The raw column, or all nulls when the crawl lacks it (expect_column_to_exist says so)."""
+    if name in raw:
+        return raw[name]
+    return pd.Series([None] * len(raw), index=raw.index, dtype=object)
+
+
+def _object(values: Iterable[Any], index: pd.Index) -> pd.Series:
+    return pd.Series(list(values), index=index, dtype=object)
+
+
+def _add_numbers(out: pd.DataFrame, raw: pd.DataFrame, numeric: Iterable[str]) -> None:
+    for column in numeric:
+        text = _column(raw, column).map(_number_text)
+        parsed = pd.to_numeric(text, errors="coerce").astype(np.float64)
+        out[number_column(column)] = parsed.where(np.isfinite(parsed))  # "inf" is no number
+
+
+def _add_labels(
+    out: pd.DataFrame,
+    raw: pd.DataFrame,
+    labels: LabelParams,
+    keys: Iterable[str | None],
+    overrides: dict[str, str] | None,
+) -> None:
+    """`label_normalised`; a row whose key is in `overrides` is checked with the override as its
+    label, which also replaces `label` (clean applies it too)."""
+    label = list(_column(raw, LABEL))
+    if overrides:
+        fixed = [overrides.get(k) if k is not None else None for k in keys]
+        label = [f if f is not None else v for f, v in zip(fixed, label, strict=True)]
+        if LABEL in raw:
+            out[LABEL] = _object(label, raw.index)
+    out["label_normalised"] = _object((_label_to_check(v, labels) for v in label), raw.index)
+
+
 def _with_derived(
     raw: pd.DataFrame,
     raw_dir: Path,
@@ -86,32 +227,82 @@ def _with_derived(
     numeric: list[str] | tuple = (),
     overrides: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """`raw` plus the columns the suite checks: label_normalised, image_* facts and, for each
-    numeric column, `<column>_number` (float; NaN where missing or unparseable). A row whose
-    key is in `overrides` is checked with the override as its label (clean applies it too)."""
+    """`raw` plus what an image-classification suite checks: label_normalised, image_* facts and,
+    for each numeric column, `<column>_number` (float; NaN where missing or unparseable). A row
+    whose key (sha256 of its image) is in `overrides` is checked with the override as its label."""
     out = raw.copy()
-    none = [None] * len(raw)
-    label = raw["label"] if "label" in raw else none
-    paths = raw["image_path"] if "image_path" in raw else none
-    if overrides:
-        fixed = [overrides.get(key_of_image_path(p)) for p in paths]
-        label = [f if f is not None else v for f, v in zip(fixed, label, strict=True)]
-        if "label" in raw:
-            out["label"] = pd.Series(label, index=raw.index, dtype=object)
+    paths = list(_column(raw, "image_path"))
+    _add_labels(out, raw, labels, [key_of_image_path(p) for p in paths], overrides)
     raw_root = Path(raw_dir).resolve()
     facts = [_image_facts(raw_root, p) for p in tqdm(paths, desc="images", disable=None)]
-    derived = {
-        "label_normalised": [_label_to_check(v, labels) for v in label],
-        "image_readable": [f[0] for f in facts],
-        "image_width": [f[1] for f in facts],
-        "image_height": [f[2] for f in facts],
-    }
-    for name, values in derived.items():
-        out[name] = pd.Series(values, index=raw.index, dtype=object)
+    for i, name in enumerate(("image_readable", "image_width", "image_height")):
+        out[name] = _object((f[i] for f in facts), raw.index)
     out["image_mean"] = pd.Series([f[3] for f in facts], index=raw.index, dtype=np.float64)
-    for column in numeric:
-        values = raw[column] if column in raw else pd.Series(none, index=raw.index, dtype=object)
-        text = values.map(_number_text)
-        parsed = pd.to_numeric(text, errors="coerce").astype(np.float64)
-        out[number_column(column)] = parsed.where(np.isfinite(parsed))  # "inf" is no number
+    _add_numbers(out, raw, numeric)
+    return out
+
+
+def _normalised(value: Any, task: TaskColumns) -> str | None:
+    return normalise_text(value, task.text) if isinstance(value, str) else None
+
+
+def _parses_as_date(value: Any) -> bool | None:
+    """True for a date/datetime string pandas reads (ISO 8601 or another common form), False for
+    anything else, None for a null (the not-null expectation reports it)."""
+    if _is_null(value):
+        return None
+    if not isinstance(value, str) or not value.strip():
+        return False  # a number is not a date, whatever epoch it might count from
+    try:
+        with warnings.catch_warnings():  # "could not infer format": a per-value parse is meant
+            warnings.simplefilter("ignore", UserWarning)
+            return not pd.isna(pd.to_datetime(value.strip(), format="mixed"))
+    except (ValueError, OverflowError):  # pandas' DateParseError is a ValueError
+        return False
+
+
+def _derived_text(
+    out: pd.DataFrame,
+    raw: pd.DataFrame,
+    labels: LabelParams,
+    overrides: dict[str, str] | None,
+    task: TaskColumns,
+) -> None:
+    normalised = [_normalised(v, task) for v in _column(raw, task.text.column)]
+    out[task.text_chars] = _object((None if t is None else len(t) for t in normalised), raw.index)
+    if task.has_labels:  # overrides are keyed by the normalised text's sha256, as clean keys it
+        keys = [None if t is None else text_key(t) for t in normalised]
+        _add_labels(out, raw, labels, keys, overrides)
+
+
+def _derived_series(out: pd.DataFrame, raw: pd.DataFrame, task: TaskColumns) -> None:
+    """`<time>_is_date` and `<value>_is_number`: True, False, or None where the value is null."""
+    times = _column(raw, task.series.time_column)
+    out[task.time_is_date] = _object(times.map(_parses_as_date), raw.index)
+    values = _column(raw, task.series.value_column)
+    parsed = pd.to_numeric(values.map(_number_text), errors="coerce").astype(np.float64)
+    is_number = (
+        None if _is_null(v) else bool(np.isfinite(p)) for v, p in zip(values, parsed, strict=True)
+    )
+    out[task.value_is_number] = _object(is_number, raw.index)
+
+
+def with_derived(
+    raw: pd.DataFrame,
+    raw_dir: Path,
+    labels: LabelParams,
+    numeric: list[str] | tuple = (),
+    overrides: dict[str, str] | None = None,
+    *,
+    task: TaskColumns = IMAGES,
+) -> pd.DataFrame:
+    """`raw` plus the derived columns the task type's suite checks (module docstring)."""
+    if task.has_images:
+        return _with_derived(raw, raw_dir, labels, numeric, overrides)
+    out = raw.copy()
+    if task.has_text:
+        _derived_text(out, raw, labels, overrides, task)
+    if task.is_series:
+        _derived_series(out, raw, task)
+    _add_numbers(out, raw, task.numeric(numeric))
     return out

@@ -1,7 +1,8 @@
 """The summary of one `python -m tasks.validate` run: `reports/validation/summary.json`.
 
 What the flow's markdown artifact (flows/summary.py) shows: every expectation with its severity,
-whether it passed, on how many rows it failed and a few example rows (url and the offending value),
+whether it passed, on how many rows it failed and a few example rows (url and the offending value;
+for a derived check such as `week_is_date`, the raw value it was derived from),
 the stage's failures and warnings, and where the GX Data Docs are.
 """
 
@@ -33,6 +34,7 @@ def _examples(outcome: ValidationOutcome, column: str | None, rows: list[int]) -
     frame = outcome.checked
     if frame is None:
         return []
+    column = outcome.shown_as.get(column, column) if column else column
     out = []
     for i in rows[:N_EXAMPLES]:
         url = frame.at[i, "url"] if "url" in frame else None

@@ -24,7 +24,8 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CODE = ("tasks", "flows", "crawlers", "dvc.yaml", ".dvcignore", "labels")  # labels/: overrides
+# labels/: the overrides file; serve/: `kiln serve` and the task types' request schemas
+CODE = ("tasks", "flows", "crawlers", "serve", "dvc.yaml", ".dvcignore", "labels")
 BIN = Path(sys.executable).parent
 
 GIT_IDENTITY = {
@@ -88,8 +89,12 @@ def write_params(project: Path, overrides: dict[str, Any]) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
 
 
-def make_project(root: Path, overrides: dict[str, Any] | None = None) -> Path:
-    """A fresh git + DVC repository holding Kiln's code and params (with overrides)."""
+def make_project(root: Path, overrides: dict[str, Any] | None = None,
+                 base: str = "params.yaml") -> Path:
+    """A fresh git + DVC repository holding Kiln's code and params (with overrides).
+
+    `base`: the params file the overrides apply to, relative to the repository (e.g.
+    "examples/jokes.params.yaml" for another task type)."""
     project = root / "project"
     project.mkdir()
     for name in CODE:
@@ -98,7 +103,7 @@ def make_project(root: Path, overrides: dict[str, Any] | None = None) -> Path:
             shutil.copytree(src, project / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
             shutil.copy2(src, project / name)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yaml.safe_load((REPO / base).read_text())
     (project / "params.yaml").write_text(
         yaml.safe_dump(merge_params(params, overrides or {}), sort_keys=False))
     (project / ".gitignore").write_text("/.kiln/\n__pycache__/\n")

@@ -69,7 +69,8 @@ def test_metrics_and_plots_show(reproduced: Path) -> None:
     out_dir = reproduced / "plots-html"
     dvc("plots", "show", "-o", str(out_dir), cwd=reproduced)
     html = (out_dir / "index.html").read_text()
-    assert "reports/predictions.csv" in html
+    assert "reports/evaluation/predictions.csv" in html
+    assert "reports/evaluation/confusion_matrix.png" in html
 
 
 def test_changing_epochs_reruns_only_train_and_the_stages_after_it(reproduced: Path) -> None:

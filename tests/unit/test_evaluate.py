@@ -47,7 +47,7 @@ def _metrics(project: Path) -> dict:
 def test_writes_three_sane_reports(project: Path) -> None:
     assert evaluate.main() == 0
     metrics = _metrics(project)
-    with open(project / "reports" / "predictions.csv", newline="") as fh:
+    with open(project / "reports" / "evaluation" / "predictions.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     clean = read_clean(project / "data" / "clean")
     test = clean.items[clean.items["split"] == "test"]
@@ -67,7 +67,7 @@ def test_writes_three_sane_reports(project: Path) -> None:
             (p[i], r[i], f[i]), 1e-5
         )
         assert got["support"] == s[i]
-    png = (project / "reports" / "confusion_matrix.png").read_bytes()
+    png = (project / "reports" / "evaluation" / "confusion_matrix.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 

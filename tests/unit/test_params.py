@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from tasks.params import ParamsError, load_params, parse_params
+from tests.project import merge_params
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -107,3 +108,56 @@ def test_unreadable_files(tmp_path) -> None:
     (tmp_path / "params.yaml").write_text("- a list\n")
     with pytest.raises(ParamsError, match="must be a mapping"):
         load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"train": {"model": "lstm"}},
+            "train.model 'lstm' cannot learn project.task 'image_classification'; choose one of "
+            "['cnn']",
+        ),
+        (
+            {"project": {"task": "forecasting"}},
+            "train.model 'cnn' cannot learn project.task 'forecasting'; choose one of "
+            "['lstm', 'gru']",
+        ),
+        (
+            {
+                "project": {"task": "text_classification"},
+                "train": {"model": "minilm", "text": {"tokenizer": "char"}},
+            },
+            "train.text.tokenizer 'char' does not match train.model 'minilm'",
+        ),
+        (
+            {
+                "project": {"task": "text_classification"},
+                "train": {"model": "transformer", "text": {"tokenizer": "minilm"}},
+            },
+            "train.text.tokenizer 'minilm' does not match train.model 'transformer'",
+        ),
+        (
+            {"project": {"task": "text_generation"}, "train": {"model": "char_transformer"}},
+            "promote.metric 'macro_f1' is not measured for text_generation; choose one of "
+            "['val_loss', 'perplexity']",
+        ),
+        ({"train": {"d_model": 30, "heads": 4}}, "train.heads 4 must divide d_model 30"),
+        ({"validate": {"image_width": None}}, "image_classification needs validate.image_width"),
+    ],
+)
+def test_settings_that_do_not_fit_together_are_named(
+    raw: dict, changes: dict, message: str
+) -> None:
+    with pytest.raises(ParamsError) as caught:
+        parse_params(merge_params(raw, changes))
+    assert message in str(caught.value)
+    assert "(got {" not in str(caught.value)  # the whole file is not dumped into the message
+
+
+def test_classification_needs_two_classes(raw: dict) -> None:
+    one_class = {**raw, "labels": {"classes": ["0"]}}
+    with pytest.raises(
+        ParamsError, match="image_classification needs labels.classes with at least"
+    ):
+        parse_params(one_class)

@@ -207,7 +207,8 @@ from tasks.dataset import read_clean
 root = Path(sys.argv[1])
 data = train.load_train_data(root / "data" / "clean", [str(i) for i in range(10)])
 fields = dict(model="cnn", epochs=1, batch_size=32, lr=3e-3, weight_decay=0.0, patience=1,
-              channels=2, dropout=0.0, seed=0, device="auto")
+              channels=2, dropout=0.0, seed=0, device="auto", optimizer="adamw", grad_clip=0.0,
+              schedule="constant", warmup_steps=0, monitor="val_loss", compile=False)
 cfg = types.SimpleNamespace(**fields, model_dump=lambda mode=None: fields)
 result = train.train_model(cfg, data, root / "checkpoints")
 card = {"architecture": "cnn", "config": result.config, "classes": list(data.classes),
@@ -216,7 +217,8 @@ models.save_model(result.model, root / "models", card)
 model, card = models.load_model(root / "models")
 outcome = evaluate.evaluate_model(model, card, read_clean(root / "data" / "clean").split("test"))
 evaluate.write_reports(outcome, root / "reports")
-print(sorted(p.name for p in (root / "reports").iterdir()))
+print(sorted(p.name for p in (root / "reports").iterdir()),
+      sorted(p.name for p in (root / "reports" / "evaluation").iterdir()))
 """
 
 
@@ -231,5 +233,5 @@ def test_stage_cores_need_only_torch_numpy_pandas_pyarrow_safetensors(tmp_path: 
         check=False,
     )
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "['metrics.json', 'predictions.csv']"
+    assert run.stdout.strip() == "['evaluation', 'metrics.json'] ['predictions.csv']"
     assert "matplotlib is not installed" in run.stderr

@@ -1,0 +1,558 @@
+"""Time-series forecasting (project.task `forecasting`): the stages `python -m tasks.<stage>` hand
+over to when params say so (tasks/task_types.py).
+
+    clean     data/validated/items.parquet -> data/clean/items.parquet (time, value, filled, split,
+              url; one row per step, split by time), quarantine, reports/clean.json
+              (tasks/forecasting_data.py does the work)
+    train     LSTM or GRU (tasks/models_seq.py) on sliding windows `train.series.window` ->
+              `train.series.horizon` of the scaled train span, through tasks.engine.fit; val windows
+              take their inputs from the end of the train span. Each window is taken relative to
+              its last value, then divided by the `train.series.scaling` scale (fitted on train
+              only): the network learns changes, so a trend that leaves the train range (CO2)
+              does not put the test span out of its reach. The card keeps scaling, anchor,
+              window, horizon and frequency, so evaluation, export and serving apply exactly the
+              same preprocessing.
+    evaluate  rolling-origin forecasts over the test span (every test step is an origin; inputs
+              are the actual values before it): MAE, RMSE, MAPE (percent) in the series' unit for
+              the model and for the seasonal-naive baseline (the value `evaluate.season_length`
+              steps earlier), skill = 1 - MAE / baseline MAE, MAE per horizon step;
+              reports/evaluation/forecast.csv + forecast.png (first horizon step)
+    export    ONNX: float32 raw values (batch, window) in the original unit -> forecast
+              (batch, horizon) in the original unit, scaling inside the graph; parity with PyTorch
+              on the test windows within export.atol before anything is written.
+
+A window plus horizon longer than the train span, or a horizon longer than the val or test span,
+fails before training with a message naming the params and the lengths; nothing is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import shutil
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from tasks.dataset import DataError
+from tasks.engine import TaskData, TrainError, fit, pick_device
+from tasks.forecasting_data import (
+    Series,
+    clean_series,
+    fit_scaling,
+    read_series,
+    scale_inputs,
+    scale_targets,
+    unscale,
+    windows,
+)
+from tasks.io import atomic_dir, atomic_path, write_bytes, write_json, write_jsonl, write_parquet
+from tasks.label_review import ISSUE_COLUMNS, write_csv
+from tasks.models import ModelError, build_model, load_model, save_model
+from tasks.objectives import OBJECTIVES
+
+if TYPE_CHECKING:
+    from tasks.params import Params
+
+logger = logging.getLogger("kiln.forecasting")
+
+VALIDATED = Path("data/validated/items.parquet")
+CLEAN_DIR, QUARANTINE = Path("data/clean"), Path("data/quarantine/clean.jsonl")
+CLEAN_REPORT, LABEL_ISSUES = Path("reports/clean.json"), Path("reports/label_issues.csv")
+MODELS_DIR, TRAIN_REPORTS = Path("models"), Path("reports/train")
+REPORTS_DIR, EXPORT_DIR = Path("reports"), Path("export")
+CHECKPOINTS_DIR = Path(".kiln/checkpoints")
+CHECKPOINT_FORMAT = 1  # bump when the windows or the scaling change meaning
+INPUT, OUTPUT = "values", "forecast"
+STAGE_ERRORS = (DataError, ModelError, TrainError, OSError)
+
+
+# ---------------------------------------------------------------------------------------- clean
+def clean_stage(params: Params) -> int:
+    log = logging.getLogger("kiln.clean")
+    try:
+        rows = pd.read_parquet(VALIDATED)
+        result = clean_series(rows, params.clean)
+    except (DataError, OSError, ValueError) as exc:
+        log.error("clean failed: %s", exc)
+        return 1
+    with atomic_dir(CLEAN_DIR) as tmp:
+        write_parquet(result.items, tmp / "items.parquet")
+    write_jsonl(QUARANTINE, result.rejects)
+    write_csv(LABEL_ISSUES, [], ISSUE_COLUMNS)  # a series has no labels to review
+    write_json(CLEAN_REPORT, result.report)
+    r = result.report
+    log.info(
+        f"{r['n_in']} rows -> {r['n_rows']} steps of {r['frequency']} ({r['start']} to "
+        f"{r['end']}): {r['n_rejected']} rejected, {r['n_inserted']} missing steps inserted, "
+        f"{r['n_filled']} values filled; splits {r['splits']}"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- train
+class Forecaster(nn.Module):
+    """Raw values (N, window) in the series' unit -> forecast (N, horizon) in the same unit: the
+    card's scaling around the network, the one graph evaluate, export and serving run."""
+
+    def __init__(self, model: nn.Module, preprocessing: dict[str, Any]) -> None:
+        super().__init__()
+        self.model, self.preprocessing = model, dict(preprocessing)
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        scaled, anchor = scale_inputs(values.to(torch.float32), self.preprocessing)
+        return unscale(self.model(scaled.unsqueeze(-1)), anchor, self.preprocessing)
+
+
+def check_lengths(series: Series, window: int, horizon: int) -> None:
+    """Fail early, naming the params, when the spans cannot hold one window + horizon."""
+    if horizon >= len(series.values):
+        raise DataError(
+            f"train.series.horizon ({horizon}) is longer than the whole series "
+            f"({len(series.values)} steps of {series.frequency}): nothing left to learn from"
+        )
+    if window + horizon > series.n_train:
+        raise DataError(
+            f"train.series.window ({window}) + train.series.horizon ({horizon}) = "
+            f"{window + horizon} steps, but the train span has only {series.n_train} of the "
+            f"series' {len(series.values)} steps: shorten the window or horizon, or crawl more"
+        )
+    for name, n in (("val", series.n_val), ("test", series.n_test)):
+        if horizon > n:
+            raise DataError(
+                f"train.series.horizon ({horizon}) is longer than the {name} span ({n} steps of "
+                f"{len(series.values)}): shorten the horizon or raise clean.{name}_share"
+            )
+
+
+def _span_windows(
+    values: torch.Tensor, span: tuple[int, int], window: int, prep: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled (inputs (N, window, 1), targets (N, horizon)) of the windows whose targets lie in
+    values[start:stop]; inputs may reach back before start (val starts right after train)."""
+    start, stop = span
+    x, y = windows(values[max(0, start - window) : stop], window, int(prep["horizon"]))
+    x_scaled, anchor = scale_inputs(x, prep)
+    y_scaled = scale_targets(y, anchor, prep)
+    return x_scaled.unsqueeze(-1).float().contiguous(), y_scaled.float().contiguous()
+
+
+@dataclass(frozen=True)
+class ForecastTrainResult:
+    model: nn.Module
+    config: dict[str, Any]
+    preprocessing: dict[str, Any]
+    checkpoint_path: Path
+    epochs_run: int
+    best_epoch: int
+    best: dict[str, float]
+    history: list[dict[str, float]]
+
+
+def train_forecaster(params: Params, series: Series, checkpoint_dir: Path) -> ForecastTrainResult:
+    """Train (or resume) on the train windows; pure apart from checkpoints."""
+    cfg = params.train
+    window, horizon = cfg.series.window, cfg.series.horizon
+    check_lengths(series, window, horizon)
+    device = pick_device(cfg.device)
+    prep = fit_scaling(series.values[: series.n_train], cfg.series.scaling)
+    prep.update(
+        anchor="last",
+        window=window,
+        horizon=horizon,
+        frequency=series.frequency,
+        value_column=params.clean.series.value_column,
+        train_end=series.times[series.n_train - 1].isoformat(),
+        series_end=series.times[-1].isoformat(),
+    )
+    values = torch.tensor(series.values)  # float64 until scaled: differences of ~350 ppm values
+    n_fit = series.n_train + series.n_val
+    x_train, y_train = _span_windows(values, (0, series.n_train), window, prep)
+    x_val, y_val = _span_windows(values, (series.n_train, n_fit), window, prep)
+    data = TaskData(x_train, y_train, x_val, y_val).to(device)
+    dropout = cfg.dropout if cfg.layers > 1 else 0.0  # torch uses it between stacked layers only
+    config = {
+        "n_features": 1,
+        "horizon": horizon,
+        "hidden": cfg.d_model,
+        "layers": cfg.layers,
+        "dropout": dropout,
+    }
+    logger.info(
+        f"{cfg.model}: window {window} -> horizon {horizon} steps of {prep['frequency']}, "
+        f"{len(x_train)} train / {len(x_val)} val windows, {cfg.series.scaling} scaling "
+        "relative to each window's last value"
+    )
+    from tasks.train import engine_config  # noqa: PLC0415 (tasks.train imports the task modules)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, config)
+    spec = {
+        "format": CHECKPOINT_FORMAT,
+        "task": "forecasting",
+        "train": cfg.model_dump(mode="json"),
+        "data_version": series.data_version,
+    }
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    loss_fn, metric_fn = OBJECTIVES["forecasting"]
+    run = fit(
+        model,
+        data,
+        loss_fn,
+        metric_fn,
+        cfg=engine_config(cfg, device),
+        checkpoint_path=checkpoint_dir / key,
+    )
+    return ForecastTrainResult(
+        run.model,
+        config,
+        prep,
+        checkpoint_dir / key,
+        run.epochs_run,
+        run.best_epoch,
+        run.best,
+        run.history,
+    )
+
+
+def _write_live(result: ForecastTrainResult) -> None:
+    from tasks.train import _write_live as write_live  # noqa: PLC0415 (one DVCLive writer)
+
+    write_live(result, TRAIN_REPORTS)  # history, best_epoch, epochs_run: as a TrainResult
+
+
+def train_stage(params: Params) -> int:
+    log = logging.getLogger("kiln.train")
+    try:
+        series = read_series(CLEAN_DIR)
+        result = train_forecaster(params, series, CHECKPOINTS_DIR)
+    except STAGE_ERRORS as exc:
+        log.error("train failed: %s", exc)
+        return 1
+    card = {
+        "architecture": params.train.model,
+        "config": result.config,
+        "classes": [],
+        "preprocessing": result.preprocessing,
+        "data_version": series.data_version,
+        "train_params": params.train.model_dump(mode="json"),
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best["val_loss"],
+    }
+    with atomic_dir(MODELS_DIR) as tmp:
+        card = save_model(result.model, tmp, card)
+    _write_live(result)
+    shutil.rmtree(result.checkpoint_path, ignore_errors=True)
+    log.info(
+        f"wrote {MODELS_DIR} (weights sha256 {card['weights_sha256'][:12]}…), "
+        f"best epoch {result.best_epoch}: val MAE {result.best['val_mae']:.4f} (scaled)"
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------------- evaluate
+def load_forecaster(model_dir: Path | str) -> tuple[Forecaster, dict[str, Any]]:
+    model, card = load_model(model_dir)
+    prep, config = card["preprocessing"], card["config"]
+    for key in ("window", "horizon", "shift", "scale", "frequency"):
+        if key not in prep:
+            raise ModelError(f"{model_dir}/card.json preprocessing lacks {key!r}: not a forecaster")
+    if config.get("horizon") != prep["horizon"] or config.get("n_features") != 1:
+        raise ModelError(
+            f"{model_dir}/card.json config.horizon={config.get('horizon')}, "
+            f"config.n_features={config.get('n_features')} but preprocessing.horizon="
+            f"{prep['horizon']} with one feature"
+        )
+    return Forecaster(model, prep).eval(), card
+
+
+@torch.inference_mode()
+def forecast(forecaster: Forecaster, inputs: np.ndarray) -> np.ndarray:
+    """float64 (N, horizon) forecasts of raw float inputs (N, window); float32 on the CPU, as
+    the ONNX graph computes (no bf16 autocast: 350 ppm in bf16 is only good to 2 ppm)."""
+    out = [
+        forecaster(torch.from_numpy(inputs[i : i + 4096]).float())
+        for i in range(0, len(inputs), 4096)
+    ]
+    return (
+        torch.cat(out).double().numpy()
+        if out
+        else np.zeros((0, forecaster.preprocessing["horizon"]))
+    )
+
+
+def rolling_inputs(series: Series, window: int) -> np.ndarray:
+    """float32 (n_test, window): the actual values before each test step (rolling origins)."""
+    start = len(series.values) - series.n_test
+    if start < window:
+        raise DataError(f"the test span starts at step {start}, before one window ({window})")
+    values = torch.tensor(series.values)
+    return values[start - window : -1].unfold(0, window, 1).float().numpy()
+
+
+def _errors(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """MAE and RMSE in the series' unit, MAPE in percent (actual zeros left out of MAPE)."""
+    error = predicted - actual
+    nonzero = actual != 0
+    mape = (
+        float(np.mean(np.abs(error[nonzero]) / np.abs(actual[nonzero])) * 100)
+        if nonzero.any()
+        else math.nan
+    )
+    return {
+        "mae": float(np.mean(np.abs(error))),
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "mape": mape,
+    }
+
+
+def _seasonal_naive(values: np.ndarray, origins: np.ndarray, horizon: int, m: int) -> np.ndarray:
+    """(len(origins), horizon): step k (1-based) from origin o is y[o + k - m * ceil(k / m)], the
+    same season's last value known at the origin."""
+    k = np.arange(1, horizon + 1)
+    index = origins[:, None] + k[None, :] - m * np.ceil(k / m).astype(int)[None, :]
+    if index.min() < 0:
+        raise DataError(f"evaluate.season_length {m} reaches before the series' first step")
+    return values[index]
+
+
+@dataclass(frozen=True)
+class ForecastEval:
+    times: pd.DatetimeIndex  # the test steps
+    actual: np.ndarray  # (n_test,)
+    forecasts: np.ndarray  # (n_test, horizon): from the origin at each test step
+    baseline: np.ndarray  # (n_test, horizon)
+    season_length: int
+
+    def _pairs(self, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(actual, predicted, step) for every forecast whose target lies in the test span."""
+        n, horizon = predictions.shape
+        origin, step = np.meshgrid(np.arange(n), np.arange(horizon), indexing="ij")
+        inside = origin + step < n
+        return self.actual[(origin + step)[inside]], predictions[inside], step[inside]
+
+    def metrics(self) -> dict[str, Any]:
+        actual, predicted, step = self._pairs(self.forecasts)
+        _, naive, _ = self._pairs(self.baseline)
+        model, base = _errors(actual, predicted), _errors(actual, naive)
+        per_step = [
+            float(np.mean(np.abs(predicted - actual)[step == k]))
+            for k in range(self.forecasts.shape[1])
+        ]
+        rounded = {k: round(v, 6) for k, v in model.items()}
+        return {
+            **rounded,
+            "n_test": len(self.actual),
+            "n_forecasts": len(actual),  # (origin, step) pairs inside the test span
+            "horizon": self.forecasts.shape[1],
+            "mae_per_step": [round(v, 6) for v in per_step],
+            "baseline": {
+                "name": "seasonal_naive",
+                "season_length": self.season_length,
+                **{k: round(v, 6) for k, v in base.items()},
+            },
+            "skill_mae": round(1 - model["mae"] / base["mae"], 6) if base["mae"] else None,
+        }
+
+
+def evaluate_forecaster(forecaster: Forecaster, series: Series, season_length: int) -> ForecastEval:
+    prep = forecaster.preprocessing
+    if prep["frequency"] != series.frequency:
+        raise ModelError(
+            f"models/card.json preprocessing.frequency is {prep['frequency']!r} but data/clean "
+            f"is a {series.frequency!r} series: retrain on this data"
+        )
+    window, horizon = int(prep["window"]), int(prep["horizon"])
+    origins = np.arange(len(series.values) - series.n_test, len(series.values)) - 1
+    return ForecastEval(
+        series.times[-series.n_test :],
+        series.values[-series.n_test :],
+        forecast(forecaster, rolling_inputs(series, window)),
+        _seasonal_naive(series.values, origins, horizon, season_length),
+        season_length,
+    )
+
+
+def plot_forecast(result: ForecastEval, unit: str, target: Path) -> None:
+    import matplotlib  # noqa: PLC0415 (optional: only for the PNG)
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # noqa: PLC0415
+
+    m = result.metrics()
+    fig, ax = plt.subplots(figsize=(11, 4.5), dpi=100)
+    ax.plot(result.times, result.actual, color="black", lw=1.6, label="actual")
+    ax.plot(
+        result.times,
+        result.forecasts[:, 0],
+        color="tab:blue",
+        lw=1.2,
+        label=f"model, 1 step ahead (MAE {m['mae_per_step'][0]:.3g})",
+    )
+    ax.plot(
+        result.times,
+        result.baseline[:, 0],
+        color="tab:orange",
+        lw=1.0,
+        ls="--",
+        label=f"seasonal naive, {result.season_length} steps back (MAE {m['baseline']['mae']:.3g})",
+    )
+    ax.set(
+        xlabel="time",
+        ylabel=unit,
+        title=f"test span: forecast vs actual ({m['n_test']} steps,"
+        f" horizon {m['horizon']}; MAE over all steps {m['mae']:.3g} {unit})",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_reports(result: ForecastEval, unit: str, reports_dir: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "time": [
+                t.date().isoformat() if t == t.normalize() else t.isoformat() for t in result.times
+            ],
+            "actual": result.actual,
+            "forecast": np.round(result.forecasts[:, 0], 6),
+            "seasonal_naive": result.baseline[:, 0],
+        }
+    )
+    with atomic_dir(reports_dir / "evaluation") as tmp:
+        frame.to_csv(tmp / "forecast.csv", index=False, lineterminator="\n")
+        try:
+            plot_forecast(result, unit, tmp / "forecast.png")
+        except ImportError:
+            logger.warning("matplotlib is not installed: forecast.png not written")
+    write_json(reports_dir / "metrics.json", result.metrics())
+
+
+def test_metrics(model_dir: Path | str, params: Params) -> dict[str, Any]:
+    """mae, rmse, mape (percent), n_test of the model in model_dir on the current test split."""
+    forecaster, _card = load_forecaster(model_dir)
+    result = evaluate_forecaster(forecaster, read_series(CLEAN_DIR), params.evaluate.season_length)
+    return {k: v for k, v in result.metrics().items() if k in ("mae", "rmse", "mape", "n_test")}
+
+
+def evaluate_stage(params: Params) -> int:
+    log = logging.getLogger("kiln.evaluate")
+    try:
+        forecaster, card = load_forecaster(MODELS_DIR)
+        result = evaluate_forecaster(
+            forecaster, read_series(CLEAN_DIR), params.evaluate.season_length
+        )
+    except STAGE_ERRORS as exc:
+        log.error("evaluate failed: %s", exc)
+        return 1
+    unit = card["preprocessing"].get("value_column", "value")
+    write_reports(result, unit, REPORTS_DIR)
+    m = result.metrics()
+    b = m["baseline"]
+    log.info(
+        f"test MAE {m['mae']:.4f}, RMSE {m['rmse']:.4f}, MAPE {m['mape']:.3f}% on "
+        f"{m['n_test']} steps; seasonal naive MAE {b['mae']:.4f}, RMSE {b['rmse']:.4f}, "
+        f"MAPE {b['mape']:.3f}%; skill {m['skill_mae']}; wrote {REPORTS_DIR}/"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------- export
+def to_onnx(forecaster: Forecaster, opset: int) -> bytes:
+    window = int(forecaster.preprocessing["window"])
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # "legacy TorchScript-based ONNX export": chosen on purpose
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            forecaster,
+            (torch.zeros(2, window),),
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+        )
+    import onnx  # noqa: PLC0415
+
+    onnx.checker.check_model(onnx.load_from_string(buffer.getvalue()))
+    return buffer.getvalue()
+
+
+def parity_inputs(series: Series, window: int, n: int) -> np.ndarray:
+    """The fixed batch: the first n test windows, a constant window at the train mean and a
+    seed-0 random walk around it."""
+    train = series.values[: series.n_train]
+    flat = np.full((1, window), train.mean())
+    walk = train.mean() + np.cumsum(np.random.default_rng(0).normal(0, train.std() / 10, window))
+    return np.concatenate([rolling_inputs(series, window)[:n], flat, walk[None]]).astype(np.float32)
+
+
+def export_forecaster(
+    forecaster: Forecaster, card: dict[str, Any], series: Series, params: Params
+) -> tuple[bytes, dict[str, Any]]:
+    import onnxruntime as ort  # noqa: PLC0415
+
+    cfg, prep = params.export, forecaster.preprocessing
+    blob = to_onnx(forecaster, cfg.opset)
+    batch = parity_inputs(series, int(prep["window"]), cfg.parity_batch)
+    session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUT], {INPUT: batch})[0]
+    diff = float(np.abs(got - forecast(forecaster, batch)).max())
+    if not diff <= cfg.atol:  # `not <=`: NaN fails too
+        raise ModelError(
+            f"ONNX Runtime and PyTorch disagree on the parity batch of {len(batch)}: "
+            f"max |forecast diff| {diff:.3g} (export.atol {cfg.atol:g})"
+        )
+    info = {
+        "onnx_sha256": hashlib.sha256(blob).hexdigest(),
+        "weights_sha256": card["weights_sha256"],
+        "opset": cfg.opset,
+        "input": {"name": INPUT, "dtype": "float32", "shape": ["batch", int(prep["window"])]},
+        "output": {"name": OUTPUT, "dtype": "float32", "shape": ["batch", int(prep["horizon"])]},
+        "classes": [],
+        "preprocessing": prep,
+        "parity": {"n": len(batch), "max_abs_diff": diff, "atol": cfg.atol},
+        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__},
+    }
+    return blob, info
+
+
+def export_stage(params: Params) -> int:
+    log = logging.getLogger("kiln.export")
+    try:
+        forecaster, card = load_forecaster(MODELS_DIR)
+        blob, info = export_forecaster(forecaster, card, read_series(CLEAN_DIR), params)
+    except STAGE_ERRORS as exc:
+        log.error("export failed: %s", exc)
+        return 1
+    with atomic_dir(EXPORT_DIR) as tmp:
+        write_bytes(tmp / "model.onnx", blob)
+        write_json(tmp / "onnx.json", info)
+    p = info["parity"]
+    log.info(
+        f"wrote {EXPORT_DIR}/model.onnx ({len(blob)} bytes); parity on {p['n']} windows: max "
+        f"|forecast diff| {p['max_abs_diff']:.2e} ≤ {p['atol']:g}"
+    )
+    return 0
+
+
+def torch_runner(version_dir: Path | str) -> Callable[[np.ndarray], np.ndarray]:
+    """The PyTorch twin of model.onnx: float32 values (N, window) -> float32 (N, horizon)."""
+    forecaster, _card = load_forecaster(version_dir)
+    return lambda values: forecast(forecaster, np.asarray(values, np.float32)).astype(np.float32)
