@@ -32,6 +32,7 @@ class LoadedModel:
     # The exported graph: its inputs in order (images: uint8 (N, H, W)) -> its first output
     # (images: float32 logits (N, K)); see export/onnx.json of the task type for the others.
     run: Callable[..., np.ndarray]
+    root: Path  # the registry it came from (a task type's extra files, e.g. a tokenizer)
 
     @property
     def task(self) -> str:
@@ -109,7 +110,7 @@ def load_version(
     entry = registry.entry(root, version)
     card = json.loads(registry.verified_bytes(root, version, "card.json"))
     make = _onnx_runner if backend == "onnx" else _torch_runner
-    return LoadedModel(version, entry, card, backend, make(root, version, threads))
+    return LoadedModel(version, entry, card, backend, make(root, version, threads), root)
 
 
 def load_champion(root: Path | str, backend: str = "onnx", threads: int = 1) -> LoadedModel:

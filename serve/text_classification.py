@@ -67,7 +67,7 @@ _lock = threading.Lock()
 
 def _tokenizer(loaded: Any) -> Tokenizer:
     """The version's tokenizer, built once; its extra file read hash-checked from the registry."""
-    root = Path(getattr(loaded, "root", registry.REGISTRY_DIR))
+    root = Path(loaded.root)
     key = (str(root.resolve()), loaded.version)
     with _lock:
         if key not in _tokenizers:

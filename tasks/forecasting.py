@@ -167,7 +167,7 @@ def train_forecaster(params: Params, series: Series, checkpoint_dir: Path) -> Fo
     device = pick_device(cfg.device)
     prep = fit_scaling(series.values[: series.n_train], cfg.series.scaling)
     prep.update(
-        anchor="last",
+        anchor=cfg.series.anchor,
         window=window,
         horizon=horizon,
         frequency=series.frequency,

@@ -485,6 +485,11 @@ class SeriesModelParams(_Section):
     scaling: Literal["standard", "minmax", "none"] = Field(
         "standard", description="Fitted on the train split only."
     )
+    anchor: Literal["last", "none"] = Field(
+        "last",
+        description="last: each window relative to its own last value (the model learns changes, "
+        "not levels; a trending series leaves the train span's range); none: absolute levels.",
+    )
 
 
 class TrainParams(_Section):

@@ -54,9 +54,6 @@ def test_jokes_crawl_to_served_language_classifier(tmp_path: Path) -> None:
         run([sys.executable, "-m", "tasks.crawl"], project)
     finally:
         site.stop()
-    # dvc.yaml's clean stage depends on data/raw/images, which a crawl without images lacks
-    # (reported to the lead; remove this line once crawl or dvc.yaml handles it).
-    (project / "data" / "raw" / "images").mkdir(exist_ok=True)
     dvc("commit", "--force", "crawl", cwd=project)
     # one OpenMP thread: the tiny model is faster so than with two on a shared 2-core machine
     repro = run([sys.executable, "-m", "dvc", "repro"], project, extra_env={"OMP_NUM_THREADS": "1"})

@@ -185,6 +185,23 @@ def test_likely_wrong_labels_are_found(mislabelled: tuple[Path, list[dict]], act
         assert sum(labels[u] == truth[u] for u in wrong) >= 5
 
 
+@pytest.mark.parametrize("action", ["drop", "relabel"])
+def test_label_review_acts_until_nothing_is_flagged(
+    mislabelled: tuple[Path, list[dict]], action: str
+) -> None:
+    """clean(clean(x)) == clean(x) also when the review drops or relabels rows."""
+    root, rows = mislabelled
+    review = LabelReviewParams(action=action)
+    once = _clean(root, rows, label_review=review)
+    assert _op(once, "label_review")["rounds"] >= 2  # the last round flagged nothing
+    assert "not_converged" not in _op(once, "label_review")
+    again_in = once.items.assign(image_path="images/" + once.items["key"] + ".png")
+    twice = _clean(root, again_in.to_dict("records"), label_review=review)
+    pd.testing.assert_frame_equal(twice.items, once.items)
+    assert twice.rejects == [] and twice.label_issues == []
+    assert _op(twice, "label_review")["rounds"] == 1
+
+
 def test_label_overrides_win_and_are_checked(tmp_path: Path) -> None:
     rows = build_raw(tmp_path, 60, Dirt(wrong_labels=2, unknown_labels=1))
     truth = _truth(rows)
