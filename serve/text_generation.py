@@ -5,12 +5,11 @@ Request: `{"instances": [{"prompt": "Why did the ", "max_new_tokens": 80, "tempe
 [{"prompt": ..., "text": ...}]}` where `text` is the continuation (without the prompt), ended by
 the model's end-of-text or by max_new_tokens.
 
-The prompt is normalised and tokenised as training did (models/card.json `preprocessing`, the
-code of `tasks.text_generation`); sampling is numpy over `loaded.run` (ids -> logits), so the
+The prompt is normalised and tokenised as training did (models/card.json `preprocessing`, the code
+of `tasks.text_generation_sampling`); sampling is numpy over `loaded.run` (ids -> logits), so the
 ONNX and the torch backends share it and nothing here imports torch. With a seed, a request is
 deterministic, and equals the evaluate stage's sample 0 for that prompt and seed (up to float
-rounding between backends); without one, each request draws fresh randomness.
-"""
+rounding between backends); without one, each request draws fresh randomness. """
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve.schemas import MODEL_NAME, TaskSpec
-from tasks.text_generation import Tokenizer, generate, prompt_ids
+from tasks.text_generation_sampling import Tokenizer, generate, prompt_ids
 
 MAX_PROMPT_CHARS = 2000  # characters; the model sees only its last block_size tokens anyway
 MAX_NEW_TOKENS = 1000  # tokens per instance: each is one forward pass of up to block_size ids

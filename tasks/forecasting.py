@@ -17,9 +17,14 @@ over to when params say so (tasks/task_types.py).
               the model and for the seasonal-naive baseline (the value `evaluate.season_length`
               steps earlier), skill = 1 - MAE / baseline MAE, MAE per horizon step;
               reports/evaluation/forecast.csv + forecast.png (first horizon step)
+              (tasks/forecasting_report.py does the work)
     export    ONNX: float32 raw values (batch, window) in the original unit -> forecast
               (batch, horizon) in the original unit, scaling inside the graph; parity with PyTorch
-              on the test windows within export.atol before anything is written.
+              on the test windows within export.atol before anything is written
+              (tasks/forecasting_export.py does the work).
+
+This module holds the stage shells (read params and inputs, call the core, write outputs, log),
+the train core, `test_metrics` (for promote) and `torch_runner` (for serve/backends.py).
 
 A window plus horizon longer than the train span, or a horizon longer than the val or test span,
 fails before training with a message naming the params and the lengths; nothing is written.
@@ -28,12 +33,9 @@ fails before training with a message naming the params and the lengths; nothing 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
-import math
 import shutil
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,12 +55,13 @@ from tasks.forecasting_data import (
     read_series,
     scale_inputs,
     scale_targets,
-    unscale,
     windows,
 )
-from tasks.io import atomic_dir, atomic_path, write_bytes, write_json, write_jsonl, write_parquet
+from tasks.forecasting_export import export_forecaster
+from tasks.forecasting_report import evaluate_forecaster, forecast, load_forecaster, write_reports
+from tasks.io import atomic_dir, write_bytes, write_json, write_jsonl, write_parquet
 from tasks.label_review import ISSUE_COLUMNS, write_csv
-from tasks.models import ModelError, build_model, load_model, save_model
+from tasks.models import ModelError, build_model, save_model
 from tasks.objectives import OBJECTIVES
 
 if TYPE_CHECKING:
@@ -73,7 +76,6 @@ MODELS_DIR, TRAIN_REPORTS = Path("models"), Path("reports/train")
 REPORTS_DIR, EXPORT_DIR = Path("reports"), Path("export")
 CHECKPOINTS_DIR = Path(".kiln/checkpoints")
 CHECKPOINT_FORMAT = 1  # bump when the windows or the scaling change meaning
-INPUT, OUTPUT = "values", "forecast"
 STAGE_ERRORS = (DataError, ModelError, TrainError, OSError)
 
 
@@ -101,19 +103,6 @@ def clean_stage(params: Params) -> int:
 
 
 # ---------------------------------------------------------------------------------------- train
-class Forecaster(nn.Module):
-    """Raw values (N, window) in the series' unit -> forecast (N, horizon) in the same unit: the
-    card's scaling around the network, the one graph evaluate, export and serving run."""
-
-    def __init__(self, model: nn.Module, preprocessing: dict[str, Any]) -> None:
-        super().__init__()
-        self.model, self.preprocessing = model, dict(preprocessing)
-
-    def forward(self, values: torch.Tensor) -> torch.Tensor:
-        scaled, anchor = scale_inputs(values.to(torch.float32), self.preprocessing)
-        return unscale(self.model(scaled.unsqueeze(-1)), anchor, self.preprocessing)
-
-
 def check_lengths(series: Series, window: int, horizon: int) -> None:
     """Fail early, naming the params, when the spans cannot hold one window + horizon."""
     if horizon >= len(series.values):
@@ -262,187 +251,6 @@ def train_stage(params: Params) -> int:
 
 
 # ------------------------------------------------------------------------------------- evaluate
-def load_forecaster(model_dir: Path | str) -> tuple[Forecaster, dict[str, Any]]:
-    model, card = load_model(model_dir)
-    prep, config = card["preprocessing"], card["config"]
-    for key in ("window", "horizon", "shift", "scale", "frequency"):
-        if key not in prep:
-            raise ModelError(f"{model_dir}/card.json preprocessing lacks {key!r}: not a forecaster")
-    if config.get("horizon") != prep["horizon"] or config.get("n_features") != 1:
-        raise ModelError(
-            f"{model_dir}/card.json config.horizon={config.get('horizon')}, "
-            f"config.n_features={config.get('n_features')} but preprocessing.horizon="
-            f"{prep['horizon']} with one feature"
-        )
-    return Forecaster(model, prep).eval(), card
-
-
-@torch.inference_mode()
-def forecast(forecaster: Forecaster, inputs: np.ndarray) -> np.ndarray:
-    """float64 (N, horizon) forecasts of raw float inputs (N, window); float32 on the CPU, as
-    the ONNX graph computes (no bf16 autocast: 350 ppm in bf16 is only good to 2 ppm)."""
-    out = [
-        forecaster(torch.from_numpy(inputs[i : i + 4096]).float())
-        for i in range(0, len(inputs), 4096)
-    ]
-    return (
-        torch.cat(out).double().numpy()
-        if out
-        else np.zeros((0, forecaster.preprocessing["horizon"]))
-    )
-
-
-def rolling_inputs(series: Series, window: int) -> np.ndarray:
-    """float32 (n_test, window): the actual values before each test step (rolling origins)."""
-    start = len(series.values) - series.n_test
-    if start < window:
-        raise DataError(f"the test span starts at step {start}, before one window ({window})")
-    values = torch.tensor(series.values)
-    return values[start - window : -1].unfold(0, window, 1).float().numpy()
-
-
-def _errors(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """MAE and RMSE in the series' unit, MAPE in percent (actual zeros left out of MAPE)."""
-    error = predicted - actual
-    nonzero = actual != 0
-    mape = (
-        float(np.mean(np.abs(error[nonzero]) / np.abs(actual[nonzero])) * 100)
-        if nonzero.any()
-        else math.nan
-    )
-    return {
-        "mae": float(np.mean(np.abs(error))),
-        "rmse": float(np.sqrt(np.mean(error**2))),
-        "mape": mape,
-    }
-
-
-def _seasonal_naive(values: np.ndarray, origins: np.ndarray, horizon: int, m: int) -> np.ndarray:
-    """(len(origins), horizon): step k (1-based) from origin o is y[o + k - m * ceil(k / m)], the
-    same season's last value known at the origin."""
-    k = np.arange(1, horizon + 1)
-    index = origins[:, None] + k[None, :] - m * np.ceil(k / m).astype(int)[None, :]
-    if index.min() < 0:
-        raise DataError(f"evaluate.season_length {m} reaches before the series' first step")
-    return values[index]
-
-
-@dataclass(frozen=True)
-class ForecastEval:
-    times: pd.DatetimeIndex  # the test steps
-    actual: np.ndarray  # (n_test,)
-    forecasts: np.ndarray  # (n_test, horizon): from the origin at each test step
-    baseline: np.ndarray  # (n_test, horizon)
-    season_length: int
-
-    def _pairs(self, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(actual, predicted, step) for every forecast whose target lies in the test span."""
-        n, horizon = predictions.shape
-        origin, step = np.meshgrid(np.arange(n), np.arange(horizon), indexing="ij")
-        inside = origin + step < n
-        return self.actual[(origin + step)[inside]], predictions[inside], step[inside]
-
-    def metrics(self) -> dict[str, Any]:
-        actual, predicted, step = self._pairs(self.forecasts)
-        _, naive, _ = self._pairs(self.baseline)
-        model, base = _errors(actual, predicted), _errors(actual, naive)
-        per_step = [
-            float(np.mean(np.abs(predicted - actual)[step == k]))
-            for k in range(self.forecasts.shape[1])
-        ]
-        rounded = {k: round(v, 6) for k, v in model.items()}
-        return {
-            **rounded,
-            "n_test": len(self.actual),
-            "n_forecasts": len(actual),  # (origin, step) pairs inside the test span
-            "horizon": self.forecasts.shape[1],
-            "mae_per_step": [round(v, 6) for v in per_step],
-            "baseline": {
-                "name": "seasonal_naive",
-                "season_length": self.season_length,
-                **{k: round(v, 6) for k, v in base.items()},
-            },
-            "skill_mae": round(1 - model["mae"] / base["mae"], 6) if base["mae"] else None,
-        }
-
-
-def evaluate_forecaster(forecaster: Forecaster, series: Series, season_length: int) -> ForecastEval:
-    prep = forecaster.preprocessing
-    if prep["frequency"] != series.frequency:
-        raise ModelError(
-            f"models/card.json preprocessing.frequency is {prep['frequency']!r} but data/clean "
-            f"is a {series.frequency!r} series: retrain on this data"
-        )
-    window, horizon = int(prep["window"]), int(prep["horizon"])
-    origins = np.arange(len(series.values) - series.n_test, len(series.values)) - 1
-    return ForecastEval(
-        series.times[-series.n_test :],
-        series.values[-series.n_test :],
-        forecast(forecaster, rolling_inputs(series, window)),
-        _seasonal_naive(series.values, origins, horizon, season_length),
-        season_length,
-    )
-
-
-def plot_forecast(result: ForecastEval, unit: str, target: Path) -> None:
-    import matplotlib  # noqa: PLC0415 (optional: only for the PNG)
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt  # noqa: PLC0415
-
-    m = result.metrics()
-    fig, ax = plt.subplots(figsize=(11, 4.5), dpi=100)
-    ax.plot(result.times, result.actual, color="black", lw=1.6, label="actual")
-    ax.plot(
-        result.times,
-        result.forecasts[:, 0],
-        color="tab:blue",
-        lw=1.2,
-        label=f"model, 1 step ahead (MAE {m['mae_per_step'][0]:.3g})",
-    )
-    ax.plot(
-        result.times,
-        result.baseline[:, 0],
-        color="tab:orange",
-        lw=1.0,
-        ls="--",
-        label=f"seasonal naive, {result.season_length} steps back (MAE {m['baseline']['mae']:.3g})",
-    )
-    ax.set(
-        xlabel="time",
-        ylabel=unit,
-        title=f"test span: forecast vs actual ({m['n_test']} steps,"
-        f" horizon {m['horizon']}; MAE over all steps {m['mae']:.3g} {unit})",
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-
-
-def write_reports(result: ForecastEval, unit: str, reports_dir: Path) -> None:
-    frame = pd.DataFrame(
-        {
-            "time": [
-                t.date().isoformat() if t == t.normalize() else t.isoformat() for t in result.times
-            ],
-            "actual": result.actual,
-            "forecast": np.round(result.forecasts[:, 0], 6),
-            "seasonal_naive": result.baseline[:, 0],
-        }
-    )
-    with atomic_dir(reports_dir / "evaluation") as tmp:
-        frame.to_csv(tmp / "forecast.csv", index=False, lineterminator="\n")
-        try:
-            plot_forecast(result, unit, tmp / "forecast.png")
-        except ImportError:
-            logger.warning("matplotlib is not installed: forecast.png not written")
-    write_json(reports_dir / "metrics.json", result.metrics())
-
-
 def test_metrics(model_dir: Path | str, params: Params) -> dict[str, Any]:
     """mae, rmse, mape (percent), n_test of the model in model_dir on the current test split."""
     forecaster, _card = load_forecaster(model_dir)
@@ -473,66 +281,6 @@ def evaluate_stage(params: Params) -> int:
 
 
 # --------------------------------------------------------------------------------------- export
-def to_onnx(forecaster: Forecaster, opset: int) -> bytes:
-    window = int(forecaster.preprocessing["window"])
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():  # "legacy TorchScript-based ONNX export": chosen on purpose
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            forecaster,
-            (torch.zeros(2, window),),
-            buffer,
-            dynamo=False,
-            opset_version=opset,
-            input_names=[INPUT],
-            output_names=[OUTPUT],
-            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-        )
-    import onnx  # noqa: PLC0415
-
-    onnx.checker.check_model(onnx.load_from_string(buffer.getvalue()))
-    return buffer.getvalue()
-
-
-def parity_inputs(series: Series, window: int, n: int) -> np.ndarray:
-    """The fixed batch: the first n test windows, a constant window at the train mean and a
-    seed-0 random walk around it."""
-    train = series.values[: series.n_train]
-    flat = np.full((1, window), train.mean())
-    walk = train.mean() + np.cumsum(np.random.default_rng(0).normal(0, train.std() / 10, window))
-    return np.concatenate([rolling_inputs(series, window)[:n], flat, walk[None]]).astype(np.float32)
-
-
-def export_forecaster(
-    forecaster: Forecaster, card: dict[str, Any], series: Series, params: Params
-) -> tuple[bytes, dict[str, Any]]:
-    import onnxruntime as ort  # noqa: PLC0415
-
-    cfg, prep = params.export, forecaster.preprocessing
-    blob = to_onnx(forecaster, cfg.opset)
-    batch = parity_inputs(series, int(prep["window"]), cfg.parity_batch)
-    session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
-    got = session.run([OUTPUT], {INPUT: batch})[0]
-    diff = float(np.abs(got - forecast(forecaster, batch)).max())
-    if not diff <= cfg.atol:  # `not <=`: NaN fails too
-        raise ModelError(
-            f"ONNX Runtime and PyTorch disagree on the parity batch of {len(batch)}: "
-            f"max |forecast diff| {diff:.3g} (export.atol {cfg.atol:g})"
-        )
-    info = {
-        "onnx_sha256": hashlib.sha256(blob).hexdigest(),
-        "weights_sha256": card["weights_sha256"],
-        "opset": cfg.opset,
-        "input": {"name": INPUT, "dtype": "float32", "shape": ["batch", int(prep["window"])]},
-        "output": {"name": OUTPUT, "dtype": "float32", "shape": ["batch", int(prep["horizon"])]},
-        "classes": [],
-        "preprocessing": prep,
-        "parity": {"n": len(batch), "max_abs_diff": diff, "atol": cfg.atol},
-        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__},
-    }
-    return blob, info
-
-
 def export_stage(params: Params) -> int:
     log = logging.getLogger("kiln.export")
     try:

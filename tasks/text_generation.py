@@ -16,10 +16,12 @@
 * export: export/model.onnx, int64 ids (batch, seq <= max_len) -> float32 logits (batch, seq,
   vocab), written only after ONNX Runtime matches PyTorch within `export.atol`.
 
-The tokenizer and the sampler are plain python/numpy and import no torch: `serve.text_generation`
-uses them over either backend's `run(ids) -> logits`, and evaluate samples through the same code.
-Sample k of a prompt draws from `numpy.random.default_rng([seed, k])`, so a sample is the same
-whatever else is generated beside it (serving with seed s gives evaluate's sample 0 of seed s).
+This module holds the stage functions and the train and evaluate code. The tokenizer, the id
+stream and the sampler live in `tasks.text_generation_sampling` (no torch: serving uses them too),
+the ONNX conversion and parity check in `tasks.text_generation_export`. torch and pandas are
+imported inside the functions that need them, so the clean stage, which comes through here, loads
+no torch. Sample k of a prompt draws from `numpy.random.default_rng([seed, k])`, so a sample is the
+same whatever else is generated beside it (serving with seed s gives evaluate's sample 0 of seed s).
 """
 
 from __future__ import annotations
@@ -29,196 +31,41 @@ import json
 import logging
 import math
 import shutil
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tasks.io import atomic_dir, write_bytes, write_json
-from tasks.text_norm import normalise_text
+from tasks.text_generation_export import export_onnx
+from tasks.text_generation_sampling import (
+    Tokenizer,
+    TokenizerError,
+    blocks,
+    fit_tokenizer,
+    generate,
+    prompt_ids,
+    token_stream,
+    train_blocks,
+)
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from tasks.params import GenerateParams, Params, TextModelParams
+    from tasks.params import GenerateParams, Params
 
 logger = logging.getLogger("kiln.text_generation")
 
 CLEAN_DIR, MODELS_DIR = Path("data/clean"), Path("models")
 REPORTS_DIR, EVALUATION_DIR = Path("reports"), Path("reports/evaluation")
 EXPORT_DIR, CHECKPOINTS_DIR = Path("export"), Path(".kiln/checkpoints")
-ONNX_FILE, ONNX_CARD, INPUT, OUTPUT = "model.onnx", "onnx.json", "ids", "logits"
+ONNX_FILE, ONNX_CARD = "model.onnx", "onnx.json"
 ARCHITECTURE = "char_transformer"
 CHECKPOINT_FORMAT = 1  # bump when the stream, blocks or model input change meaning
-# Overlapping train blocks: on the jokes (66 KB of train text, d_model 128, 4 layers, max_len 64),
-# 4 offsets reached val loss 2.41 nats/token in 4 epochs where 1 offset needed 15 for 2.46.
-TRAIN_OFFSETS = 4
 EVAL_BLOCKS = 64  # blocks per forward pass when measuring the test loss: bounds memory only
 SPLITS = ("train", "val", "test")
-BYTE_EOT = 256  # byte tokenizer: ids 0..255 are the UTF-8 bytes, 256 ends a text
-CHAR_EOT, CHAR_UNK = 0, 1  # char tokenizer: 0 ends a text, 1 any character not kept, 2.. chars
-
-
-class TokenizerError(ValueError):
-    """A tokenizer spec (models/card.json) is not one this code can rebuild."""
-
-
-@dataclass(frozen=True)
-class Tokenizer:
-    """byte: UTF-8 bytes + end-of-text (257 ids, nothing to learn); char: the train split's most
-    frequent characters + unknown + end-of-text (`train.text.vocab_size` ids at most)."""
-
-    kind: str  # "byte" or "char"
-    chars: tuple[str, ...] = ()  # char: id CHAR_UNK + 1 + i is chars[i]
-
-    @property
-    def eot_id(self) -> int:
-        return BYTE_EOT if self.kind == "byte" else CHAR_EOT
-
-    @property
-    def vocab_size(self) -> int:
-        return BYTE_EOT + 1 if self.kind == "byte" else CHAR_UNK + 1 + len(self.chars)
-
-    def encode(self, text: str) -> list[int]:
-        if self.kind == "byte":
-            return list(text.encode("utf-8"))
-        return [self._index.get(c, CHAR_UNK) for c in text]
-
-    @cached_property
-    def _index(self) -> dict[str, int]:
-        return {c: i for i, c in enumerate(self.chars, CHAR_UNK + 1)}
-
-    def decode(self, ids: Iterable[int]) -> str:
-        """Text of `ids`; end-of-text ids are dropped, broken UTF-8 and unknowns become U+FFFD."""
-        ids = [int(i) for i in ids if int(i) != self.eot_id]
-        if self.kind == "byte":
-            return bytes(ids).decode("utf-8", errors="replace")
-        return "".join("\ufffd" if i == CHAR_UNK else self.chars[i - CHAR_UNK - 1] for i in ids)
-
-    def spec(self) -> dict[str, Any]:
-        """What models/card.json stores (`preprocessing.tokenizer`)."""
-        spec: dict[str, Any] = {"kind": self.kind, "vocab_size": self.vocab_size}
-        spec["eot_id"] = self.eot_id
-        if self.kind == "char":
-            spec.update(unk_id=CHAR_UNK, chars=list(self.chars))
-        return spec
-
-    @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> Tokenizer:
-        kind = spec.get("kind") if isinstance(spec, dict) else None
-        if kind not in ("byte", "char"):
-            raise TokenizerError(f"tokenizer kind {kind!r} is not 'byte' or 'char'")
-        chars = spec.get("chars", [])
-        if kind == "char" and not all(isinstance(c, str) and len(c) == 1 for c in chars):
-            raise TokenizerError("tokenizer chars must be single characters")
-        tokenizer = cls(kind, tuple(chars) if kind == "char" else ())
-        if spec.get("vocab_size") != tokenizer.vocab_size or spec.get("eot_id") != tokenizer.eot_id:
-            raise TokenizerError(
-                f"tokenizer vocab_size {spec.get('vocab_size')} / eot_id {spec.get('eot_id')} "
-                f"disagree with its {kind} vocabulary ({tokenizer.vocab_size} / {tokenizer.eot_id})"
-            )
-        return tokenizer
-
-
-def fit_tokenizer(cfg: TextModelParams, train_texts: list[str]) -> Tokenizer:
-    """`train.text.tokenizer` for the train split (char: its vocab_size - 2 commonest chars)."""
-    if cfg.tokenizer == "byte":
-        return Tokenizer("byte")
-    if cfg.tokenizer != "char":
-        raise TokenizerError(
-            f"train.text.tokenizer {cfg.tokenizer!r}: text_generation takes byte or char"
-        )
-    counts = Counter(c for text in train_texts for c in text)
-    ranked = sorted(counts, key=lambda c: (-counts[c], c))  # ties by code point: deterministic
-    return Tokenizer("char", tuple(ranked[: cfg.vocab_size - CHAR_UNK - 1]))
-
-
-def token_stream(texts: list[str], tokenizer: Tokenizer) -> np.ndarray:
-    """int64 ids: end-of-text, then each text followed by end-of-text (a text starts after one,
-    as a generation does)."""
-    ids = [tokenizer.eot_id]
-    for text in texts:
-        ids += tokenizer.encode(text)
-        ids.append(tokenizer.eot_id)
-    return np.asarray(ids, dtype=np.int64)
-
-
-def blocks(stream: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """(full, tail): rows of max_len + 1 ids starting every max_len ids (each id after the first
-    is a target exactly once), and the shorter rest (one row, or none)."""
-    n_full = (len(stream) - 1) // max_len
-    starts = np.arange(n_full)[:, None] * max_len
-    full = stream[starts + np.arange(max_len + 1)] if n_full else stream[:0].reshape(0, max_len + 1)
-    rest = stream[n_full * max_len :]
-    return full, (rest[None] if len(rest) > 1 else rest[:0].reshape(0, 0))
-
-
-def train_blocks(stream: np.ndarray, max_len: int) -> np.ndarray:
-    """Rows of max_len + 1 ids starting every max_len // TRAIN_OFFSETS ids: an epoch shows each
-    id at TRAIN_OFFSETS places in the context, not at one fixed place a small model memorises."""
-    stride = max(1, max_len // TRAIN_OFFSETS)
-    starts = np.arange(0, max(0, len(stream) - max_len), stride)
-    return stream[starts[:, None] + np.arange(max_len + 1)].reshape(len(starts), max_len + 1)
-
-
-def prompt_ids(prompt: str, card: dict[str, Any]) -> list[int]:
-    """The ids a prompt continues from: end-of-text, then the prompt normalised as clean did
-    (a trailing space survives: "Why did the " asks for the next word, not the end of one)."""
-    prep = card["preprocessing"]
-    tokenizer = Tokenizer.from_spec(prep["tokenizer"])
-    text = normalise_text(prompt, SimpleNamespace(**prep["text"])) if prompt else ""
-    if prep["text"].get("collapse_whitespace") and text and prompt[-1:].isspace():
-        text += " "
-    return [tokenizer.eot_id, *tokenizer.encode(text)]
-
-
-def sample_token(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
-    """One id from softmax(logits / temperature), float64, by inverting the CDF at one uniform."""
-    z = logits.astype(np.float64) / temperature
-    cdf = np.cumsum(np.exp(z - z.max()))
-    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(cdf) - 1))
-
-
-@dataclass(frozen=True)
-class Generation:
-    ids: list[int]  # the new ids, without the end-of-text that stopped it
-    ended: bool  # True: the model ended the text; False: max_new_tokens was reached
-
-
-def generate(  # noqa: PLR0913 (the sampling settings, each named at the call)
-    run: Callable[[np.ndarray], np.ndarray],
-    start: list[int],
-    rngs: list[np.random.Generator],
-    *,
-    context: int,
-    eot_id: int,
-    max_new_tokens: int,
-    temperature: float,
-) -> list[Generation]:
-    """One continuation of `start` per rng. `run`: int64 ids (n, t <= context) -> logits (n, t,
-    vocab), an ONNX session or the PyTorch model; the unfinished rows run together each step."""
-    seqs = [list(start) for _ in rngs]
-    new: list[list[int]] = [[] for _ in rngs]
-    ended = [False] * len(rngs)
-    for _ in range(max_new_tokens):
-        live = [i for i, done in enumerate(ended) if not done]
-        if not live:
-            break
-        window = np.asarray([seqs[i][-context:] for i in live], dtype=np.int64)
-        last = np.asarray(run(window))[:, -1]
-        for row, i in enumerate(live):
-            token = sample_token(last[row], temperature, rngs[i])
-            if token == eot_id:
-                ended[i] = True
-            else:
-                seqs[i].append(token)
-                new[i].append(token)
-    return [Generation(ids, done) for ids, done in zip(new, ended, strict=True)]
 
 
 # --- reading data/clean ---------------------------------------------------------------------
@@ -226,7 +73,7 @@ def generate(  # noqa: PLR0913 (the sampling settings, each named at the call)
 
 def read_texts(clean_dir: Path | str = CLEAN_DIR) -> tuple[dict[str, list[str]], str]:
     """({split: texts in key order}, data version: sha256 of items.parquet)."""
-    import pandas as pd  # noqa: PLC0415 (serving imports this module and needs no pandas)
+    import pandas as pd  # noqa: PLC0415 (see the module docstring)
 
     from tasks.dataset import DataError  # noqa: PLC0415
 
@@ -287,7 +134,7 @@ def train_lm(
     params: Params, texts: dict[str, list[str]], tokenizer: Tokenizer, checkpoint_path: Path
 ) -> LMTrainResult:
     """Train, or resume from `checkpoint_path`, on the train/val blocks; writes checkpoints."""
-    import torch  # noqa: PLC0415 (see the module docstring: serving imports no torch)
+    import torch  # noqa: PLC0415 (see the module docstring: clean loads no torch)
 
     from tasks.engine import TaskData, fit, pick_device  # noqa: PLC0415
     from tasks.models import build_model  # noqa: PLC0415
@@ -536,84 +383,8 @@ def evaluate_stage(params: Params) -> int:
 # --- export -----------------------------------------------------------------------------------
 
 
-def to_onnx(model: nn.Module, card: dict[str, Any], opset: int) -> bytes:
-    """ONNX bytes of ids (batch, seq) -> logits (batch, seq, vocab), batch and seq dynamic."""
-    import io  # noqa: PLC0415
-    import warnings  # noqa: PLC0415
-
-    import onnx  # noqa: PLC0415 (only this stage needs the onnx package)
-    import torch  # noqa: PLC0415
-
-    example = torch.zeros(2, min(8, card["config"]["block_size"]), dtype=torch.int64)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():  # legacy exporter on purpose; traced shape checks are fine
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model.cpu().eval(),
-            (example,),
-            buffer,
-            dynamo=False,
-            opset_version=opset,
-            input_names=[INPUT],
-            output_names=[OUTPUT],
-            dynamic_axes={INPUT: {0: "batch", 1: "seq"}, OUTPUT: {0: "batch", 1: "seq"}},
-        )
-    onnx.checker.check_model(onnx.load_from_string(buffer.getvalue()))
-    return buffer.getvalue()
-
-
-def parity_batches(test_blocks: np.ndarray, n: int, vocab: int, max_len: int) -> list[np.ndarray]:
-    """The fixed batches: the first n full test blocks (max_len ids), seeded random ids of full
-    length, and a 2 x 5 batch (a short sequence, as a prompt starts) to exercise the dynamic seq."""
-    rng = np.random.default_rng(0)
-    batches = [test_blocks[:n, :-1]] if len(test_blocks) else []
-    batches.append(rng.integers(0, vocab, (2, max_len), dtype=np.int64))
-    batches.append(rng.integers(0, vocab, (2, min(5, max_len)), dtype=np.int64))
-    return batches
-
-
-def check_parity(
-    blob: bytes, model: nn.Module, batches: list[np.ndarray], atol: float
-) -> dict[str, Any]:
-    """ONNX Runtime vs PyTorch logits on each batch; raises ExportError beyond `atol`.
-
-    Only the logit difference decides: with 257 ids per position an argmax can flip between two
-    logits closer than atol, which is no difference in the model; the agreement is reported."""
-    import onnxruntime as ort  # noqa: PLC0415
-    import torch  # noqa: PLC0415
-
-    from tasks.export import ExportError  # noqa: PLC0415
-    from tasks.models import predict_logits  # noqa: PLC0415
-
-    session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
-    diff, agree, positions = 0.0, 0, 0
-    for batch in batches:
-        got = session.run([OUTPUT], {INPUT: batch})[0]
-        want = predict_logits(model.cpu(), torch.from_numpy(batch)).numpy()
-        if got.shape != want.shape:
-            raise ExportError(f"ONNX logits have shape {got.shape}, PyTorch {want.shape}")
-        diff = max(diff, float(np.abs(got - want).max()))
-        agree += int((got.argmax(-1) == want.argmax(-1)).sum())
-        positions += got.shape[0] * got.shape[1]
-    if not diff <= atol:  # `not <=`: a NaN difference fails too
-        raise ExportError(
-            f"ONNX Runtime and PyTorch disagree on the parity batches: max |logit diff| "
-            f"{diff:.3g} > export.atol {atol:g}"
-        )
-    return {
-        "n": sum(len(b) for b in batches),
-        "seq_lengths": sorted({b.shape[1] for b in batches}),
-        "max_abs_diff": diff,
-        "atol": atol,
-        "argmax_agree": agree,
-        "positions": positions,
-    }
-
-
 def export_stage(params: Params) -> int:
-    import onnxruntime as ort  # noqa: PLC0415
-    import torch  # noqa: PLC0415
-
+    """export/model.onnx + export/onnx.json of models/, via `tasks.text_generation_export`."""
     from tasks.dataset import DataError  # noqa: PLC0415
     from tasks.export import ExportError  # noqa: PLC0415
     from tasks.models import ModelError  # noqa: PLC0415
@@ -621,28 +392,16 @@ def export_stage(params: Params) -> int:
     cfg = params.export
     try:
         model, card, tokenizer = _load(MODELS_DIR)
-        max_len, vocab = card["config"]["block_size"], tokenizer.vocab_size
+        max_len = card["config"]["block_size"]
         test_blocks, _ = blocks(token_stream(read_texts(CLEAN_DIR)[0]["test"], tokenizer), max_len)
-        blob = to_onnx(model, card, cfg.opset)
-        batches = parity_batches(test_blocks, cfg.parity_batch, vocab, max_len)
-        parity = check_parity(blob, model, batches, cfg.atol)
+        blob, info = export_onnx(model, card, tokenizer, test_blocks, cfg)
     except (DataError, ModelError, ExportError, TokenizerError) as exc:
         logger.error("export failed: %s", exc)
         return 1
-    info = {
-        "onnx_sha256": hashlib.sha256(blob).hexdigest(),
-        "weights_sha256": card["weights_sha256"],
-        "opset": cfg.opset,
-        "input": {"name": INPUT, "dtype": "int64", "shape": ["batch", "seq"], "max_seq": max_len},
-        "output": {"name": OUTPUT, "dtype": "float32", "shape": ["batch", "seq", vocab]},
-        "classes": [],
-        "tokenizer": tokenizer.spec(),
-        "parity": parity,
-        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__},
-    }
     with atomic_dir(EXPORT_DIR) as tmp:
         write_bytes(tmp / ONNX_FILE, blob)
         write_json(tmp / ONNX_CARD, info)
+    parity = info["parity"]
     logger.info(
         f"wrote {EXPORT_DIR / ONNX_FILE} ({len(blob)} bytes, sha256 {info['onnx_sha256'][:12]}…); "
         f"parity on {parity['n']} sequences (lengths {parity['seq_lengths']}): max |logit diff| "

@@ -1,5 +1,6 @@
 """Forecasting: series cleaning, windows, scaling, training, evaluation, export and serving
-(tasks/forecasting.py, tasks/forecasting_data.py, serve/forecasting.py), small synthetic series."""
+(tasks/forecasting.py, tasks/forecasting_data.py, tasks/forecasting_report.py,
+tasks/forecasting_export.py, serve/forecasting.py), small synthetic series."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from sklearn.metrics import (
 
 from serve.forecasting import SPEC
 from serve.images import InputError
-from tasks import forecasting
+from tasks import forecasting, forecasting_report
 from tasks.dataset import DataError
 from tasks.forecasting_data import (
     clean_series,
@@ -307,14 +308,14 @@ def test_onnx_and_torch_runner_agree_on_raw_values(trained: Path) -> None:
 def test_seasonal_naive_reaches_back_whole_seasons() -> None:
     values = np.arange(20.0)
     origins = np.array([9])  # last known step 9; steps 10, 11, 12 ahead with m = 2
-    naive = forecasting._seasonal_naive(values, origins, horizon=3, m=2)
+    naive = forecasting_report._seasonal_naive(values, origins, horizon=3, m=2)
     assert naive.tolist() == [[8.0, 9.0, 8.0]]
 
 
 def test_metrics_match_scikit_learn() -> None:
     rng = np.random.default_rng(1)
     actual, predicted = rng.uniform(300, 400, 50), rng.uniform(300, 400, 50)
-    got = forecasting._errors(actual, predicted)
+    got = forecasting_report._errors(actual, predicted)
     assert got["mae"] == pytest.approx(mean_absolute_error(actual, predicted))
     assert got["rmse"] == pytest.approx(root_mean_squared_error(actual, predicted))
     assert got["mape"] == pytest.approx(100 * mean_absolute_percentage_error(actual, predicted))
@@ -351,10 +352,10 @@ def test_too_long_window_or_horizon_fails_early_and_writes_no_model(
 
 def test_model_for_another_frequency_is_refused(trained: Path) -> None:
     project = trained
-    forecaster, _ = forecasting.load_forecaster(project / "models")
+    forecaster, _ = forecasting_report.load_forecaster(project / "models")
     forecaster.preprocessing["frequency"] = "1D"
     with pytest.raises(ModelError, match="preprocessing.frequency is '1D'"):
-        forecasting.evaluate_forecaster(forecaster, read_series(project / "data/clean"), 52)
+        forecasting_report.evaluate_forecaster(forecaster, read_series(project / "data/clean"), 52)
 
 
 # ------------------------------------------------------------------------------------ serving

@@ -30,6 +30,7 @@ from serve.app import create_app
 from serve.backends import load_version
 from tasks import registry
 from tasks import text_generation as tg
+from tasks import text_generation_sampling as tgs
 from tasks.io import write_parquet
 from tasks.params import ServeParams, TextCleanParams, TextModelParams, parse_params
 from tasks.text_norm import text_key
@@ -90,24 +91,24 @@ def _write_clean(project: Path, texts: list[str]) -> None:
 
 
 def test_byte_tokenizer_round_trips_any_language_and_spec() -> None:
-    tok = tg.Tokenizer("byte")
+    tok = tgs.Tokenizer("byte")
     text = "Žluťoučký kůň — 日本語 ok"
     ids = tok.encode(text)
     assert len(ids) == len(text.encode()) and max(ids) < 256
     assert tok.decode([*ids, tok.eot_id]) == text  # end-of-text is not text
     assert tok.vocab_size == 257 and tok.eot_id == 256
-    assert tg.Tokenizer.from_spec(tok.spec()) == tok
+    assert tgs.Tokenizer.from_spec(tok.spec()) == tok
     assert tok.decode([0xC5]) == "\ufffd"  # a cut multi-byte character decodes, visibly broken
 
 
 def test_char_tokenizer_keeps_the_commonest_characters_of_train() -> None:
     cfg = TextModelParams(tokenizer="char", vocab_size=16)
-    tok = tg.fit_tokenizer(cfg, ["aaab", "abc", "dd e"])
+    tok = tgs.fit_tokenizer(cfg, ["aaab", "abc", "dd e"])
     assert tok.chars[:3] == ("a", "b", "d") and tok.vocab_size <= 16
-    assert tok.encode("az") == [2, tg.CHAR_UNK]  # "z" was never seen
+    assert tok.encode("az") == [2, tgs.CHAR_UNK]  # "z" was never seen
     assert tok.decode(tok.encode("bad")) == "bad"
-    assert tg.Tokenizer.from_spec(json.loads(json.dumps(tok.spec()))) == tok
-    small = tg.fit_tokenizer(
+    assert tgs.Tokenizer.from_spec(json.loads(json.dumps(tok.spec()))) == tok
+    small = tgs.fit_tokenizer(
         TextModelParams(tokenizer="char", vocab_size=16),
         ["".join(chr(65 + i) * (30 - i) for i in range(26))],
     )
@@ -123,15 +124,15 @@ def test_char_tokenizer_keeps_the_commonest_characters_of_train() -> None:
     ],
 )
 def test_a_bad_tokenizer_spec_is_refused(spec: dict, match: str) -> None:
-    with pytest.raises(tg.TokenizerError, match=match):
-        tg.Tokenizer.from_spec(spec)
+    with pytest.raises(tgs.TokenizerError, match=match):
+        tgs.Tokenizer.from_spec(spec)
 
 
 @pytest.mark.parametrize("max_len", [3, 4, 7, 100])
 def test_blocks_make_every_id_after_the_first_a_target_once(max_len: int) -> None:
-    stream = tg.token_stream(["abcdefg", "hij", "k"], tg.Tokenizer("byte"))
+    stream = tgs.token_stream(["abcdefg", "hij", "k"], tgs.Tokenizer("byte"))
     assert stream[0] == stream[-1] == 256 and list(stream).count(256) == 4
-    full, tail = tg.blocks(stream, max_len)
+    full, tail = tgs.blocks(stream, max_len)
     assert full.shape[1:] == (max_len + 1,)
     targets = [*(t for row in full for t in row[1:]), *(t for row in tail for t in row[1:])]
     assert targets == list(stream[1:])
@@ -139,21 +140,21 @@ def test_blocks_make_every_id_after_the_first_a_target_once(max_len: int) -> Non
 
 def test_train_blocks_show_each_id_at_several_offsets() -> None:
     stream = np.arange(200, dtype=np.int64)
-    rows = tg.train_blocks(stream, 16)
-    assert rows.shape == (46, 17) and (np.diff(rows[:, 0]) == 16 // tg.TRAIN_OFFSETS).all()
+    rows = tgs.train_blocks(stream, 16)
+    assert rows.shape == (46, 17) and (np.diff(rows[:, 0]) == 16 // tgs.TRAIN_OFFSETS).all()
     assert (rows[:, 1:] == rows[:, :-1] + 1).all()  # contiguous ids: (x, y) pairs line up
-    assert (np.bincount(rows[:, 1:].ravel())[16:180] == tg.TRAIN_OFFSETS).all()
-    assert tg.train_blocks(stream[:16], 16).shape == (0, 17)  # too short for one block
+    assert (np.bincount(rows[:, 1:].ravel())[16:180] == tgs.TRAIN_OFFSETS).all()
+    assert tgs.train_blocks(stream[:16], 16).shape == (0, 17)  # too short for one block
 
 
 def test_sampling_is_seeded_and_follows_the_temperature() -> None:
     logits = np.log(np.array([0.7, 0.2, 0.1]))
-    draws = [tg.sample_token(logits, 1.0, np.random.default_rng(s)) for s in range(3000)]
+    draws = [tgs.sample_token(logits, 1.0, np.random.default_rng(s)) for s in range(3000)]
     share = np.bincount(draws, minlength=3) / len(draws)
     np.testing.assert_allclose(share, [0.7, 0.2, 0.1], atol=0.03)
-    cold = [tg.sample_token(logits, 0.05, np.random.default_rng(s)) for s in range(200)]
+    cold = [tgs.sample_token(logits, 0.05, np.random.default_rng(s)) for s in range(200)]
     assert set(cold) == {0}
-    assert tg.sample_token(logits, 1.0, np.random.default_rng(5)) == tg.sample_token(
+    assert tgs.sample_token(logits, 1.0, np.random.default_rng(5)) == tgs.sample_token(
         logits, 1.0, np.random.default_rng(5)
     )
 
@@ -172,9 +173,9 @@ class _Bigram:
 
 
 def test_generate_is_deterministic_per_sample_and_stops_at_end_of_text() -> None:
-    def run(n: int, seed: int = 0, max_new: int = 50) -> list[tg.Generation]:
+    def run(n: int, seed: int = 0, max_new: int = 50) -> list[tgs.Generation]:
         rngs = [np.random.default_rng([seed, k]) for k in range(n)]
-        return tg.generate(
+        return tgs.generate(
             _Bigram(4),
             [9, 1, 2],
             rngs,
@@ -192,7 +193,7 @@ def test_generate_is_deterministic_per_sample_and_stops_at_end_of_text() -> None
     capped = run(3, max_new=2)
     assert all(len(g.ids) <= 2 for g in capped)
     model = _Bigram(4)
-    tg.generate(
+    tgs.generate(
         model,
         [9],
         [np.random.default_rng(1)],
@@ -211,10 +212,10 @@ def test_prompts_are_normalised_like_the_training_texts() -> None:
             "text": TextCleanParams(lowercase=True).model_dump(),
         }
     }
-    assert tg.prompt_ids("", card) == [256]
-    ids = tg.prompt_ids("  Why  did<b>the</b>ﬁsh ", card)
+    assert tgs.prompt_ids("", card) == [256]
+    ids = tgs.prompt_ids("  Why  did<b>the</b>ﬁsh ", card)
     assert bytes(ids[1:]).decode() == "why did the fish "  # NFKC ligature, tags, case, spaces
-    assert bytes(tg.prompt_ids("Why", card)[1:]).decode() == "why"
+    assert bytes(tgs.prompt_ids("Why", card)[1:]).decode() == "why"
 
 
 # --- the stages on a tiny model ------------------------------------------------------------
