@@ -21,6 +21,12 @@ def predict_files(
 ) -> list[dict[str, Any]]:
     """One row per file: file, label, probability, version; raises InputError naming a file."""
     loaded = load_champion(root, backend)
+    if loaded.task != "image_classification":
+        raise InputError(
+            ("champion",),
+            f"`kiln predict` reads PNG files for image models; champion {loaded.version} is a "
+            f"{loaded.task} model: send its inputs to POST /predict of `kiln serve`",
+        )
     images = []
     for path in paths:
         try:

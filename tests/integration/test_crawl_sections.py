@@ -57,7 +57,7 @@ def test_jokes_board_items_span_list_and_detail_pages(demo, tmp_path: Path) -> N
     for row in items:
         lang, text = truth[row["joke_id"]]
         assert row["url"] == f"{url}jokes/{row['joke_id']}"
-        assert row["language"] == lang  # read on the list page
+        assert row["label"] == lang  # the language, read on the list page
         assert row["text"] == " ".join(text.split())  # the messy detail page, as plain text
     assert not (raw / "images").exists()
 

@@ -111,7 +111,11 @@ def site() -> Iterator[str]:
 
 def _site_project(root: Path, params: dict[str, Any]) -> Path:
     project = make_project(root)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # dvc.yaml's validate stage lists clean.text and clean.series: every params file has them.
+    clean = {"text": {}, "series": {}, **params.get("clean", {})}
+    (project / "params.yaml").write_text(
+        yaml.safe_dump({**params, "clean": clean}, sort_keys=False)
+    )
     return project
 
 
