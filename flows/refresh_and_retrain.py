@@ -1,7 +1,8 @@
 """The refresh-and-retrain flow: `kiln run` (or `python -m flows.refresh_and_retrain`).
 
 Wiring only. Each task run is one DVC stage, run through DVC (flows/dvc_stages.py), so the flow,
-`dvc repro` and the tests share one implementation of every stage. The crawl is retried on
+`dvc repro` and the tests share one implementation of every stage; the stages that succeeded are
+recorded in dvc.lock in one commit at the end. The crawl is retried on
 transient errors; later stages are not (bad data does not get better by retrying).
 """
 
@@ -13,7 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
-from flows.dvc_stages import StageOutcome, run_crawl, run_stage
+from flows.dvc_stages import StageOutcome, record, run_crawl, run_stage
 from flows.run_guard import demo_site_if_needed, single_run_lock
 from flows.summary import publish_artifacts
 from tasks.params import load_params
@@ -40,15 +41,20 @@ def refresh_and_retrain(project_dir: str = ".") -> list[StageOutcome]:
     project = Path(project_dir).resolve()
     params = load_params(project / "params.yaml")  # a typo fails here, before any stage
     outcomes: list[StageOutcome] = []
+    logger = get_run_logger()
     try:
-        with single_run_lock(project), demo_site_if_needed(params, get_run_logger()):
-            outcomes.append(crawl.with_options(task_run_name="crawl")(project))
-            for stage in AFTER_CRAWL:
-                run = dvc_stage.with_options(name=stage, task_run_name=stage)
-                result = run(stage, project)
-                if isinstance(result, State):
-                    result = StageOutcome(stage, False, result.message or "skipped")
-                outcomes.append(result)
+        with single_run_lock(project), demo_site_if_needed(params, logger):
+            try:
+                outcomes.append(crawl.with_options(task_run_name="crawl")(project))
+                for stage in AFTER_CRAWL:
+                    run = dvc_stage.with_options(name=stage, task_run_name=stage)
+                    result = run(stage, project)
+                    if isinstance(result, State):
+                        result = StageOutcome(stage, False, result.message or "skipped")
+                    outcomes.append(result)
+            finally:
+                if outcomes:  # what succeeded goes into dvc.lock, also when a later stage failed
+                    record(outcomes[-1].stage, project, logger)
     except Exception as exc:
         publish_artifacts(project, outcomes, failure=str(exc))
         raise

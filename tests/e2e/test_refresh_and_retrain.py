@@ -99,6 +99,10 @@ def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:
     assert "expect_column_values_to_be_in_set" in third.stdout + third.stderr
     assert (project / "models" / "card.json").read_bytes() == card
     assert (project / "registry" / "registry.json").read_bytes() == registry_json  # champion
+    # DVC recorded what succeeded (the dirty crawl) and nothing after it: validate is stale.
+    assert _lock_hash(project, "crawl") != raw_hash
+    stale = json.loads(dvc("status", "--json", cwd=project).stdout or "{}")
+    assert "validate" in stale and "crawl" not in stale, stale
     # Bad data does not get better by retrying: one attempt; the stage's own log is in its run.
     validate_run = task_run(api, run_id, "validate")
     assert validate_run["run_count"] == 1
