@@ -127,7 +127,7 @@ def clean_series(rows: pd.DataFrame, params: CleanParams) -> SeriesCleanResult:
             )
     frame = pd.DataFrame(
         {
-            "time": pd.to_datetime(rows[series.time_column], errors="coerce"),
+            "time": pd.to_datetime(rows[series.time_column], errors="coerce", format="mixed"),
             "value": parse(rows[series.value_column].tolist()),
             # an earlier clean's `filled` (clean(clean(x)) == clean(x)): the value was not measured
             "filled": rows["filled"].astype(bool) if "filled" in rows else False,

@@ -245,6 +245,17 @@ def validate_items(
     )
 
 
+def drift_csv(drift: dict[str, Any]) -> str:
+    """One row per drift check with a statistic: DVC's bar plot of reports/validation/drift.csv
+    (dvc.yaml `plots:`) shows each statistic beside its threshold."""
+    rows = ["check,statistic,threshold,verdict"]
+    for name, check in (drift.get("checks") or {}).items():
+        if check.get("statistic") is not None:
+            verdict = check.get("verdict") or ("drifted" if check.get("drifted") else "ok")
+            rows.append(f"{name},{check['statistic']},{check['threshold']},{verdict}")
+    return "\n".join(rows) + "\n"
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # GX's INFO lines are set-up chatter; one of its modules pins its own logger to INFO.
@@ -279,6 +290,7 @@ def main() -> int:
     with atomic_dir(REPORT_DIR) as tmp:
         outcome.suite.write_docs(tmp)
         write_json(tmp / "summary.json", validation_summary(outcome, REPORT_DIR / "index.html"))
+        (tmp / "drift.csv").write_text(drift_csv(drift), encoding="utf-8")
     write_json(METRICS, outcome.metrics)
     write_json(DRIFT, drift)
     for warning in outcome.warnings:

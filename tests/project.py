@@ -109,7 +109,8 @@ def make_project(root: Path, overrides: dict[str, Any] | None = None,
     (project / ".gitignore").write_text("/.kiln/\n__pycache__/\n")
     run(["git", "init", "-q"], project)
     dvc("init", "-q", cwd=project)
-    dvc("config", "core.analytics", "false", cwd=project)
+    # The repository's DVC settings (no analytics; the cache hardlinks outputs instead of copying).
+    shutil.copyfile(REPO / ".dvc" / "config", project / ".dvc" / "config")
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "kiln test project"], project)
     return project

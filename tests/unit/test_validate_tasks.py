@@ -394,3 +394,23 @@ def test_a_crawl_without_the_task_types_column_fails_naming_it(task: str, column
         f"expect_column_to_exist({column}) failed: column missing"
     )
     assert outcome.n_in == len(outcome.valid) + len(outcome.quarantine) == 60
+
+
+def test_drift_csv_lists_checks_with_a_statistic() -> None:
+    from tasks.validate import drift_csv  # noqa: PLC0415
+
+    drift = {
+        "checks": {
+            "label_psi": {"statistic": 0.31, "threshold": 0.25, "drifted": True,
+                          "verdict": "drifted"},
+            "image_mean_ks": {"statistic": None, "threshold": 0.3, "drifted": False,
+                              "verdict": "not applicable"},
+            "row_count_change": {"statistic": 0.02, "threshold": 0.5, "drifted": False},
+        }
+    }
+    assert drift_csv(drift).splitlines() == [
+        "check,statistic,threshold,verdict",
+        "label_psi,0.31,0.25,drifted",
+        "row_count_change,0.02,0.5,ok",
+    ]
+    assert drift_csv({"status": "no previous version"}) == "check,statistic,threshold,verdict\n"
