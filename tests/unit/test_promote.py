@@ -230,3 +230,22 @@ def test_export_of_other_weights_is_refused(project: Path, models: dict,
         assert promote.main() == 1
     assert "exported from other weights" in caplog.text
     assert not (project / "registry" / "registry.json").exists()
+
+
+def test_lower_is_better_metrics_compare_and_floor_the_other_way() -> None:
+    cfg = PromoteParams(metric="mae", min_improvement=0.01, floors={"mae": 2.0})
+    better = promote.decide(cfg, {"mae": 0.39, "n_test": 343}, {"mae": 0.41}, "v0001")
+    assert better.promoted
+    assert better.reason == (
+        "MAE 0.3900 vs champion v0001 0.4100 on the same 343 test items, +0.0200 ≥ 0.01: promoted"
+    )
+    worse = promote.decide(cfg, {"mae": 0.405, "n_test": 343}, {"mae": 0.41}, "v0001")
+    assert worse.outcome == "kept" and "+0.0050 < 0.01" in worse.reason
+    too_big = promote.decide(cfg, {"mae": 2.5, "n_test": 343}, None)
+    assert too_big.outcome == "kept"
+    assert too_big.reason == "MAE 2.5000 > limit 2: not promoted (no champion yet)"
+    first = promote.decide(cfg, {"mae": 1.5, "n_test": 343}, None)
+    assert first.reason == "no champion yet; floors cleared (MAE 1.5000 ≤ 2): promoted"
+    # Classification floors do not apply to a forecast: it has no accuracy to check.
+    assert promote.decide(PromoteParams(metric="perplexity"), {"perplexity": 8.3, "n_test": 5},
+                          None).promoted
