@@ -206,8 +206,18 @@ def promote(project: Path, params: Params, root: Path) -> dict[str, Any]:
                 f"{n_test} test rows: stale metrics, run evaluate"
             )
     current, before = registry.champion(root), None
+    their_task = current and current[1].get("task", "image_classification")
     if current and current[1]["weights_sha256"] == card["weights_sha256"]:
         decision = Decision("unchanged", f"the challenger is champion {current[0]} already")
+    elif current and their_task != task:
+        # The project switched task type (`kiln use`): no champion of this task type to beat,
+        # only the floors; the old champion stays in the registry (`kiln models rollback`).
+        first = decide(params.promote, metrics, None, None)
+        decision = Decision(
+            first.outcome,
+            f"champion {current[0]} is a {their_task} model and the project is {task} now: "
+            f"judged as its first {task} model; {first.reason}",
+        )
     else:
         theirs = champion_on(root, current[0], params, project / CLEAN_DIR) if current else None
         if isinstance(theirs, dict) and theirs["n_test"] != metrics["n_test"]:

@@ -249,3 +249,22 @@ def test_lower_is_better_metrics_compare_and_floor_the_other_way() -> None:
     # Classification floors do not apply to a forecast: it has no accuracy to check.
     assert promote.decide(PromoteParams(metric="perplexity"), {"perplexity": 8.3, "n_test": 5},
                           None).promoted
+
+
+def test_a_champion_of_another_task_type_is_not_a_rival(project: Path, models: dict) -> None:
+    """After `kiln use` switched the task type, the first model of the new type is judged on
+    the floors only; the old champion stays registered (rollback can bring it back)."""
+    _use(project, models["good"])
+    assert promote.main() == 0
+    data = json.loads((project / "registry" / "registry.json").read_text())
+    data["versions"]["v0001"]["task"] = "forecasting"  # as if the last project was the CO2 one
+    (project / "registry" / "registry.json").write_text(json.dumps(data))
+    _use(project, models["bad"])
+    write_params(project, promote={"floors": NO_FLOORS})
+    assert promote.main() == 0
+    report = _report(project)
+    assert report["outcome"] == "promoted" and report["champion_after"] == "v0002"
+    assert report["reason"].startswith(
+        "champion v0001 is a forecasting model and the project is image_classification now: "
+        "judged as its first image_classification model; no champion yet; floors cleared")
+    assert set(registry.read_registry(project / "registry")["versions"]) == {"v0001", "v0002"}
