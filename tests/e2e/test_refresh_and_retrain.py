@@ -44,6 +44,22 @@ def _lock_hash(project: Path, stage: str) -> str:
     return lock["stages"][stage]["outs"][0]["md5"]
 
 
+def _assert_recorded_only_the_crawl(project: Path, old_raw_hash: str) -> None:
+    """DVC recorded what succeeded (the dirty crawl) and nothing after it: validate is stale."""
+    assert _lock_hash(project, "crawl") != old_raw_hash
+    stale = json.loads(dvc("status", "--json", cwd=project).stdout or "{}")
+    assert "validate" in stale and "crawl" not in stale, stale
+
+
+def _assert_validate_ran_once_with_its_log(api: str, run_id: str) -> None:
+    """Bad data does not get better by retrying: one attempt; the stage's own log is in its run."""
+    validate_run = task_run(api, run_id, "validate")
+    assert validate_run["run_count"] == 1
+    logs = prefect_api(api, "/logs/filter",
+                       {"logs": {"task_run_id": {"any_": [validate_run["id"]]}}})
+    assert any("kiln.validate" in log["message"] for log in logs)
+
+
 def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:
     api = prefect_server.api_url
     project = make_project(tmp_path, {**tiny_demo_overrides(free_port()), **FLOORS})
@@ -99,16 +115,8 @@ def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:
     assert "expect_column_values_to_be_in_set" in third.stdout + third.stderr
     assert (project / "models" / "card.json").read_bytes() == card
     assert (project / "registry" / "registry.json").read_bytes() == registry_json  # champion
-    # DVC recorded what succeeded (the dirty crawl) and nothing after it: validate is stale.
-    assert _lock_hash(project, "crawl") != raw_hash
-    stale = json.loads(dvc("status", "--json", cwd=project).stdout or "{}")
-    assert "validate" in stale and "crawl" not in stale, stale
-    # Bad data does not get better by retrying: one attempt; the stage's own log is in its run.
-    validate_run = task_run(api, run_id, "validate")
-    assert validate_run["run_count"] == 1
-    logs = prefect_api(api, "/logs/filter",
-                       {"logs": {"task_run_id": {"any_": [validate_run["id"]]}}})
-    assert any("kiln.validate" in log["message"] for log in logs)
+    _assert_recorded_only_the_crawl(project, raw_hash)
+    _assert_validate_ran_once_with_its_log(api, run_id)
 
 
 def test_params_typo_fails_before_any_work(tmp_path: Path, prefect_server) -> None:
