@@ -3,7 +3,7 @@
 Request: `{"instances": [{"values": [float, ... exactly window of them]}], "model"?: "v0003"}`,
 the last `window` values of the series in its own unit (ppm for CO2), oldest first. Response:
 `{"model_version", "predictions": [{"forecast": [horizon floats]}]}`, the next `horizon` steps in
-the same unit. Scaling lives inside the ONNX graph (tasks/forecasting_export.py), so serving
+the same unit. Scaling lives inside the ONNX graph (tasks/kinds/forecasting_export.py), so serving
 sends raw values and needs no constants; the window length comes from the champion's model card.
 Numbers must be finite (JSON NaN/Infinity are refused); a wrong length is a 422 naming
 `instances.<i>.values`. No torch import.

@@ -5,7 +5,7 @@ classification's: `{"task": "text_classification", "model_version": "v0001", "pr
 [{"label": "de", "index": 1, "probability": 0.97, "probabilities": [...]}]}`.
 
 Each text is normalised and tokenised exactly as training did: the card's `preprocessing.text`
-through `tasks.text_norm.normalise_text`, then the card's tokenizer (`tasks.text_tokenizers`:
+through `tasks.text_norm.normalise_text`, then the card's tokenizer (`tasks.kinds.text_tokenizers`:
 char vocabulary from the card, or the minilm `tokenizer.json` registered with the version and
 checked against its sha256). Plain Python + numpy: nothing here imports torch.
 """
@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve.schemas import MODEL_NAME, ClassPrediction, TaskSpec
 from tasks import registry
-from tasks.text_tokenizers import Tokenizer, encode_texts, tokenizer_from_spec
+from tasks.kinds.text_tokenizers import Tokenizer, encode_texts, tokenizer_from_spec
 
 MAX_TEXT_CHARS = 10_000  # characters per text; models read at most a few hundred tokens
 

@@ -6,8 +6,8 @@ Request: `{"instances": [{"prompt": "Why did the ", "max_new_tokens": 80, "tempe
 the model's end-of-text or by max_new_tokens.
 
 The prompt is normalised and tokenised as training did (models/card.json `preprocessing`, the code
-of `tasks.text_generation_sampling`); sampling is numpy over `loaded.run` (ids -> logits), so the
-ONNX and the torch backends share it and nothing here imports torch. With a seed, a request is
+of `tasks.kinds.text_generation_sampling`); sampling is numpy over `loaded.run` (ids -> logits), so
+the ONNX and the torch backends share it and nothing here imports torch. With a seed, a request is
 deterministic, and equals the evaluate stage's sample 0 for that prompt and seed (up to float
 rounding between backends); without one, each request draws fresh randomness. """
 
@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve.schemas import MODEL_NAME, TaskSpec
-from tasks.text_generation_sampling import Tokenizer, generate, prompt_ids
+from tasks.kinds.text_generation_sampling import Tokenizer, generate, prompt_ids
 
 MAX_PROMPT_CHARS = 2000  # characters; the model sees only its last block_size tokens anyway
 MAX_NEW_TOKENS = 1000  # tokens per instance: each is one forward pass of up to block_size ids
@@ -80,7 +80,7 @@ def text_generation_request(max_batch: int) -> type[BaseModel]:
 
 
 def _rng(seed: int | None) -> np.random.Generator:
-    # [seed, 0]: the seeding of the evaluate stage's sample 0 (tasks.text_generation).
+    # [seed, 0]: the seeding of the evaluate stage's sample 0 (tasks.kinds.text_generation).
     return np.random.default_rng(None if seed is None else [seed, 0])
 
 

@@ -257,7 +257,7 @@ def main() -> int:
     except ParamsError as exc:
         log.error("%s", exc)
         return 1
-    if (code := run_stage(params, "clean")) is not None:  # text / series: tasks/<task type>.py
+    if (code := run_stage(params, "clean")) is not None:  # text, series: tasks/kinds/
         return code
     if not VALIDATED.is_file():
         log.error("%s not found: run the validate stage first", VALIDATED)

@@ -3,8 +3,8 @@
 Loads the hash-checked model of models/, predicts the test split of data/clean and writes
 reports/metrics.json (accuracy, macro_f1, n_test, per_class) and reports/evaluation/
 (predictions.csv for DVC's confusion template, confusion_matrix.png), each atomically. Other task
-types hand over to `tasks/<task type>.py` (tasks/task_types.py). Exits non-zero, after writing them,
-if accuracy is below `evaluate.min_accuracy`; a model that does not fit the data (image size,
+types hand over to `tasks/kinds/<task type>.py` (tasks/task_types.py). Exits non-zero, after writing
+them, if accuracy is below `evaluate.min_accuracy`; a model that does not fit the data (image size,
 classes) fails before anything is written. Metrics are plain numpy over the confusion matrix
 (checked against scikit-learn in tests/unit/test_evaluate.py), so the stage needs only torch, numpy,
 pandas, pyarrow and safetensors; matplotlib draws the PNG when installed.

@@ -24,7 +24,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from tasks.io import write_bytes, write_json
-from tasks.models_minilm import MiniLMClassifier, MiniLMConfig
+from tasks.kinds.models_minilm import MiniLMClassifier, MiniLMConfig
 from tasks.models_seq import SEQ_ARCHITECTURES
 
 WEIGHTS_FILE, CARD_FILE = "model.safetensors", "card.json"
@@ -90,7 +90,7 @@ class CNN(nn.Module):
 ARCHITECTURES: dict[str, tuple[type, type[nn.Module]]] = {
     "cnn": (CNNConfig, CNN),
     **SEQ_ARCHITECTURES,  # lstm, gru, transformer_encoder, char_transformer
-    "minilm": (MiniLMConfig, MiniLMClassifier),  # pretrained, fine-tuned (tasks/models_minilm.py)
+    "minilm": (MiniLMConfig, MiniLMClassifier),  # pretrained, fine-tuned (tasks/kinds/)
 }
 
 

@@ -1,7 +1,7 @@
 """Which code runs each stage for each task type (`project.task` in params.yaml).
 
 Image classification is implemented by the stage modules themselves (`tasks/clean.py`,
-`tasks/train.py`, ...). Every other task type has one module, `tasks/<task type>.py`, that the
+`tasks/train.py`, ...). Every other task type has one module, `tasks/kinds/<task type>.py`, that the
 stage modules hand over to after reading params; it defines one function per stage:
 
     clean_stage(params) -> int       data/validated -> data/clean/, data/quarantine/clean.jsonl,
@@ -44,10 +44,10 @@ HIGHER_IS_BETTER = {
 
 
 def task_module(task: str) -> ModuleType | None:
-    """`tasks.<task>` for every task type but image classification (None: the stage's own code)."""
+    """`tasks.kinds.<task>` for every task type but images (None: the stage's own code)."""
     if task == "image_classification":
         return None
-    return importlib.import_module(f"tasks.{task}")
+    return importlib.import_module(f"tasks.kinds.{task}")
 
 
 def stage_for(params: Params, stage: str) -> Callable[[Params], int] | None:

@@ -1,6 +1,6 @@
 """Forecasting: series cleaning, windows, scaling, training, evaluation, export and serving
-(tasks/forecasting.py, tasks/forecasting_data.py, tasks/forecasting_report.py,
-tasks/forecasting_export.py, serve/forecasting.py), small synthetic series."""
+(tasks/kinds/forecasting.py, tasks/kinds/forecasting_data.py, tasks/kinds/forecasting_report.py,
+tasks/kinds/forecasting_export.py, serve/forecasting.py), small synthetic series."""
 
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ from sklearn.metrics import (
 
 from serve.forecasting import SPEC
 from serve.images import InputError
-from tasks import forecasting, forecasting_report
 from tasks.dataset import DataError
-from tasks.forecasting_data import (
+from tasks.io import read_jsonl
+from tasks.kinds import forecasting, forecasting_report
+from tasks.kinds.forecasting_data import (
     clean_series,
     fit_scaling,
     infer_frequency,
@@ -36,7 +37,6 @@ from tasks.forecasting_data import (
     unscale,
     windows,
 )
-from tasks.io import read_jsonl
 from tasks.models import ModelError
 from tasks.params import CleanParams, parse_params
 from tests.project import REPO, merge_params

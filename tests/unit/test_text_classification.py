@@ -1,4 +1,4 @@
-"""Text classification stages (tasks/text_classification.py) on real jokes from pyjokes.
+"""Text classification stages (tasks/kinds/text_classification.py) on real jokes from pyjokes.
 
 A data/clean/items.parquet is made by the real clean stage from a validated table of English,
 German and Spanish jokes; then train, evaluate and export run as `python -m tasks.<stage>` would
@@ -26,14 +26,14 @@ import torch
 import yaml
 
 from tasks import registry
-from tasks import text_classification as tc
 from tasks.engine import EngineConfig, TaskData, fit
+from tasks.kinds import text_classification as tc
+from tasks.kinds.models_minilm import MiniLMError, config_from_pretrained, pretrained_classifier
+from tasks.kinds.text_clean import clean_texts_stage
+from tasks.kinds.text_tokenizers import MiniLMTokenizer, fit_tokenizer
 from tasks.models import load_model, predict_logits
-from tasks.models_minilm import MiniLMError, config_from_pretrained, pretrained_classifier
 from tasks.objectives import OBJECTIVES, classification_metrics
 from tasks.params import Params, ParamsError, parse_params
-from tasks.text_clean import clean_texts_stage
-from tasks.text_tokenizers import MiniLMTokenizer, fit_tokenizer
 from tests.project import REPO, merge_params
 
 LANGUAGES = ("de", "en", "es")

@@ -1,4 +1,4 @@
-"""The text clean stage (tasks/text_clean.py): normalise, reject, dedupe, labels, split."""
+"""The text clean stage (tasks/kinds/text_clean.py): normalise, reject, dedupe, labels, split."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from tasks.kinds.text_clean import clean_texts, clean_texts_stage
 from tasks.params import Params, parse_params
-from tasks.text_clean import clean_texts, clean_texts_stage
 from tasks.text_norm import normalise_text, text_key
 from tests.project import REPO, merge_params
 

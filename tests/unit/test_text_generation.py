@@ -29,9 +29,9 @@ from crawlers.demo_sections import jokes
 from serve.app import create_app
 from serve.backends import load_version
 from tasks import registry
-from tasks import text_generation as tg
-from tasks import text_generation_sampling as tgs
 from tasks.io import write_parquet
+from tasks.kinds import text_generation as tg
+from tasks.kinds import text_generation_sampling as tgs
 from tasks.params import ServeParams, TextCleanParams, TextModelParams, parse_params
 from tasks.text_norm import text_key
 

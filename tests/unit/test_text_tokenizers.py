@@ -1,4 +1,4 @@
-"""Tokenizers of text classification (tasks/text_tokenizers.py): ids, specs, round trips."""
+"""Tokenizers of text classification (tasks/kinds/text_tokenizers.py): ids, specs, round trips."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tasks.models_minilm import package_dir
-from tasks.text_tokenizers import (
+from tasks.kinds.models_minilm import package_dir
+from tasks.kinds.text_tokenizers import (
     CLS,
     PAD,
     UNK,

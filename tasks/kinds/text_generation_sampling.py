@@ -1,10 +1,10 @@
-"""Text generation's tokenizer and sampler: the part of `tasks.text_generation` that serving shares.
+"""Text generation's tokenizer and sampler: the part of text generation that serving shares.
 
 * `Tokenizer` (byte or char, rebuilt from models/card.json `preprocessing.tokenizer` by
   `from_spec`), `fit_tokenizer` (from the train split).
 * `token_stream`, `blocks`, `train_blocks`: texts -> one id stream -> rows of max_len + 1 ids, as
   train, evaluate and export cut them (changing what they mean needs a new
-  `tasks.text_generation.CHECKPOINT_FORMAT`).
+  `tasks.kinds.text_generation.CHECKPOINT_FORMAT`).
 * `prompt_ids`, `sample_token`, `generate`: a prompt normalised and encoded as training did, then
   continued by sampling over any `run(ids) -> logits`.
 

@@ -1,9 +1,9 @@
 """The export side of forecasting: run by `python -m tasks.export` when project.task is
-`forecasting` (tasks/forecasting.py export_stage is the shell; this module is its pure core).
+`forecasting` (tasks/kinds/forecasting.py export_stage is the shell; this module is its pure core).
 
 ONNX: float32 raw values (batch, window) in the original unit -> forecast (batch, horizon) in the
-original unit, scaling inside the graph (the Forecaster of tasks/forecasting_report.py); parity
-with PyTorch on a fixed batch (the first test windows, a constant and a random walk) within
+original unit, scaling inside the graph (the Forecaster of tasks/kinds/forecasting_report.py);
+parity with PyTorch on a fixed batch (the first test windows, a constant and a random walk) within
 export.atol before anything is written.
 """
 
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from tasks.forecasting_data import Series
-from tasks.forecasting_report import Forecaster, forecast, rolling_inputs
+from tasks.kinds.forecasting_data import Series
+from tasks.kinds.forecasting_report import Forecaster, forecast, rolling_inputs
 from tasks.models import ModelError
 
 if TYPE_CHECKING:

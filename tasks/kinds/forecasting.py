@@ -3,7 +3,7 @@ over to when params say so (tasks/task_types.py).
 
     clean     data/validated/items.parquet -> data/clean/items.parquet (time, value, filled, split,
               url; one row per step, split by time), quarantine, reports/clean.json
-              (tasks/forecasting_data.py does the work)
+              (tasks/kinds/forecasting_data.py does the work)
     train     LSTM or GRU (tasks/models_seq.py) on sliding windows `train.series.window` ->
               `train.series.horizon` of the scaled train span, through tasks.engine.fit; val windows
               take their inputs from the end of the train span. Each window is taken relative to
@@ -17,11 +17,11 @@ over to when params say so (tasks/task_types.py).
               the model and for the seasonal-naive baseline (the value `evaluate.season_length`
               steps earlier), skill = 1 - MAE / baseline MAE, MAE per horizon step;
               reports/evaluation/forecast.csv + forecast.png (first horizon step)
-              (tasks/forecasting_report.py does the work)
+              (tasks/kinds/forecasting_report.py does the work)
     export    ONNX: float32 raw values (batch, window) in the original unit -> forecast
               (batch, horizon) in the original unit, scaling inside the graph; parity with PyTorch
               on the test windows within export.atol before anything is written
-              (tasks/forecasting_export.py does the work).
+              (tasks/kinds/forecasting_export.py does the work).
 
 This module holds the stage shells (read params and inputs, call the core, write outputs, log),
 the train core, `test_metrics` (for promote) and `torch_runner` (for serve/backends.py).
@@ -48,7 +48,8 @@ from torch import nn
 
 from tasks.dataset import DataError
 from tasks.engine import TaskData, TrainError, fit, pick_device
-from tasks.forecasting_data import (
+from tasks.io import atomic_dir, write_bytes, write_json, write_jsonl, write_parquet
+from tasks.kinds.forecasting_data import (
     Series,
     clean_series,
     fit_scaling,
@@ -57,9 +58,13 @@ from tasks.forecasting_data import (
     scale_targets,
     windows,
 )
-from tasks.forecasting_export import export_forecaster
-from tasks.forecasting_report import evaluate_forecaster, forecast, load_forecaster, write_reports
-from tasks.io import atomic_dir, write_bytes, write_json, write_jsonl, write_parquet
+from tasks.kinds.forecasting_export import export_forecaster
+from tasks.kinds.forecasting_report import (
+    evaluate_forecaster,
+    forecast,
+    load_forecaster,
+    write_reports,
+)
 from tasks.label_review import ISSUE_COLUMNS, write_csv
 from tasks.models import ModelError, build_model, save_model
 from tasks.objectives import OBJECTIVES

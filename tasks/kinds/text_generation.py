@@ -2,7 +2,7 @@
 
 `python -m tasks.clean|train|evaluate|export` hand over here (tasks/task_types.py):
 
-* clean: `tasks.text_clean.clean_texts_stage` (normalise, dedupe, split; no labels).
+* clean: `tasks.kinds.text_clean.clean_texts_stage` (normalise, dedupe, split; no labels).
 * train: the texts of the train split, each followed by an end-of-text id, become one id stream
   (`token_stream`), cut into blocks of `train.text.max_len + 1` ids (x = block[:-1], y =
   block[1:]): train blocks start every max_len / TRAIN_OFFSETS ids, val (and test) blocks every
@@ -16,11 +16,11 @@
 * export: export/model.onnx, int64 ids (batch, seq <= max_len) -> float32 logits (batch, seq,
   vocab), written only after ONNX Runtime matches PyTorch within `export.atol`.
 
-This module holds the stage functions and the train and evaluate code. The tokenizer, the id
-stream and the sampler live in `tasks.text_generation_sampling` (no torch: serving uses them too),
-the ONNX conversion and parity check in `tasks.text_generation_export`. torch and pandas are
-imported inside the functions that need them, so the clean stage, which comes through here, loads
-no torch. Sample k of a prompt draws from `numpy.random.default_rng([seed, k])`, so a sample is the
+This module holds the stage functions and the train and evaluate code. The tokenizer, the id stream
+and the sampler live in `tasks.kinds.text_generation_sampling` (no torch: serving uses them too),
+the ONNX conversion and parity check in `tasks.kinds.text_generation_export`. torch and pandas are
+imported inside the functions that need them, so the clean stage, which comes through here, loads no
+torch. Sample k of a prompt draws from `numpy.random.default_rng([seed, k])`, so a sample is the
 same whatever else is generated beside it (serving with seed s gives evaluate's sample 0 of seed s).
 """
 
@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tasks.io import atomic_dir, write_bytes, write_json
-from tasks.text_generation_export import export_onnx
-from tasks.text_generation_sampling import (
+from tasks.kinds.text_generation_export import export_onnx
+from tasks.kinds.text_generation_sampling import (
     Tokenizer,
     TokenizerError,
     blocks,
@@ -384,7 +384,7 @@ def evaluate_stage(params: Params) -> int:
 
 
 def export_stage(params: Params) -> int:
-    """export/model.onnx + export/onnx.json of models/, via `tasks.text_generation_export`."""
+    """export/model.onnx + export/onnx.json of models/, via `tasks.kinds.text_generation_export`."""
     from tasks.dataset import DataError  # noqa: PLC0415
     from tasks.export import ExportError  # noqa: PLC0415
     from tasks.models import ModelError  # noqa: PLC0415
@@ -415,6 +415,6 @@ def export_stage(params: Params) -> int:
 
 def clean_stage(params: Params) -> int:
     """Texts normalised, deduplicated and split by the shared text cleaning (no labels)."""
-    from tasks.text_clean import clean_texts_stage  # noqa: PLC0415 (torch-free, pandas)
+    from tasks.kinds.text_clean import clean_texts_stage  # noqa: PLC0415 (torch-free, pandas)
 
     return clean_texts_stage(params)

@@ -1,7 +1,7 @@
 """Text classification: the stages `python -m tasks.<stage>` run when project.task is
 text_classification (tasks/task_types.py).
 
-* clean: `tasks.text_clean` (normalise, dedupe, labels, split).
+* clean: `tasks.kinds.text_clean` (normalise, dedupe, labels, split).
 * train: a Transformer encoder from scratch (`train.model: transformer`, tokenizer char or byte)
   or the pretrained MiniLM fine-tuned (`minilm`, its own WordPiece tokenizer), through the one
   loop `tasks.engine.fit`. models/card.json keeps the preprocessing serving must repeat:
@@ -36,11 +36,9 @@ from tasks.engine import TaskData, TrainError, fit, pick_device
 from tasks.evaluate import EvalResult, write_reports
 from tasks.export import ExportError
 from tasks.io import atomic_dir, write_bytes, write_json
-from tasks.models import ModelError, build_model, load_model, predict_logits, save_model
-from tasks.models_minilm import MiniLMError, package_dir, pretrained_classifier
-from tasks.objectives import OBJECTIVES
-from tasks.text_clean import clean_texts_stage
-from tasks.text_tokenizers import (
+from tasks.kinds.models_minilm import MiniLMError, package_dir, pretrained_classifier
+from tasks.kinds.text_clean import clean_texts_stage
+from tasks.kinds.text_tokenizers import (
     Tokenizer,
     TokenizerError,
     encode_texts,
@@ -48,6 +46,8 @@ from tasks.text_tokenizers import (
     tokenizer_files,
     tokenizer_from_spec,
 )
+from tasks.models import ModelError, build_model, load_model, predict_logits, save_model
+from tasks.objectives import OBJECTIVES
 from tasks.train import CHECKPOINTS_DIR, TrainResult, _write_live, checkpoint_key, engine_config
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Text generation's ONNX export and parity check: the core of `tasks.text_generation.export_stage`.
+"""Text generation's ONNX export and parity check (the core of its `export_stage`).
 
 `export_onnx` turns the char_transformer of models/ into ONNX bytes of int64 ids (batch, seq <=
 max_len) -> float32 logits (batch, seq, vocab), batch and seq dynamic, and checks them against
@@ -18,8 +18,8 @@ import numpy as np
 if TYPE_CHECKING:
     from torch import nn
 
+    from tasks.kinds.text_generation_sampling import Tokenizer
     from tasks.params import ExportParams
-    from tasks.text_generation_sampling import Tokenizer
 
 INPUT, OUTPUT = "ids", "logits"
 

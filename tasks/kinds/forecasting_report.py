@@ -1,9 +1,9 @@
 """The evaluate side of forecasting: run by `python -m tasks.evaluate` when project.task is
-`forecasting` (tasks/forecasting.py evaluate_stage is the shell; this module is its pure core, plus
-the Forecaster that export and serving run too).
+`forecasting` (tasks/kinds/forecasting.py evaluate_stage is the shell; this module is its pure core,
+plus the Forecaster that export and serving run too).
 
 * `Forecaster`: raw values (N, window) in the series' unit -> forecast (N, horizon) in the same
-  unit, the card's scaling (tasks/forecasting_data.py) around the network; `load_forecaster`
+  unit, the card's scaling (tasks/kinds/forecasting_data.py) around the network; `load_forecaster`
   rebuilds it from a model directory and refuses a card that is not a forecaster's.
 * `evaluate_forecaster`: rolling-origin forecasts over the test span (every test step is an
   origin; inputs are the actual values before it) and the seasonal-naive baseline (the value
@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from tasks.dataset import DataError
-from tasks.forecasting_data import Series, scale_inputs, unscale
 from tasks.io import atomic_dir, atomic_path, write_json
+from tasks.kinds.forecasting_data import Series, scale_inputs, unscale
 from tasks.models import ModelError, load_model
 
 logger = logging.getLogger("kiln.forecasting")

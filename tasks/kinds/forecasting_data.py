@@ -1,4 +1,4 @@
-"""The series of forecasting: cleaning, reading, scaling, windowing (tasks/forecasting*.py).
+"""The series of forecasting: cleaning, reading, scaling, windowing (tasks/kinds/forecasting*.py).
 
 `clean_series(rows, params)` turns the validated crawl (one row per timestamp: the time and value
 columns of `clean.series`, values possibly text or null) into a regular series:

@@ -11,10 +11,10 @@ ordinary Kiln model: `MiniLMClassifier(MiniLMConfig)` registered as "minilm" in
 Why not `transformers`' BertModel: the encoder is 60 lines of torch; importing transformers costs
 seconds and pulls its own attention dispatch, whose ONNX export path changes between releases.
 Module names follow Hugging Face's BERT so the package's safetensors load key for key (checked:
-every encoder tensor is used, only the unused pooler is left out). Mean pooling over non-pad
-tokens is what sentence-transformers does for this model (1_Pooling/config.json).
-Input: token ids int64 (N, T) from `tasks.text_tokenizers.MiniLMTokenizer`; the attention mask is
-`ids != pad_id`, computed inside the graph, so ONNX takes the ids alone.
+every encoder tensor is used, only the unused pooler is left out). Mean pooling over non-pad tokens
+is what sentence-transformers does for this model (1_Pooling/config.json). Input: token ids int64
+(N, T) from `tasks.kinds.text_tokenizers.MiniLMTokenizer`; the attention mask is `ids != pad_id`,
+computed inside the graph, so ONNX takes the ids alone.
 """
 
 from __future__ import annotations
