@@ -142,6 +142,13 @@ def export_model(
     return blob, info
 
 
+def write_export(blob: bytes, info: dict[str, Any], export_dir: Path = EXPORT_DIR) -> None:
+    """export/ in one swap: model.onnx and onnx.json (every task type's export stage)."""
+    with atomic_dir(export_dir) as tmp:
+        write_bytes(tmp / ONNX_FILE, blob)
+        write_json(tmp / ONNX_CARD, info)
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     from tasks.params import ParamsError, load_params  # noqa: PLC0415 (pydantic only for the CLI)
@@ -162,9 +169,7 @@ def main() -> int:
     except (ParamsError, DataError, ModelError, ExportError) as exc:
         logger.error("export failed: %s", exc)
         return 1
-    with atomic_dir(EXPORT_DIR) as tmp:
-        write_bytes(tmp / ONNX_FILE, blob)
-        write_json(tmp / ONNX_CARD, info)
+    write_export(blob, info)
     parity = info["parity"]
     logger.info(
         f"wrote {EXPORT_DIR / ONNX_FILE} ({len(blob)} bytes, sha256 {info['onnx_sha256'][:12]}…); "

@@ -48,7 +48,8 @@ from torch import nn
 
 from tasks.dataset import DataError
 from tasks.engine import TaskData, TrainError, fit, pick_device
-from tasks.io import atomic_dir, write_bytes, write_json, write_jsonl, write_parquet
+from tasks.export import write_export
+from tasks.io import atomic_dir, write_json, write_jsonl, write_parquet
 from tasks.kinds.forecasting_data import (
     Series,
     clean_series,
@@ -294,9 +295,7 @@ def export_stage(params: Params) -> int:
     except STAGE_ERRORS as exc:
         log.error("export failed: %s", exc)
         return 1
-    with atomic_dir(EXPORT_DIR) as tmp:
-        write_bytes(tmp / "model.onnx", blob)
-        write_json(tmp / "onnx.json", info)
+    write_export(blob, info, EXPORT_DIR)
     p = info["parity"]
     log.info(
         f"wrote {EXPORT_DIR}/model.onnx ({len(blob)} bytes); parity on {p['n']} windows: max "

@@ -34,8 +34,8 @@ from torch import nn
 from tasks.dataset import DataError, check_labels
 from tasks.engine import TaskData, TrainError, fit, pick_device
 from tasks.evaluate import EvalResult, write_reports
-from tasks.export import ExportError
-from tasks.io import atomic_dir, write_bytes, write_json
+from tasks.export import ExportError, write_export
+from tasks.io import atomic_dir, write_bytes
 from tasks.kinds.models_minilm import MiniLMError, package_dir, pretrained_classifier
 from tasks.kinds.text_clean import clean_texts_stage
 from tasks.kinds.text_tokenizers import (
@@ -269,9 +269,7 @@ def export_stage(params: Params) -> int:
     except (*ERRORS, ExportError) as exc:
         log.error("export failed: %s", exc)
         return 1
-    with atomic_dir(EXPORT_DIR) as tmp:
-        write_bytes(tmp / "model.onnx", blob)
-        write_json(tmp / "onnx.json", info)
+    write_export(blob, info, EXPORT_DIR)
     parity = info["parity"]
     log.info(
         f"wrote {EXPORT_DIR}/model.onnx ({len(blob)} bytes); parity on {parity['n']} texts: "

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tasks.io import atomic_dir, write_bytes, write_json
+from tasks.io import atomic_dir, write_json
 from tasks.kinds.text_generation_export import export_onnx
 from tasks.kinds.text_generation_sampling import (
     Tokenizer,
@@ -398,9 +398,9 @@ def export_stage(params: Params) -> int:
     except (DataError, ModelError, ExportError, TokenizerError) as exc:
         logger.error("export failed: %s", exc)
         return 1
-    with atomic_dir(EXPORT_DIR) as tmp:
-        write_bytes(tmp / ONNX_FILE, blob)
-        write_json(tmp / ONNX_CARD, info)
+    from tasks.export import write_export  # noqa: PLC0415 (torch: not for the clean stage)
+
+    write_export(blob, info, EXPORT_DIR)
     parity = info["parity"]
     logger.info(
         f"wrote {EXPORT_DIR / ONNX_FILE} ({len(blob)} bytes, sha256 {info['onnx_sha256'][:12]}…); "
