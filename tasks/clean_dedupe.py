@@ -30,8 +30,10 @@ def average_hash(pixels: np.ndarray) -> bytes:
     return np.packbits(small > small.mean()).tobytes()
 
 
-def _resolve(groups: list[list[dict]], reason: str, rejects: list[dict]) -> list[dict]:
-    """Keep the first of each group (url order) unless the labels disagree; record the rest."""
+def keep_first_of_each(groups: list[list[dict]], reason: str, rejects: list[dict]) -> list[dict]:
+    """Keep the first of each group (url order) unless the labels disagree; record the rest.
+
+    Used for images here and for texts (tasks/kinds/text_clean.py)."""
     survivors = []
     for copies in groups:
         if len({c["label"] for c in copies}) > 1:
@@ -53,7 +55,7 @@ def exact_duplicates(kept: list[dict], rejects: list[dict]) -> list[dict]:
     by_key: dict[str, list[dict]] = defaultdict(list)
     for item in kept:
         by_key[item["key"]].append(item)
-    return _resolve(list(by_key.values()), "duplicate", rejects)
+    return keep_first_of_each(list(by_key.values()), "duplicate", rejects)
 
 
 def near_duplicates(
@@ -74,7 +76,7 @@ def near_duplicates(
             near = [r for r, d in zip(rest, diff, strict=True) if d <= params.max_mean_abs_diff]
             groups.append([head, *near])
             left = [r for r, d in zip(rest, diff, strict=True) if d > params.max_mean_abs_diff]
-    survivors = _resolve(groups, "near duplicate", rejects)
+    survivors = keep_first_of_each(groups, "near duplicate", rejects)
     order = {id(item): i for i, item in enumerate(kept)}
     return sorted(survivors, key=lambda item: order[id(item)])
 

@@ -101,14 +101,21 @@ def check_parity(
     got = session.run([OUTPUT], {INPUT: batch})[0]
     x = preprocess(torch.from_numpy(batch), card["preprocessing"])
     want = predict_logits(model.cpu(), x).numpy()
+    return compare_logits(got, want, atol)
+
+
+def compare_logits(got: np.ndarray, want: np.ndarray, atol: float, what: str = "") -> dict:
+    """ONNX Runtime (`got`) vs PyTorch (`want`) logits (N, K) of one batch of N `what`: the parity
+    record, or ExportError beyond `atol` or on any differing argmax (image and text classifiers)."""
+    n = len(got)
     diff = float(np.abs(got - want).max())
     agree = int((got.argmax(1) == want.argmax(1)).sum())
-    if not diff <= atol or agree != len(batch):  # `not <=`: a NaN difference fails too
+    if not diff <= atol or agree != n:  # `not <=`: a NaN difference fails too
         raise ExportError(
-            f"ONNX Runtime and PyTorch disagree on the parity batch of {len(batch)}: max "
-            f"|logit diff| {diff:.3g} (export.atol {atol:g}), argmax equal on {agree}/{len(batch)}"
+            f"ONNX Runtime and PyTorch disagree on the parity batch of {n}{what}: max "
+            f"|logit diff| {diff:.3g} (export.atol {atol:g}), argmax equal on {agree}/{n}"
         )
-    return {"n": len(batch), "max_abs_diff": diff, "atol": atol, "argmax_agree": agree}
+    return {"n": n, "max_abs_diff": diff, "atol": atol, "argmax_agree": agree}
 
 
 def export_model(

@@ -34,7 +34,7 @@ from torch import nn
 from tasks.dataset import DataError, check_labels
 from tasks.engine import TaskData, TrainError, fit, pick_device
 from tasks.evaluate import EvalResult, write_reports
-from tasks.export import ExportError, write_export
+from tasks.export import ExportError, compare_logits, write_export
 from tasks.io import atomic_dir, write_bytes
 from tasks.kinds.models_minilm import MiniLMError, package_dir, pretrained_classifier
 from tasks.kinds.text_clean import clean_texts_stage
@@ -317,14 +317,7 @@ def check_parity(blob: bytes, model: nn.Module, batch: np.ndarray, atol: float) 
     session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
     got = session.run([OUTPUT], {INPUT: batch})[0]
     want = predict_logits(model, torch.from_numpy(batch)).numpy()
-    diff = float(np.abs(got - want).max())
-    agree = int((got.argmax(1) == want.argmax(1)).sum())
-    if not diff <= atol or agree != len(batch):  # `not <=`: a NaN difference fails too
-        raise ExportError(
-            f"ONNX Runtime and PyTorch disagree on the parity batch of {len(batch)} texts: max "
-            f"|logit diff| {diff:.3g} (export.atol {atol:g}), argmax equal on {agree}/{len(batch)}"
-        )
-    return {"n": len(batch), "max_abs_diff": diff, "atol": atol, "argmax_agree": agree}
+    return compare_logits(got, want, atol, " texts")
 
 
 def export_text_model(

@@ -33,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 
 from tasks.clean import split_of
+from tasks.clean_dedupe import keep_first_of_each
 from tasks.io import atomic_dir, write_json, write_jsonl, write_parquet
 from tasks.label_review import ISSUE_COLUMNS, OverridesError, read_overrides, write_csv
 from tasks.labels import normalise_label
@@ -60,24 +61,6 @@ class TextCleanResult:
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
-
-
-def _keep_first(groups: list[list[dict]], reason: str, rejects: list[dict]) -> list[dict]:
-    """Keep the first row (url order) of each group unless the labels disagree; record the rest."""
-    survivors = []
-    for copies in groups:
-        if len({c["label"] for c in copies}) > 1:
-            why = (
-                "conflicting labels" if reason == "duplicate" else f"conflicting labels ({reason})"
-            )
-            rejects.extend({"url": c["url"], "reason": why} for c in copies)
-            continue
-        first, *others = copies
-        survivors.append(first)
-        rejects.extend(
-            {"url": c["url"], "reason": reason, "duplicate_of": first["url"]} for c in others
-        )
-    return survivors
 
 
 def _grouped(rows: list[dict], key: str) -> list[list[dict]]:
@@ -140,10 +123,10 @@ def clean_texts(
     rows = df.sort_values("url", kind="stable").to_dict("records")
     rejects: list[dict[str, Any]] = []
     kept, changed = _read_rows(rows, params, overrides or {}, rejects)
-    survivors = _keep_first(_grouped(kept, "key"), "duplicate", rejects)
+    survivors = keep_first_of_each(_grouped(kept, "key"), "duplicate", rejects)
     n_duplicates = sum(r["reason"] == "duplicate" for r in rejects)
     if params.clean.text.near_duplicates:
-        survivors = _keep_first(_grouped(survivors, "form"), "near duplicate", rejects)
+        survivors = keep_first_of_each(_grouped(survivors, "form"), "near duplicate", rejects)
     survivors.sort(key=lambda item: item["key"])
     rejects.sort(key=lambda r: (r["url"], r["reason"]))
 
