@@ -62,6 +62,10 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a crawler reuses one connection per slot
+    # TCP_NODELAY: headers and body are two writes, and with Nagle's algorithm the body waited
+    # for the client's delayed ACK of the headers: 50 ms per page (40 pages one after the other
+    # by their "next" links: 2.03 s with Nagle, see the commit that set this).
+    disable_nagle_algorithm = True
     timeout = 10  # seconds an idle keep-alive connection is held open
     server: _HTTPServer
 
