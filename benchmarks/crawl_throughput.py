@@ -11,15 +11,20 @@ Three figures, each from A, B, A, B ... runs side by side, median of the pair ra
 2. field extraction: `PageParser.parse_item` (parsel/lxml, the spider's parser) over every item
    page against BeautifulSoup(html, "html.parser") + `select_one` for the same six fields, in
    this process. Target <= 0.25x its time.
-3. refresh of the unchanged site against the first crawl: wall time of `python -m crawlers.run`
-   with a warm HTTP cache (pages revalidated: 304; images fresh: not requested) against the same
-   command with an empty cache, images on, process start-up included. Target <= 0.10x.
+3. refresh of the unchanged site against the first crawl: wall time of the crawl stage
+   (`python -m tasks.crawl` in a project, as DVC runs it: process start-up, the spider, writing
+   data/raw) run again in the same project (warm HTTP cache, `.kiln/crawl-state.json`) against
+   its first run in a new project. The refresh uses `crawl.revisit_after_s` (`--revisit-after-s`,
+   a day by default): list pages are re-checked, item pages checked within the day are kept
+   without a request. Target <= 0.10x. Also printed: what the refresh requested and the fixed
+   cost of a crawl stage that fetches one page.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -27,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -129,23 +136,32 @@ def crawl_pages_per_s(url: str, tmp: Path, n: int, which: str) -> float:
     return _pages_per_s(out)
 
 
-def crawl_wall_s(url: str, tmp: Path, name: str, cache: Path) -> float:
-    out = tmp / name
-    out.mkdir()
-    config = out / "crawl.json"
-    config.write_text(_crawl_cfg(url, images=True, cache=True).model_dump_json(by_alias=True))
-    return _run(
-        [
-            "-m",
-            "crawlers.run",
-            "--config",
-            str(config),
-            "--out",
-            str(out / "spider"),
-            "--cache",
-            str(cache),
-        ]
-    )
+def stage_wall_s(url: str, project: Path, revisit_after_s: float) -> tuple[float, dict]:
+    """Wall time of the crawl stage (`python -m tasks.crawl`, as DVC and the flow run it) in
+    `project`, and its reports/crawl.json. Images on, HTTP cache on."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["crawl"].update({"start_urls": [url], "max_pages": 100_000,
+                            "revisit_after_s": revisit_after_s})  # fmt: skip
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "tasks.crawl"], cwd=project, check=True,
+                   capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    wall = time.perf_counter() - start
+    return wall, json.loads((project / "reports" / "crawl.json").read_text())
+
+
+def _empty_crawl_s(tmp: Path, url: str, n: int) -> float:
+    """The crawl stage on a one-page site (the start URL is one item page): its fixed cost."""
+    project = tmp / f"empty-{n}"
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["crawl"].update({"start_urls": [url + "item/digit-0000"], "follow_css": []})
+    project.mkdir()
+    (project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "tasks.crawl"], cwd=project, check=True,
+                   capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    return time.perf_counter() - start
 
 
 def extraction_s(pages: list[str], which: str) -> float:
@@ -181,6 +197,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument(
+        "--revisit-after-s",
+        type=float,
+        default=86400.0,
+        help="crawl.revisit_after_s of the refresh (0: revalidate every page)",
+    )
     args = parser.parse_args()
     site_params = DemoSiteParams(
         n_items=args.items, n_duplicates=0, n_broken=0, sections=[], bad_label_share=0.0
@@ -214,20 +236,23 @@ def main() -> int:
             rows.append(
                 ("extraction s", ours, soup, [o / s for o, s in zip(ours, soup, strict=True)], 0.25)
             )
-            first, refresh = [], []
-            for i in range(args.pairs):  # A: empty cache, B: the same cache again
-                cache = tmp / f"cache-{i}"
-                first.append(crawl_wall_s(server.url, tmp, f"first-{i}", cache))
-                refresh.append(crawl_wall_s(server.url, tmp, f"refresh-{i}", cache))
+            first, refresh, reports = [], [], []
+            for i in range(args.pairs):  # A: a new project, B: the same project again
+                project = tmp / f"project-{i}"
+                first.append(stage_wall_s(server.url, project, args.revisit_after_s)[0])
+                wall, report = stage_wall_s(server.url, project, args.revisit_after_s)
+                refresh.append(wall)
+                reports.append(report)
             rows.append(
                 (
-                    "crawl wall s",
+                    "crawl stage s",
                     refresh,
                     first,
                     [r / f for r, f in zip(refresh, first, strict=True)],
                     0.10,
                 )
             )
+            empty = [_empty_crawl_s(tmp, server.url, i) for i in range(args.pairs)]
     finally:
         server.stop()
     print(f"demo shop: {args.items} items ({len(site.item_paths)} item pages), {args.pairs} pairs")
@@ -237,10 +262,20 @@ def main() -> int:
             f"{name:<16}{statistics.median(a):>18.3f}{statistics.median(b):>22.3f}"
             f"{statistics.median(ratios):>14.3f}"
         )
+    last = reports[-1]
+    print(
+        f"refresh (crawl.revisit_after_s={args.revisit_after_s:g}): {last['pages']} pages "
+        f"requested, {last['kept']} items kept without a request, {last['not_modified']} 304s, "
+        f"{last['bytes']} bytes; the spider's own run {last['duration_s']:.2f} s"
+    )
+    print(
+        f"fixed cost of a crawl stage that requests 1 page (process start-up, Scrapy set-up, "
+        f"writing data/raw): median {statistics.median(empty):.2f} s"
+    )
     labels = [
         "generic spider pages/s vs bare Scrapy (>= 0.80x)",
         "field extraction time vs BeautifulSoup html.parser (<= 0.25x)",
-        "refresh of the unchanged site vs first crawl (<= 0.10x)",
+        "refresh of the unchanged site vs first crawl, crawl stage wall (<= 0.10x)",
     ]
     for label, (_, _, _, ratios, target) in zip(labels, rows, strict=True):
         ratio = statistics.median(ratios)

@@ -18,6 +18,18 @@ class PageItem:
     fields: dict[str, Any]  # field name -> typed value (str, int, float, list), None when missing
     image_url: str | None = None  # absolute image URL; set by the spider
     image_path: str | None = None  # "images/<sha256>.<ext>"; set by the images pipeline
+    # For an item page the spider fetched (crawlers/revisit.py keeps them for the next refresh):
+    # (url, the fields read for it on this page, or None): the links it followed; None: not a page
+    links: list[tuple[str, dict[str, Any] | None]] | None = None
+    fresh_s: float = 0.0  # seconds the server said the page stays fresh (Cache-Control max-age)
+
+
+@dataclass(frozen=True)
+class CarriedItem:
+    """An item page not requested: checked recently enough (`crawl.revisit_after_s`), so the
+    crawl stage keeps its row of the last data/raw."""
+
+    url: str
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@
   as `images/<sha256 of the bytes>.<ext>`, the extension read from the bytes' magic number:
   nothing from the URL or the headers ever becomes part of a path. An image that fails turns its
   item into a reject.
-* `JsonlWriterPipeline` appends items and rejects to `items.jsonl` / `rejects.jsonl` in the
+* `JsonlWriterPipeline` appends items and rejects to `items.jsonl` / `rejects.jsonl` (and the
+  item pages not requested, `CarriedItem`, to `carried.jsonl`) in the
   spider's output directory as they come (`tasks.crawl` sorts them), and turns an exception in a
   spider callback into a reject, so every fetched page is accounted for (RELIABILITY.md N1).
   It stops the spider after `crawl.max_items` items (later ones in flight are not written).
@@ -33,7 +34,7 @@ from scrapy.pipelines.media import FileException
 from scrapy.utils.defer import _schedule_coro
 from twisted.python.failure import Failure
 
-from crawlers.items import PageItem, PageReject
+from crawlers.items import CarriedItem, PageItem, PageReject
 from crawlers.settings import crawl_params_from
 from crawlers.spiders.generic import with_image
 
@@ -63,7 +64,7 @@ class NormalizeItemPipeline:
         return cls(crawler)
 
     def process_item(self, item: Any) -> Any:
-        if isinstance(item, PageItem | PageReject):
+        if isinstance(item, PageItem | PageReject | CarriedItem):
             return item
         if not isinstance(item, dict) or not isinstance(item.get("url"), str):
             raise TypeError(f"a spider must yield dicts with a 'url', PageItem or PageReject; "
@@ -138,7 +139,7 @@ class JsonlWriterPipeline:
         self._out.mkdir(parents=True, exist_ok=True)
         self._files = {
             name: open(self._out / f"{name}.jsonl", "a" if self._resume else "w", encoding="utf-8")
-            for name in ("items", "rejects")
+            for name in ("items", "rejects", "carried")
         }
 
     def close_spider(self) -> None:
@@ -150,11 +151,12 @@ class JsonlWriterPipeline:
         self._stats.inc_value(f"kiln/{name}")
 
     def process_item(self, item: Any) -> Any:
-        if isinstance(item, PageItem):
+        if isinstance(item, PageItem | CarriedItem):  # a kept item counts towards the limit too
             if self._max_items and self._n_items >= self._max_items:
                 raise DropItem(f"crawl.max_items={self._max_items} reached")
             self._n_items += 1
-            self._write("items", dataclasses.asdict(item))
+            kind = "items" if isinstance(item, PageItem) else "carried"
+            self._write(kind, dataclasses.asdict(item))
             if self._n_items == self._max_items:
                 _schedule_coro(self._crawler.engine.close_spider_async(reason="kiln_max_items"))
         elif isinstance(item, PageReject):

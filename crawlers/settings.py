@@ -10,6 +10,7 @@ from pathlib import Path
 
 from scrapy.settings import BaseSettings, Settings
 
+from crawlers.revisit import CARRY_FILE
 from tasks.params import CrawlParams
 
 BOT_NAME = "kiln"
@@ -83,6 +84,7 @@ def settings_for(cfg: CrawlParams, out_dir: Path, cache_dir: Path | None = None)
         {
             "KILN_CRAWL_JSON": cfg.model_dump_json(by_alias=True),
             "KILN_OUT_DIR": str(out_dir),
+            "KILN_CARRY_FILE": str(out_dir / CARRY_FILE),  # item pages the spider may skip
             "FILES_STORE": str(out_dir),  # the images pipeline writes out_dir/images/<sha256>.png
             "USER_AGENT": cfg.user_agent,
             "ROBOTSTXT_OBEY": cfg.obey_robots,

@@ -30,7 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from crawlers import revisit
 from crawlers.launch import run_spider
+from crawlers.revisit import PageVisit
 from crawlers.urlguard import check_crawl_config
 from tasks.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from tasks.params import CrawlParams, ParamsError, load_params
@@ -42,6 +44,7 @@ REPORT_PATH = Path("reports/crawl.json")
 WORK_DIR = Path(".kiln")  # the spider's scratch output lives here, beside data/, not in /tmp
 JOB_DIR = WORK_DIR / "crawl-job"  # an unfinished crawl: its output so far and Scrapy's JOBDIR
 CACHE_DIR = WORK_DIR / "httpcache"
+STATE_PATH = WORK_DIR / "crawl-state.json"  # when each item page was checked (crawlers/revisit.py)
 _ROW_KEYS = ("url", "content_hash", "first_seen", "image_url", "image_path")
 _IMAGE_PATH = re.compile(r"images/([0-9a-f]{64})\.(png|jpg|gif|webp)")
 
@@ -64,6 +67,7 @@ class CrawlResult:
     rejects: list[dict[str, Any]]  # rows of data/raw/rejects.jsonl, sorted by url
     images: dict[str, Path]  # image_path (relative to data/raw) -> the downloaded file
     stats: dict[str, float]  # reports/crawl.json
+    visits: dict[str, PageVisit]  # .kiln/crawl-state.json once data/raw is written
 
 
 def _run_spider(workdir: Path, cache_dir: Path | None, resume: bool) -> Path:
@@ -136,6 +140,7 @@ def _report(spider: dict[str, Any], n_items: int, n_rejects: int, duration_s: fl
         "robots_unreachable": spider.get("kiln/robots_unreachable", 0),
         "not_modified": spider.get("httpcache/revalidate", 0),  # 304: stored copy reused
         "from_cache": spider.get("httpcache/hit", 0),  # served without a new download
+        "kept": spider.get("kiln/carried", 0),  # item pages not requested (revisit_after_s)
     }
 
 
@@ -147,13 +152,17 @@ def crawl_site(
     *,
     cache_dir: Path | None = None,
     resume: bool = False,
+    visits: dict[str, PageVisit] | None = None,
+    raw_dir: Path = RAW_DIR,
 ) -> CrawlResult:
     """Crawl per `cfg` into `workdir` and assemble the rows of data/raw (nothing written there).
 
     `previous_items` are the rows of the last data/raw/items.jsonl ([] if none): their
     `first_seen` is kept for unchanged (url, content_hash). `resume` continues the crawl that
-    `workdir` holds. Raises CrawlConfigError before crawling, CrawlError when the crawl failed
-    or found no item (CrawlInterrupted when stopped by a signal).
+    `workdir` holds. `visits` (.kiln/crawl-state.json) say which item pages were checked
+    recently enough (`crawl.revisit_after_s`) that their rows in `previous_items`, and their
+    images in `raw_dir`, are kept without a request. Raises CrawlConfigError before crawling,
+    CrawlError when the crawl failed or found no item (CrawlInterrupted when stopped by a signal).
     """
     clash = sorted(set(cfg.fields) & set(_ROW_KEYS))
     if clash:
@@ -162,14 +171,26 @@ def crawl_site(
         check_crawl_config(cfg)
     except ValueError as exc:
         raise CrawlConfigError(str(exc)) from exc
-    stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = now or datetime.now(UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     (workdir / "crawl.json").write_text(cfg.model_dump_json(by_alias=True), encoding="utf-8")
+    skippable = revisit.skippable(
+        visits or {}, previous_items, cfg.revisit_after_s, now.timestamp(), raw_dir
+    )
+    (workdir / "spider").mkdir(exist_ok=True)
+    write_json(workdir / "spider" / revisit.CARRY_FILE, skippable)
+    if skippable:
+        logger.info("%d item pages were checked recently enough to keep without a request "
+                    "(crawl.revisit_after_s=%g)", len(skippable), cfg.revisit_after_s)  # fmt: skip
     started = time.monotonic()
     out = _run_spider(workdir, cache_dir, resume)
     duration_s = time.monotonic() - started
     spider = json.loads((out / "stats.json").read_text(encoding="utf-8"))
     with_images = cfg.image_field is not None
-    items = _item_rows(read_jsonl(out / "items.jsonl"), out, previous_items, stamp, with_images)
+    fetched = read_jsonl(out / "items.jsonl")
+    items = _item_rows(fetched, out, previous_items, stamp, with_images)
+    kept = _kept_rows(out, previous_items, skippable, {row["url"] for row in items})
+    items = sorted(items + kept, key=lambda row: row["url"])
     unique = {json.dumps(r, sort_keys=True): r for r in read_jsonl(out / "rejects.jsonl")}
     rejects = sorted(unique.values(), key=lambda r: (r["url"], r["reason"]))
     stats = _report(spider, len(items), len(rejects), duration_s)
@@ -186,7 +207,47 @@ def crawl_site(
             + f", {stats['refused']} refused URLs)"
         )
     images = {row["image_path"]: out / row["image_path"] for row in items if with_images}
-    return CrawlResult(items=items, rejects=rejects, images=images, stats=stats)
+    images |= {row["image_path"]: raw_dir / row["image_path"] for row in kept if with_images}
+    visits_now = _visits(cfg, fetched, items, now.timestamp())
+    visits_now |= {row["url"]: visits[row["url"]] for row in kept if visits}  # not checked: as was
+    return CrawlResult(items=items, rejects=rejects, images=images, stats=stats,
+                       visits=visits_now)  # fmt: skip
+
+
+def _kept_rows(
+    out: Path,
+    previous: list[dict[str, Any]],
+    skippable: dict[str, Any],
+    fetched_urls: set[str],
+) -> list[dict[str, Any]]:
+    """The rows of the last data/raw for the item pages the spider did not request."""
+    path = out / revisit.CARRIED_FILE
+    carried = {row["url"] for row in read_jsonl(path)} if path.exists() else set()
+    unknown = sorted(carried - skippable.keys())
+    if unknown:  # the spider may skip only what it was offered
+        raise CrawlError(f"the spider kept {len(unknown)} pages it was not offered: {unknown[:3]}")
+    return [row for row in previous if row["url"] in carried - fetched_urls]
+
+
+def _visits(
+    cfg: CrawlParams, fetched: list[dict[str, Any]], rows: list[dict[str, Any]], now: float
+) -> dict[str, PageVisit]:
+    """A visit for every item page the spider fetched that gave a row of data/raw."""
+    by_url = {row["url"]: row for row in rows}
+    listed = [name for name, spec in cfg.fields.items() if spec.from_ == "list"]
+    visits = {}
+    for item in fetched:
+        row = by_url.get(item["url"])
+        if item.get("links") is None or row is None:  # a block of a list page, not a page
+            continue
+        visits[item["url"]] = PageVisit(
+            checked_at=now,
+            fresh_s=item["fresh_s"],
+            content_hash=row["content_hash"],
+            list_values={name: row[name] for name in listed},
+            links=item["links"],
+        )
+    return visits
 
 
 def write_raw(result: CrawlResult, raw_dir: Path = RAW_DIR) -> None:
@@ -236,9 +297,11 @@ def main() -> int:
             shutil.rmtree(JOB_DIR, ignore_errors=True)
         JOB_DIR.mkdir(parents=True, exist_ok=True)
         cache = CACHE_DIR if cfg.http_cache else None
-        result = crawl_site(cfg, previous, JOB_DIR, cache_dir=cache, resume=resume)
+        visits = revisit.load_state(STATE_PATH, cfg)
+        result = crawl_site(cfg, previous, JOB_DIR, cache_dir=cache, resume=resume, visits=visits)
         write_raw(result)
         write_json(REPORT_PATH, result.stats)
+        revisit.save_state(STATE_PATH, cfg, result.visits)  # after data/raw: it describes it
     except CrawlInterrupted as exc:
         logger.warning("crawl %s; data/raw left as it was", exc)
         return 130
@@ -253,8 +316,9 @@ def main() -> int:
     shutil.rmtree(JOB_DIR, ignore_errors=True)  # done: the next crawl starts afresh
     s = result.stats
     logger.info(
-        "crawl done: %d items, %d rejects (%d failures, %d retries) from %d pages in %.1f s -> %s",
-        s["items"], s["rejects"], s["failures"], s["retries"], s["pages"], s["duration_s"], RAW_DIR,
+        "crawl done: %d items (%d kept without a request), %d rejects (%d failures, %d retries) "
+        "from %d pages in %.1f s -> %s", s["items"], s["kept"], s["rejects"], s["failures"],
+        s["retries"], s["pages"], s["duration_s"], RAW_DIR,
     )  # fmt: skip
     return 0
 

@@ -217,6 +217,21 @@ class CrawlParams(_Section):
         description="Keep an HTTP cache under .kiln/httpcache: a refresh sends conditional "
         "requests (RFC 9111) and gets 304 for what did not change.",
     )
+    http_cache_max_mb: float = Field(
+        512.0,
+        gt=0,
+        description="Size bound of .kiln/httpcache (MiB); after each crawl the least recently "
+        "used entries are removed until it fits. 512: ~100x the full demo's 5 MiB.",
+    )
+    revisit_after_s: float = Field(
+        0.0,
+        ge=0,
+        le=366 * 86400,
+        description="An item page checked less than this many seconds ago is not requested on "
+        "a refresh; its last row is kept (crawlers/revisit.py). List pages are re-checked on "
+        "every crawl, so new and removed items are seen at once. 0: every item page is "
+        "re-checked (a conditional request each) unless its server declared it fresh.",
+    )
     user_agent: str = Field(
         "kiln-crawler/0.1 (+https://github.com/kiln)", description="User-Agent header."
     )

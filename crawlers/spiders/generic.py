@@ -6,14 +6,19 @@ deny regexes). Item pages are those whose URL matches `item_url_pattern`, and th
 that item blocks of a list page (`item_list`) link to; a block without a link is an item itself.
 Parsing is the pure `crawlers.parse.PageParser`; the spider yields one `PageItem` or one
 `PageReject` per item, plus a reject for every page that failed after its retries. Requests it
-is not allowed to make (robots.txt, `crawlers.urlguard`) are skipped and counted.
+is not allowed to make (robots.txt, `crawlers.urlguard`) are skipped and counted. An item page
+listed in the crawl stage's `carry.json` (checked within `crawl.revisit_after_s`, see
+`crawlers.revisit`) is not requested: the spider yields a `CarriedItem` for it and follows the
+links it had last time.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
@@ -26,8 +31,9 @@ from scrapy.linkextractors import LinkExtractor
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
-from crawlers.items import PageItem, PageReject
+from crawlers.items import CarriedItem, PageItem, PageReject
 from crawlers.parse import ListEntry, PageParser
+from crawlers.revisit import same_list_values, server_fresh_s
 from crawlers.settings import crawl_params_from
 from crawlers.urlguard import refusal_reason
 from tasks.params import CrawlParams
@@ -80,6 +86,9 @@ class GenericSpider(scrapy.Spider):
         spider._item_url = re.compile(pattern) if pattern else None
         spider._parser = PageParser(spider.cfg.fields, spider.cfg.item_list)
         spider._links = link_extractors(spider.cfg)
+        carry = Path(crawler.settings["KILN_CARRY_FILE"] or "/nonexistent")
+        spider._skippable = json.loads(carry.read_text(encoding="utf-8")) if carry.is_file() else {}
+        spider._carried = set()
         return spider
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
@@ -119,21 +128,42 @@ class GenericSpider(scrapy.Spider):
             if isinstance(response, HtmlResponse)
             else Selector(text=response.text, type="html")
         )
-        if is_item_page:
-            parsed = self._parser.parse_item(page, response.url, list_values)
-            yield with_image(parsed, self.cfg, response.status)
-        details = set()
+        details: dict[str, dict[str, Any]] = {}  # detail page URL -> fields read on this page
         for entry in self._parser.parse_list(page, response.url):
             if isinstance(entry, ListEntry):
-                details.add(entry.url)
-                if self._allowed(entry.url):
-                    yield self._request(entry.url, entry.values)
+                details.setdefault(entry.url, entry.values)
             else:
                 yield with_image(entry, self.cfg, response.status)
-        for extractor in self._links:
-            for link in extractor.extract_links(response):
-                if link.url not in details and self._allowed(link.url):
-                    yield self._request(link.url)
+        links = [link.url for extractor in self._links for link in extractor.extract_links(response)
+                 if link.url not in details]  # fmt: skip
+        if is_item_page:
+            item = with_image(
+                self._parser.parse_item(page, response.url, list_values), self.cfg, response.status
+            )
+            if isinstance(item, PageItem):  # what a refresh needs to skip this page next time
+                item.links = [*details.items(), *((url, None) for url in links)]
+                item.fresh_s = server_fresh_s(response.headers.get("Cache-Control"))
+            yield item
+        for url, values in details.items():
+            if self._allowed(url):
+                yield from self._follow(url, values)
+        for url in links:
+            if self._allowed(url):
+                yield from self._follow(url)
+
+    def _follow(self, url: str, list_values: dict[str, Any] | None = None) -> Iterator[Any]:
+        """A request for `url`; or, for an item page the crawl stage said need not be checked
+        again yet (crawlers/revisit.py), a CarriedItem, and the same for the links it had."""
+        pending = [(url, list_values)]
+        while pending:
+            url, list_values = pending.pop()
+            kept = self._skippable.get(url)
+            if kept is None or not same_list_values(kept["list_values"], list_values):
+                yield self._request(url, list_values)
+            elif url not in self._carried:
+                self._carried.add(url)
+                yield CarriedItem(url)
+                pending += [(link, values) for link, values in kept["links"] if self._allowed(link)]
 
     def on_error(self, failure: Failure) -> Iterator[PageReject]:
         """A page that failed after its retries becomes a reject; skipped requests do not."""
