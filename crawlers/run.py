@@ -6,7 +6,8 @@ The spider is the generic one, or the class `crawl.spider` names ('module:Class'
 `crawlers.spiders`). Writes into DIR: `items.jsonl` and `rejects.jsonl` (unsorted, one line per
 page), `images/<sha256>.<ext>`, and `stats.json` (Scrapy's stats). `--jobdir` keeps Scrapy's
 pending requests there, so a crawl stopped by SIGINT/SIGTERM (Scrapy finishes the requests in
-flight, then stops) continues with `--resume`, appending to DIR. `--cache` is the HTTP cache.
+flight, then stops) continues with `--resume`, appending to DIR; stats.json then covers the
+whole crawl, every run of it (see `add_previous_stats`). `--cache` is the HTTP cache.
 Exit status 0 when the spider ran to its end (whatever it found), 1 when it did not finish
 (interrupted: finish_reason "shutdown"), 2 on a bad configuration.
 """
@@ -36,6 +37,16 @@ from tasks.params import CrawlParams, ParamsError, load_params
 # Finish reasons of a spider that ran to its end; "shutdown" (Ctrl+C) and others are failures.
 FINISHED = ("finished", "closespider_pagecount", "kiln_max_items")
 _MODULE = re.compile(r"[a-z_][a-z0-9_]*")  # a module directly inside crawlers/spiders/
+logger = logging.getLogger(__name__)
+
+# How add_previous_stats combines the stats of two runs of one crawl; every other number is a
+# count and is summed, every other string (finish_reason, finish_time) is the last run's.
+_FIRST_RUN = ("start_time",)
+_LARGEST = ("memusage/max", "memusage/startup", "request_depth_max")  # bytes, bytes, links
+_PER_MINUTE = {  # Scrapy's LogStats rates: recomputed over the summed elapsed_time_seconds
+    "responses_per_minute": "response_received_count",
+    "items_per_minute": "item_scraped_count",
+}
 
 
 def _jsonable(stats: dict[str, Any]) -> dict[str, Any]:
@@ -45,6 +56,49 @@ def _jsonable(stats: dict[str, Any]) -> dict[str, Any]:
 # Scrapy's start-up chatter (enabled components, overridden settings: ~60 lines) is kept out of
 # the stage's log; progress, warnings and errors stay. The stats go to stats.json.
 _QUIET_LOGGERS = ("scrapy.addons", "scrapy.middleware", "scrapy.crawler")
+
+
+def add_previous_stats(previous: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """The stats of a crawl resumed after `previous` (an earlier run's stats.json, itself
+    cumulative when that run was a resume too) whose last run gave `current`.
+
+    Counts are summed, so `kiln/pages` counts the pages of every run and each page once (a
+    resumed crawl does not fetch a page again). `elapsed_time_seconds` is summed too: the time
+    spent crawling, not the time between runs. `start_time` is the first run's, `finish_time`
+    and `finish_reason` the last one's; memory and depth maxima are the larger; the per-minute
+    rates are recomputed over the summed elapsed time.
+    """
+    merged = dict(previous) | current
+    for key, value in current.items():
+        before = previous.get(key)
+        if key in _FIRST_RUN and before is not None:
+            merged[key] = before
+        elif _is_number(value) and _is_number(before) and key not in _PER_MINUTE:
+            merged[key] = max(before, value) if key in _LARGEST else before + value
+    minutes = merged.get("elapsed_time_seconds", 0) / 60
+    for key, count in _PER_MINUTE.items():
+        if key in merged and minutes > 0:
+            merged[key] = round(merged.get(count, 0) / minutes, 1)
+    return merged
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _previous_stats(out_dir: Path) -> dict[str, Any]:
+    """The stats.json of the interrupted run that `--resume` continues ({} if it wrote none)."""
+    path = out_dir / "stats.json"
+    if not path.exists():  # stopped before it could write them (a second Ctrl+C, kill -9)
+        logger.warning("no %s from the interrupted run: the stats cover this run only", path)
+        return {}
+    try:
+        stats = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} of the interrupted run is not JSON ({exc})") from exc
+    if not isinstance(stats, dict):
+        raise ValueError(f"{path} of the interrupted run is not a JSON object")
+    return stats
 
 
 def spider_class(cfg: CrawlParams) -> type[scrapy.Spider]:
@@ -71,7 +125,8 @@ def run_spider(
     jobdir: Path | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
-    """Crawl in this process (once per process) and return Scrapy's stats."""
+    """Crawl in this process (once per process) and return Scrapy's stats (with `resume`, the
+    whole crawl's: the previous run's stats.json in `out_dir` added, see add_previous_stats)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = settings_for(cfg, out_dir, cache_dir)
     if jobdir is not None:
@@ -83,6 +138,7 @@ def run_spider(
     # Its error for an unreachable robots.txt is a 40-line traceback; StrictRobotsTxtMiddleware
     # logs one line saying so instead.
     logging.getLogger("scrapy.downloadermiddlewares.robotstxt").setLevel(logging.CRITICAL)
+    previous = _previous_stats(out_dir) if resume else {}  # before this run overwrites them
     cls = spider_class(cfg)
     crawler = process.create_crawler(cls)
     if cls is GenericSpider:
@@ -92,6 +148,8 @@ def run_spider(
         process.crawl(crawler, **{k: v for k, v in kwargs.items() if not hasattr(cls, k)})
     process.start()
     stats = _jsonable(crawler.stats.get_stats())
+    if previous:
+        stats = add_previous_stats(previous, stats)
     write_json(out_dir / "stats.json", stats)
     return stats
 
