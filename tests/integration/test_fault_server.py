@@ -210,23 +210,45 @@ def test_interrupted_crawl_resumes_to_the_same_result(tmp_path: Path) -> None:
 
 
 def test_kill_9_mid_crawl_leaves_the_last_committed_raw(tmp_path: Path) -> None:
-    slow = {p: dataclasses.replace(pg, delay_s=0.3) if p.startswith("/item/") else pg
-            for p, pg in build_site(SMALL).pages.items()}  # fmt: skip
-    with DemoSiteServer(slow, "127.0.0.1", 0) as srv:
+    with DemoSiteServer(_slow_site(), "127.0.0.1", 0) as srv:
         project = _project(tmp_path, start_urls=[f"{srv.url}item/digit-0001"])
         _crawl(project)
-        before = {p: p.read_bytes() for p in sorted((project / "data").rglob("*")) if p.is_file()}
-        _project(tmp_path, start_urls=[srv.url], http_cache=False)
+        data, report_path = project / "data", project / "reports/crawl.json"
+        before, report_before = _files(data), report_path.read_bytes()
+        job = project / ".kiln/crawl-job"
+        # concurrency 2: /page/2 waits behind the first 10 item pages (~1.5 s), so the kill
+        # after 3 item requests lands with half the site not yet requested.
+        _project(tmp_path, start_urls=[srv.url], http_cache=False, concurrency=2)
+        mark = len(srv.requests)
         proc = _start(project)
         deadline = time.monotonic() + 60
-        while len(srv.requested("/item/")) < 4 and time.monotonic() < deadline:
+        while len(_item_requests(srv, mark)) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert proc.poll() is None, "the crawl ended before the kill"
+        assert (job / "jobdir/requests.queue").is_dir()  # the spider is at work in the job dir
+        assert (job / "spider/items.jsonl").is_file()
         proc.kill()  # SIGKILL: no handler runs
         proc.communicate(timeout=30)
-        after = {p: p.read_bytes() for p in sorted((project / "data").rglob("*")) if p.is_file()}
-        assert after == before
-        # The orphaned spider got SIGTERM from the kernel (PR_SET_PDEATHSIG) and stops itself.
-        time.sleep(3.0)
+        assert proc.returncode == -signal.SIGKILL
+        assert _files(data) == before
+        # The orphaned spider got SIGTERM from the kernel (PR_SET_PDEATHSIG) and stops itself:
+        # it finishes the requests in flight and writes stats.json last.
+        while not (job / "spider/stats.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stats = json.loads((job / "spider/stats.json").read_text(encoding="utf-8"))
+        assert stats["finish_reason"] == "shutdown"  # stopped by the signal, not finished
+        time.sleep(0.5)
         settled = len(srv.requests)
         time.sleep(1.0)
-        assert len(srv.requests) == settled
+        assert len(srv.requests) == settled  # and then it sent nothing more
+        killed = _item_requests(srv, mark)
+        assert 0 < len(killed) < SMALL.n_items  # the kill landed mid-crawl
+        assert 0 < len(read_jsonl(job / "spider/items.jsonl")) < SMALL.n_items
+        assert _files(data) == before and report_path.read_bytes() == report_before
+        mark = len(srv.requests)
+        report = _crawl(project)  # the next crawl resumes the job the kill left
+        resumed = _item_requests(srv, mark)
+    assert len(killed + resumed) == len(set(killed + resumed))  # no page fetched twice
+    assert set(killed + resumed) == set(build_site(SMALL).item_paths)
+    assert report["items"] == SMALL.n_items == len(read_jsonl(data / "raw/items.jsonl"))
+    assert not job.exists()  # done: the next crawl starts afresh
