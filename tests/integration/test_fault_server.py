@@ -4,12 +4,14 @@
 `crawlers.demo_server` serves hand-made pages (compression bomb, slow page, redirects to
 forbidden places, 429 with Retry-After) next to a small demo shop; `python -m tasks.crawl` runs
 as DVC runs it. Covers RELIABILITY.md "Crawl": size limits after decompression, timeouts,
-redirects refused before connecting, Retry-After, refresh by conditional requests (304), and an
-interrupted crawl that resumes to the same result.
+redirects refused before connecting, Retry-After, refresh by conditional requests (304), a
+refresh after the HTTP cache was pruned, an interrupted crawl that resumes to the same result
+with each page fetched once, and a killed crawl that leaves data/raw as it was.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import gzip
 import json
@@ -25,6 +27,7 @@ import yaml
 
 from crawlers.demo_server import DemoSiteServer, Page
 from crawlers.demo_site import build_site
+from crawlers.httpcache_prune import PruneResult, prune_http_cache
 from tasks.io import read_jsonl
 from tasks.params import DemoSiteParams
 
@@ -141,6 +144,44 @@ def test_refresh_revalidates_pages_and_skips_fresh_images(server, tmp_path: Path
     assert not [p for p, _ in again if p.startswith("/img/")]  # fresh in the cache for a day
     assert report["not_modified"] >= SMALL.n_items
     assert (project / "data/raw/items.jsonl").read_bytes() == before
+
+
+def _cache_entries(cache: Path) -> dict[str, Path]:
+    """URL path -> its entry in Scrapy's filesystem HTTP cache (`meta` is a dict's repr)."""
+    return {_path(ast.literal_eval((m.parent / "meta").read_text())["url"]): m.parent
+            for m in cache.glob("*/*/*/meta")}  # fmt: skip
+
+
+def _du(entry: Path) -> int:
+    """Disk usage of a cache entry in bytes, as `du` counts it (what prune_http_cache bounds)."""
+    return sum(p.lstat().st_blocks * 512 for p in [entry, *entry.iterdir()])
+
+
+def test_crawl_after_pruning_the_cache(server, tmp_path: Path) -> None:
+    project = _project(tmp_path, start_urls=[server.url])
+    _crawl(project)
+    before = (project / "data/raw/items.jsonl").read_bytes()
+    entries = _cache_entries(project / ".kiln/httpcache")
+    old = [f"/item/digit-{i:04d}" for i in range(10)]  # made the least recently stored
+    for path in old:
+        for file in entries[path].iterdir():
+            os.utime(file, (time.time() - 3600, time.time() - 3600))
+    total = sum(_du(e) for e in entries.values())
+    freed = sum(_du(entries[p]) for p in old)
+    result = prune_http_cache(project / ".kiln/httpcache", total - freed)
+    assert result == PruneResult(len(old), total, total - freed)
+    assert set(_cache_entries(project / ".kiln/httpcache")) == set(entries) - set(old)
+    mark = len(server.statuses)
+    report = _crawl(project)
+    again = server.statuses[mark:]
+    items = dict(s for s in again if s[0].startswith("/item/"))
+    assert len(items) == SMALL.n_items == len([s for s in again if s[0].startswith("/item/")])
+    assert {p for p, s in items.items() if s == 200} == set(old)  # pruned: fetched anew
+    assert {p for p, s in items.items() if s == 304} == set(items) - set(old)  # revalidated
+    assert report["not_modified"] >= SMALL.n_items - len(old)
+    assert not [p for p, _ in again if p.startswith("/img/")]  # kept, still fresh
+    assert (project / "data/raw/items.jsonl").read_bytes() == before
+    assert set(_cache_entries(project / ".kiln/httpcache")) == set(entries)  # stored again
 
 
 def _slow_site() -> dict[str, Page]:
