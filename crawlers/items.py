@@ -6,7 +6,7 @@ rows of `data/raw/items.jsonl` and `data/raw/rejects.jsonl` (docs/contracts.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -18,6 +18,10 @@ class PageItem:
     fields: dict[str, Any]  # field name -> typed value (str, int, float, list), None when missing
     image_url: str | None = None  # absolute image URL; set by the spider
     image_path: str | None = None  # "images/<sha256>.<ext>"; set by the images pipeline
+    # crawl.file_fields: field -> its absolute URLs (set by the spider) / "files/<sha256>.<ext>"
+    # of each (set by the pipeline), in the same order; a field without a value has none.
+    file_urls: dict[str, list[str]] = field(default_factory=dict)
+    file_paths: dict[str, list[str]] = field(default_factory=dict)
     # For an item page the spider fetched (crawlers/revisit.py keeps them for the next refresh):
     # (url, the fields read for it on this page, or None): the links it followed; None: not a page
     links: list[tuple[str, dict[str, Any] | None]] | None = None

@@ -6,8 +6,9 @@
   generic spider's items.
 * `HashedImagesPipeline` downloads each item's image with Scrapy's media pipeline and stores it
   as `images/<sha256 of the bytes>.<ext>`, the extension read from the bytes' magic number:
-  nothing from the URL or the headers ever becomes part of a path. An image that fails turns its
-  item into a reject.
+  nothing from the URL or the headers ever becomes part of a path. The files of
+  `crawl.file_fields` go the same way to `files/<sha256>.<ext>` (.bin when the bytes are of no
+  known kind). An image or file that fails turns its item into a reject.
 * `JsonlWriterPipeline` appends items and rejects to `items.jsonl` / `rejects.jsonl` (and the
   item pages not requested, `CarriedItem`, to `carried.jsonl`) in the
   spider's output directory as they come (`tasks.crawl` sorts them), and turns an exception in a
@@ -36,7 +37,7 @@ from twisted.python.failure import Failure
 
 from crawlers.items import CarriedItem, PageItem, PageReject
 from crawlers.settings import crawl_params_from
-from crawlers.spiders.generic import with_image
+from crawlers.spiders.generic import with_downloads
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,19 @@ _MAGIC = {  # leading bytes -> extension; anything else is not stored
     b"GIF87a": "gif",
     b"GIF89a": "gif",
 }
+
+
+_FILE_MAGIC = {  # other files of crawl.file_fields; anything unknown is stored as .bin
+    b"%PDF-": "pdf",
+    b"PK\x03\x04": "zip",
+    b"\x1f\x8b": "gz",
+}
+_FILE_FIELD = "kiln_file_field"  # request meta: the crawl.file_fields entry a download is for
+
+
+def file_extension(data: bytes) -> str:
+    """The extension of a downloaded file of `crawl.file_fields`, from its first bytes only."""
+    return next((ext for magic, ext in _FILE_MAGIC.items() if data.startswith(magic)), "bin")
 
 
 def image_extension(data: bytes) -> str | None:
@@ -75,14 +89,18 @@ class NormalizeItemPipeline:
         )
         if missing:
             return PageReject(item["url"], f"missing required field(s): {', '.join(missing)}")
-        return with_image(PageItem(url=item["url"], fields=fields), self._cfg, None)
+        return with_downloads(PageItem(url=item["url"], fields=fields), self._cfg, None)
 
 
 class HashedImagesPipeline(FilesPipeline):
     def get_media_requests(self, item: Any, info: Any) -> list[Request]:
-        if isinstance(item, PageItem) and item.image_url:
-            return [Request(item.image_url, callback=NO_CALLBACK)]
-        return []
+        """The image first (when there is one), then every file URL, field by field."""
+        if not isinstance(item, PageItem):
+            return []
+        requests = [Request(item.image_url, callback=NO_CALLBACK)] if item.image_url else []
+        for name, urls in item.file_urls.items():
+            requests += [Request(u, callback=NO_CALLBACK, meta={_FILE_FIELD: name}) for u in urls]
+        return requests
 
     def media_to_download(self, request: Request, info: Any, *, item: Any = None) -> None:
         return None  # always download: each crawl stores into a fresh, empty directory
@@ -103,22 +121,34 @@ class HashedImagesPipeline(FilesPipeline):
         item: Any = None,
     ) -> str:
         if response is None:  # only media_to_download asks without bytes, and it is overridden
-            raise ValueError("an image path is named after its bytes; no response given")
+            raise ValueError("a file path is named after its bytes; no response given")
+        digest = hashlib.sha256(response.body).hexdigest()
         ext = image_extension(response.body)
+        if _FILE_FIELD in request.meta:  # any kind of file; the extension only from known magic
+            return f"files/{digest}.{ext or file_extension(response.body)}"
         if ext is None:
             raise FileException(f"not a PNG, JPEG, GIF or WebP image ({len(response.body)} bytes)")
-        return f"images/{hashlib.sha256(response.body).hexdigest()}.{ext}"
+        return f"images/{digest}.{ext}"
 
     def item_completed(self, results: list[tuple[bool, Any]], item: Any, info: Any) -> Any:
-        if not isinstance(item, PageItem) or not results:  # a reject, or an item without image
+        if not isinstance(item, PageItem) or not results:  # a reject, or an item without files
             return item
-        [(ok, value)] = results  # at most one image per item
-        if ok:
-            item.image_path = value["path"]
-            return item
-        message = value.getErrorMessage() if isinstance(value, Failure) else str(value)
-        logger.warning("image %s of %s failed: %s", item.image_url, item.url, message)
-        return PageReject(url=item.url, reason=f"image {item.image_url} failed: {message}")
+        urls = ([item.image_url] if item.image_url else []) + [
+            u for urls in item.file_urls.values() for u in urls
+        ]
+        for url, (ok, value) in zip(urls, results, strict=True):
+            if not ok:
+                message = value.getErrorMessage() if isinstance(value, Failure) else str(value)
+                what = "image" if url == item.image_url else "file"
+                logger.warning("%s %s of %s failed: %s", what, url, item.url, message)
+                return PageReject(url=item.url, reason=f"{what} {url} failed: {message}")
+        paths = iter(value["path"] for _, value in results)
+        if item.image_url:
+            item.image_path = next(paths)
+        item.file_paths = {
+            name: [next(paths) for _ in urls] for name, urls in item.file_urls.items()
+        }
+        return item
 
 
 class JsonlWriterPipeline:

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scrapy.extensions.httpcache import parse_cachecontrol
-
 from tasks.io import write_json
 from tasks.params import CrawlParams
 
@@ -52,6 +50,10 @@ class PageVisit:
 
 def server_fresh_s(cache_control: bytes | None) -> float:
     """Seconds a response stays fresh by its Cache-Control header (max-age; 0 for no-cache)."""
+    # Imported here: the spider calls this; tasks.crawl imports this module without Scrapy
+    # (importing scrapy costs ~0.5 s, python -X importtime).
+    from scrapy.extensions.httpcache import parse_cachecontrol  # noqa: PLC0415
+
     directives = parse_cachecontrol(cache_control or b"")
     if b"no-store" in directives or b"no-cache" in directives:
         return 0.0
@@ -109,19 +111,16 @@ def skippable(
     previous_rows: Iterable[dict[str, Any]],
     revisit_after_s: float,
     now: float,
-    raw_dir: Path,
 ) -> dict[str, dict[str, Any]]:
     """The item pages the spider need not request: checked within their interval, and their row
-    (same content_hash, image file present) still in the last data/raw. url -> what the spider
-    needs to skip it (its list values and links)."""
+    (same content_hash) among `previous_rows`, the rows of the last data/raw whose files are all
+    there. url -> what the spider needs to skip it (its list values and links)."""
     rows = {row["url"]: row for row in previous_rows}
     carry = {}
     for url, visit in visits.items():
         row = rows.get(url)
         if row is None or row.get("content_hash") != visit.content_hash:
             continue  # data/raw is not the snapshot this visit produced (e.g. a dvc checkout)
-        if row.get("image_path") and not (raw_dir / row["image_path"]).is_file():
-            continue
         if now - visit.checked_at < max(revisit_after_s, visit.fresh_s):
             carry[url] = {"list_values": visit.list_values, "links": visit.links}
     return carry

@@ -9,7 +9,9 @@ again gives a byte-identical `data/raw/`.
 The spider works in `.kiln/crawl-job/`, with Scrapy's JOBDIR there: SIGINT/SIGTERM stops it
 gracefully (requests in flight finish, pending ones are saved) and the next run with the same
 `crawl` params resumes where it stopped; other params start afresh. The HTTP cache in
-`.kiln/httpcache/` (`crawl.http_cache`) makes a refresh send conditional requests only.
+`.kiln/httpcache/` (`crawl.http_cache`, pruned to `crawl.http_cache_max_mb` after each crawl)
+makes a refresh send conditional requests only, and item pages checked within
+`crawl.revisit_after_s` are not requested at all (`crawlers/revisit.py`, `.kiln/crawl-state.json`).
 
 Exit status: 0 ok; 1 the crawl failed (spider process failed, zero items); 2 it must not start
 (params.yaml invalid, a start URL refused, a bad selector); 130 interrupted (resumable). On any
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from crawlers import revisit
+from crawlers.httpcache_prune import prune_http_cache
 from crawlers.launch import run_spider
 from crawlers.revisit import PageVisit
 from crawlers.urlguard import check_crawl_config
@@ -47,6 +50,7 @@ CACHE_DIR = WORK_DIR / "httpcache"
 STATE_PATH = WORK_DIR / "crawl-state.json"  # when each item page was checked (crawlers/revisit.py)
 _ROW_KEYS = ("url", "content_hash", "first_seen", "image_url", "image_path")
 _IMAGE_PATH = re.compile(r"images/([0-9a-f]{64})\.(png|jpg|gif|webp)")
+_FILE_PATH = re.compile(r"files/([0-9a-f]{64})\.(pdf|zip|gz|png|jpg|gif|webp|bin)")
 
 
 class CrawlConfigError(ValueError):
@@ -65,7 +69,7 @@ class CrawlInterrupted(CrawlError):
 class CrawlResult:
     items: list[dict[str, Any]]  # rows of data/raw/items.jsonl, sorted by url
     rejects: list[dict[str, Any]]  # rows of data/raw/rejects.jsonl, sorted by url
-    images: dict[str, Path]  # image_path (relative to data/raw) -> the downloaded file
+    files: dict[str, Path]  # path in data/raw (images/..., files/...) -> the downloaded file
     stats: dict[str, float]  # reports/crawl.json
     visits: dict[str, PageVisit]  # .kiln/crawl-state.json once data/raw is written
 
@@ -81,10 +85,21 @@ def _run_spider(workdir: Path, cache_dir: Path | None, resume: bool) -> Path:
     return workdir / "spider"
 
 
-def _content_hash(fields: dict[str, Any], image: bytes) -> str:
+def _content_hash(fields: dict[str, Any], image: bytes, files: list[bytes]) -> str:
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode())
     digest.update(image)
+    for data in files:  # crawl.file_fields in order; none: the same hash as before they existed
+        digest.update(hashlib.sha256(data).digest())
     return digest.hexdigest()
+
+
+def _checked(out: Path, rel: str | None, pattern: re.Pattern[str], url: str) -> bytes:
+    """The bytes of a downloaded file, after checking it is there under its own hash."""
+    match = pattern.fullmatch(rel or "")
+    data = (out / rel).read_bytes() if match and (out / rel).is_file() else b""
+    if not match or hashlib.sha256(data).hexdigest() != match.group(1):
+        raise CrawlError(f"download of {url} is missing or misnamed: {rel}")
+    return data
 
 
 def _item_rows(
@@ -92,23 +107,22 @@ def _item_rows(
     out: Path,
     previous: list[dict[str, Any]],
     stamp: str,
-    with_images: bool = True,
+    cfg: CrawlParams,
 ) -> list[dict[str, Any]]:
     first_seen = {
         (r["url"], r["content_hash"]): r["first_seen"]
         for r in previous
         if {"url", "content_hash", "first_seen"} <= r.keys()
     }
+    with_images = cfg.image_field is not None
     rows: dict[str, dict[str, Any]] = {}
     for item in spider_items:
-        image = b""
-        if with_images:
-            match = _IMAGE_PATH.fullmatch(item["image_path"] or "")
-            image = (out / item["image_path"]).read_bytes() if match else b""
-            if not match or hashlib.sha256(image).hexdigest() != match.group(1):
-                raise CrawlError(f"image of {item['url']} is missing or misnamed: "
-                                 f"{item['image_path']}")  # fmt: skip
-        url, content_hash = item["url"], _content_hash(item["fields"], image)
+        url = item["url"]
+        image = _checked(out, item["image_path"], _IMAGE_PATH, url) if with_images else b""
+        paths = {name: item.get("file_paths", {}).get(name, []) for name in cfg.file_fields}
+        files = [_checked(out, rel, _FILE_PATH, url) for name in cfg.file_fields
+                 for rel in paths[name]]  # fmt: skip
+        content_hash = _content_hash(item["fields"], image, files)
         row = {
             **item["fields"],
             "url": url,
@@ -117,6 +131,9 @@ def _item_rows(
         }
         if with_images:
             row |= {"image_url": item["image_url"], "image_path": item["image_path"]}
+        for name, rels in paths.items():  # a list field gets a list, any other one path or None
+            one = rels[0] if rels else None
+            row[f"{name}_path"] = rels if cfg.fields[name].type == "list" else one
         if url in rows:  # redirected to one page, or fetched again by a resumed crawl: keep one
             logger.info("%s was crawled twice; keeping one copy", url)
             row = min(rows[url], row, key=lambda r: r["content_hash"])
@@ -124,8 +141,18 @@ def _item_rows(
     return [rows[url] for url in sorted(rows)]
 
 
+def downloaded_paths(row: dict[str, Any], cfg: CrawlParams) -> list[str]:
+    """Every file of data/raw a row points at: its image, then its crawl.file_fields files."""
+    paths = [row["image_path"]] if cfg.image_field is not None else []
+    for name in cfg.file_fields:
+        value = row.get(f"{name}_path")
+        paths += value if isinstance(value, list) else [value] if value else []
+    return paths
+
+
 def _report(spider: dict[str, Any], n_items: int, n_rejects: int, duration_s: float) -> dict:
     pages = spider.get("kiln/pages", 0)
+    elapsed = float(spider.get("elapsed_time_seconds") or duration_s)
     return {
         "pages": pages,
         "items": n_items,
@@ -134,7 +161,9 @@ def _report(spider: dict[str, Any], n_items: int, n_rejects: int, duration_s: fl
         "retries": spider.get("retry/count", 0),
         "bytes": spider.get("downloader/response_bytes", 0),
         "duration_s": round(duration_s, 3),
-        "pages_per_s": round(pages / duration_s, 1) if duration_s > 0 else 0.0,
+        # Over the spider's own running time, summed over an interrupted run and its resumption
+        # (crawlers.run adds them up; duration_s is this run's only).
+        "pages_per_s": round(pages / elapsed, 1) if elapsed > 0 else 0.0,
         "refused": spider.get("kiln/refused", 0),
         "robots_forbidden": spider.get("robotstxt/forbidden", 0),
         "robots_unreachable": spider.get("kiln/robots_unreachable", 0),
@@ -174,9 +203,12 @@ def crawl_site(
     now = now or datetime.now(UTC)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     (workdir / "crawl.json").write_text(cfg.model_dump_json(by_alias=True), encoding="utf-8")
-    skippable = revisit.skippable(
-        visits or {}, previous_items, cfg.revisit_after_s, now.timestamp(), raw_dir
-    )
+    complete = [  # a kept row's files are copied from raw_dir: they must all be there
+        row
+        for row in previous_items
+        if all((raw_dir / rel).is_file() for rel in downloaded_paths(row, cfg))
+    ]
+    skippable = revisit.skippable(visits or {}, complete, cfg.revisit_after_s, now.timestamp())
     (workdir / "spider").mkdir(exist_ok=True)
     write_json(workdir / "spider" / revisit.CARRY_FILE, skippable)
     if skippable:
@@ -186,9 +218,8 @@ def crawl_site(
     out = _run_spider(workdir, cache_dir, resume)
     duration_s = time.monotonic() - started
     spider = json.loads((out / "stats.json").read_text(encoding="utf-8"))
-    with_images = cfg.image_field is not None
     fetched = read_jsonl(out / "items.jsonl")
-    items = _item_rows(fetched, out, previous_items, stamp, with_images)
+    items = _item_rows(fetched, out, previous_items, stamp, cfg)
     kept = _kept_rows(out, previous_items, skippable, {row["url"] for row in items})
     items = sorted(items + kept, key=lambda row: row["url"])
     unique = {json.dumps(r, sort_keys=True): r for r in read_jsonl(out / "rejects.jsonl")}
@@ -206,11 +237,12 @@ def crawl_site(
             + (", robots.txt unreachable so the host was skipped" if unreachable else "")
             + f", {stats['refused']} refused URLs)"
         )
-    images = {row["image_path"]: out / row["image_path"] for row in items if with_images}
-    images |= {row["image_path"]: raw_dir / row["image_path"] for row in kept if with_images}
+    kept_urls = {row["url"] for row in kept}
+    files = {rel: (raw_dir if row["url"] in kept_urls else out) / rel
+             for row in items for rel in downloaded_paths(row, cfg)}  # fmt: skip
     visits_now = _visits(cfg, fetched, items, now.timestamp())
     visits_now |= {row["url"]: visits[row["url"]] for row in kept if visits}  # not checked: as was
-    return CrawlResult(items=items, rejects=rejects, images=images, stats=stats,
+    return CrawlResult(items=items, rejects=rejects, files=files, stats=stats,
                        visits=visits_now)  # fmt: skip
 
 
@@ -255,10 +287,8 @@ def write_raw(result: CrawlResult, raw_dir: Path = RAW_DIR) -> None:
     with atomic_dir(raw_dir) as tmp:
         write_jsonl(tmp / "items.jsonl", result.items)
         write_jsonl(tmp / "rejects.jsonl", result.rejects)
-        if not result.images:
-            return
-        (tmp / "images").mkdir()
-        for rel, src in sorted(result.images.items()):
+        for rel, src in sorted(result.files.items()):
+            (tmp / rel).parent.mkdir(exist_ok=True)  # images/ or files/
             shutil.copyfile(src, tmp / rel)
 
 
@@ -302,6 +332,8 @@ def main() -> int:
         write_raw(result)
         write_json(REPORT_PATH, result.stats)
         revisit.save_state(STATE_PATH, cfg, result.visits)  # after data/raw: it describes it
+        if cache is not None:
+            prune_http_cache(cache, int(cfg.http_cache_max_mb * 2**20))
     except CrawlInterrupted as exc:
         logger.warning("crawl %s; data/raw left as it was", exc)
         return 130

@@ -192,6 +192,12 @@ class CrawlParams(_Section):
     image_field: str | None = Field(
         None, description="Field (in `fields`) holding an image URL to download; None: no image."
     )
+    file_fields: list[str] = Field(
+        default_factory=list,
+        description="Fields (in `fields`) holding URLs of files to download besides the image "
+        "(every URL of a `list` field); each is stored as files/<sha256>.<ext> and the row gets "
+        "`<field>_path` (a list for a list field). A file that fails rejects its item.",
+    )
     obey_robots: bool = Field(True, description="Obey robots.txt.")
     max_pages: int = Field(10_000, ge=1, description="Stop after this many responses.")
     max_items: int | None = Field(None, ge=1, description="Stop after this many items.")
@@ -220,8 +226,8 @@ class CrawlParams(_Section):
     http_cache_max_mb: float = Field(
         512.0,
         gt=0,
-        description="Size bound of .kiln/httpcache (MiB); after each crawl the least recently "
-        "used entries are removed until it fits. 512: ~100x the full demo's 5 MiB.",
+        description="Bound on the disk .kiln/httpcache takes (MiB, as du counts it); after each "
+        "crawl the least recently stored entries are removed until it fits.",
     )
     revisit_after_s: float = Field(
         0.0,
@@ -242,6 +248,12 @@ class CrawlParams(_Section):
             raise ValueError(
                 f"image_field {self.image_field!r} is not one of fields {sorted(self.fields)}"
             )
+        for name in self.file_fields:
+            if name not in self.fields or name == self.image_field:
+                raise ValueError(f"file_fields entry {name!r} is not one of fields "
+                                 f"{sorted(self.fields)} other than image_field")  # fmt: skip
+            if f"{name}_path" in self.fields:
+                raise ValueError(f"file_fields entry {name!r}: {name}_path is a field already")
         if self.spider is None and self.item_url_pattern is None and self.item_list is None:
             raise ValueError("say which pages are items: item_url_pattern and/or item_list")
         from_list = sorted(n for n, f in self.fields.items() if f.from_ == "list")

@@ -61,10 +61,16 @@ def link_extractors(cfg: CrawlParams) -> list[LinkExtractor]:
     return extractors
 
 
-def with_image(item: PageItem | PageReject, cfg: CrawlParams, status: int | None) -> Any:
-    """Point an item at its image (when `crawl.image_field` is set); a reject keeps `status`."""
+def with_downloads(item: PageItem | PageReject, cfg: CrawlParams, status: int | None) -> Any:
+    """Point an item at its image (`crawl.image_field`) and files (`crawl.file_fields`), as
+    absolute URLs; a reject keeps `status`."""
     if isinstance(item, PageReject):
         return PageReject(item.url, item.reason, status)
+    for name in cfg.file_fields:
+        value = item.fields.get(name)
+        srcs = value if isinstance(value, list) else [value]
+        item.file_urls[name] = [urljoin(item.url, s.strip()) for s in srcs
+                                if isinstance(s, str) and s.strip()]  # fmt: skip
     if cfg.image_field is None:
         return item
     src = item.fields.get(cfg.image_field)
@@ -133,11 +139,11 @@ class GenericSpider(scrapy.Spider):
             if isinstance(entry, ListEntry):
                 details.setdefault(entry.url, entry.values)
             else:
-                yield with_image(entry, self.cfg, response.status)
+                yield with_downloads(entry, self.cfg, response.status)
         links = [link.url for extractor in self._links for link in extractor.extract_links(response)
                  if link.url not in details]  # fmt: skip
         if is_item_page:
-            item = with_image(
+            item = with_downloads(
                 self._parser.parse_item(page, response.url, list_values), self.cfg, response.status
             )
             if isinstance(item, PageItem):  # what a refresh needs to skip this page next time

@@ -69,6 +69,11 @@ def test_custom_spider_settings_cannot_loosen_the_safety_policy(tmp_path: Path) 
          "unknown key 'crawl.follow.0.alow'; did you mean 'crawl.follow.0.allow'"),
         ({"fields": {"a": {"css": "h1", "form": "list"}}, "image_field": None},
          "did you mean 'crawl.fields.a.from'"),
+        ({"file_fields": ["manual"]}, "file_fields entry 'manual' is not one of fields"),
+        ({"file_fields": ["image"]}, "other than image_field"),
+        ({"fields": {"a": {"css": "a::attr(href)"}, "a_path": {"css": "h1"}},
+          "image_field": None, "file_fields": ["a"]}, "a_path is a field already"),
+        ({"revisit_after_s": -1}, "revisit_after_s"),
     ],
 )  # fmt: skip
 def test_crawl_schema_names_the_problem(changes: dict, message: str) -> None:

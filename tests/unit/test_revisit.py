@@ -37,7 +37,7 @@ def test_server_freshness_comes_from_max_age(header: bytes | None, seconds: floa
     assert server_fresh_s(header) == seconds
 
 
-def test_a_page_is_kept_within_its_interval_only(tmp_path: Path) -> None:
+def test_a_page_is_kept_within_its_interval_only() -> None:
     rows = [{"url": f"http://x/item/{n}", "content_hash": "h1"} for n in "abcd"]
     visits = {
         "http://x/item/a": _visit(checked_at=NOW - 60),  # a minute ago
@@ -45,21 +45,12 @@ def test_a_page_is_kept_within_its_interval_only(tmp_path: Path) -> None:
         "http://x/item/c": _visit(checked_at=NOW - 7200, fresh_s=86400),  # server: a day
         "http://x/item/d": _visit(content_hash="h0"),  # data/raw is not what this visit saw
     }
-    kept = skippable(visits, rows, revisit_after_s=3600, now=NOW, raw_dir=tmp_path)
+    kept = skippable(visits, rows, revisit_after_s=3600, now=NOW)
     assert sorted(kept) == ["http://x/item/a", "http://x/item/c"]
     assert kept["http://x/item/a"] == {"list_values": {}, "links": [["http://x/", None]]}
-    assert skippable(visits, rows, revisit_after_s=0, now=NOW, raw_dir=tmp_path).keys() == {
+    assert skippable(visits, rows, revisit_after_s=0, now=NOW).keys() == {
         "http://x/item/c"  # revisit 0: only the server's own promise counts
     }
-
-
-def test_a_page_whose_image_is_gone_is_fetched_again(tmp_path: Path) -> None:
-    (tmp_path / "images").mkdir()
-    (tmp_path / "images" / "a.png").write_bytes(b"png")
-    rows = [{"url": u, "content_hash": "h1", "image_path": f"images/{n}.png"}
-            for u, n in [("http://x/a", "a"), ("http://x/b", "b")]]  # fmt: skip
-    visits = {"http://x/a": _visit(), "http://x/b": _visit()}
-    assert list(skippable(visits, rows, 3600, NOW, tmp_path)) == ["http://x/a"]
 
 
 def test_state_round_trips_and_other_params_or_a_bad_file_mean_none(tmp_path: Path) -> None:
