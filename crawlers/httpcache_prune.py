@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import shutil
 import sys
@@ -49,16 +50,19 @@ class _Entry:
     used: float  # newest mtime of its files, seconds since the epoch
 
 
-def _disk_bytes(path: Path) -> int:
-    st = path.lstat()
+def _disk_bytes(st: os.stat_result) -> int:
     blocks = getattr(st, "st_blocks", None)  # POSIX; 512-byte units whatever the block size
     return st.st_size if blocks is None else blocks * 512
 
 
 def _entry(path: Path) -> _Entry:
-    files = [p for p in path.iterdir() if p.is_file()]
-    newest = max((p.lstat().st_mtime for p in files), default=path.lstat().st_mtime)
-    return _Entry(path, _disk_bytes(path) + sum(_disk_bytes(p) for p in files), newest)
+    # One scandir and one stat per file: the cache of a 1000-item crawl has 2042 entries of 7
+    # files, and pathlib's is_file + lstat twice per file made this 0.9 s of a 4.9 s refresh.
+    with os.scandir(path) as it:
+        stats = [e.stat(follow_symlinks=False) for e in it if e.is_file(follow_symlinks=False)]
+    own = path.lstat()
+    newest = max((st.st_mtime for st in stats), default=own.st_mtime)
+    return _Entry(path, _disk_bytes(own) + sum(_disk_bytes(st) for st in stats), newest)
 
 
 def _entry_dirs(cache_dir: Path) -> tuple[list[Path], list[Path]]:

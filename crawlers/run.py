@@ -18,6 +18,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import re
 import sys
 from datetime import datetime
@@ -188,4 +189,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    status = main()
+    # Everything is written and closed by now (items, rejects, carried, stats.json, the JOBDIR);
+    # what is left is the interpreter tearing down Scrapy's, Twisted's and lxml's objects, which
+    # took ~0.6 s of every crawl (3 runs each of a crawl that finds nothing: 3.79-4.30 s before,
+    # 3.41-3.58 s with os._exit).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
