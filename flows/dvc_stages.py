@@ -63,10 +63,18 @@ def _repo(project: Path):  # noqa: ANN202 (dvc.repo.Repo, imported lazily)
     return Repo(str(project))
 
 
+def _target(stage: str, project: Path) -> str:
+    """`<project>/dvc.yaml:<stage>`: DVC resolves a bare stage name against the working
+    directory, not the Repo's root, so `kiln run --project P` from elsewhere checked and
+    committed the stages of the dvc.yaml in the working directory instead (or none)."""
+    return f"{project / 'dvc.yaml'}:{stage}"
+
+
 def stale_reason(stage: str, project: Path) -> str | None:
     """Why DVC considers `stage` out of date, or None when it is up to date."""
     with _repo(project) as repo:
-        changes = repo.status(targets=[stage]).get(stage)
+        # One target: at most one entry, keyed by the stage's address relative to the cwd.
+        changes = next(iter(repo.status(targets=[_target(stage, project)]).values()), None)
     if not changes:
         return None
     parts = []
@@ -94,7 +102,7 @@ def record(through: str, project: Path, logger: Logger | LoggerAdapter) -> None:
     started = time.perf_counter()
     # DVC prints "Updating lock file 'dvc.lock'" to stdout, which is the CLI's result channel.
     with _repo(project) as repo, contextlib.redirect_stdout(io.StringIO()):
-        committed = repo.commit(through, with_deps=True, force=True)
+        committed = repo.commit(_target(through, project), with_deps=True, force=True)
     logger.info("recorded %d stages (through %s) in dvc.lock and the DVC cache in %.2f s",
                 len(committed), through, time.perf_counter() - started)
 
