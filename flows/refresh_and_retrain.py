@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
-from flows.dvc_stages import StageOutcome, record, run_crawl, run_stage
+from flows.dvc_stages import StageOutcome, dvc_session, record, run_crawl, run_stage
 from flows.run_guard import demo_site_if_needed, single_run_lock
 from flows.summary import publish_artifacts
 from tasks.params import load_params
@@ -43,7 +43,7 @@ def refresh_and_retrain(project_dir: str = ".") -> list[StageOutcome]:
     outcomes: list[StageOutcome] = []
     logger = get_run_logger()
     try:
-        with single_run_lock(project), demo_site_if_needed(params, logger):
+        with single_run_lock(project), demo_site_if_needed(params, logger), dvc_session(project):
             try:
                 outcomes.append(crawl.with_options(task_run_name="crawl")(project))
                 for stage in AFTER_CRAWL:
