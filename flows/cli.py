@@ -8,6 +8,8 @@ environment, because Prefect reads its settings on import.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import logging
 import os
@@ -216,6 +218,12 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
     logging.getLogger("kiln").setLevel(logging.INFO)
+    # At exit, after Prefect has sent its queued logs and events (threading's exit hooks run
+    # before atexit's) and while the other exit handlers still run, move every object to the
+    # collector's permanent generation: the interpreter's final collections then skip ~170k
+    # objects of Prefect, pydantic and DVC that the OS frees anyway. Process exit after a flow
+    # run: 0.25 s instead of 1.0 s (imports of a `kiln run`, 2 runs each on 2 busy cores).
+    atexit.register(gc.freeze)
     app()
 
 
