@@ -13,7 +13,9 @@ The state lives in `.kiln/crawl-state.json` (local, like the HTTP cache): per it
 was checked, how long it stays fresh, the `content_hash` of the row it gave, its `from: list`
 field values (a changed list entry means the detail page is fetched again) and the links it had
 (followed again when it is skipped, so what is reachable through item pages stays reachable).
-Losing the file costs one full re-check, nothing else.
+Losing the file costs one full re-check, nothing else. One difference from a crawl that fetches
+the page: the links of a kept page are requested from the list page that linked to it, so
+`crawl.max_depth` counts them one level shallower.
 """
 
 from __future__ import annotations
