@@ -33,10 +33,11 @@ STAGES = ["crawl", "validate", "clean", "train", "evaluate", "export", "promote"
 FLOORS = {"promote": {"floors": {"accuracy": 0.3, "macro_f1": 0.0}}}
 
 
-def _kiln_run(project: Path, api_url: str, check: bool = True):  # noqa: ANN202
+def _kiln_run(project: Path, api_url: str, check: bool = True,  # noqa: ANN202
+              cwd: Path | None = None):
     # `python -m flows.cli` with cwd=project runs the project's copy of the code, as a user would.
-    return run([sys.executable, "-m", "flows.cli", "run", "--project", str(project)], project,
-               check=check, extra_env={"PREFECT_API_URL": api_url})
+    return run([sys.executable, "-m", "flows.cli", "run", "--project", str(project)],
+               cwd or project, check=check, extra_env={"PREFECT_API_URL": api_url})
 
 
 def _lock_hash(project: Path, stage: str) -> str:
@@ -94,7 +95,8 @@ def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:
     raw_hash = _lock_hash(project, "crawl")
 
     # 2. Refresh of the unchanged site: byte-identical crawl, later stages skipped with a reason.
-    second = _kiln_run(project, api)
+    # Run from outside the project: DVC must check the project's stages, not the cwd's.
+    second = _kiln_run(project, api, cwd=tmp_path)
     run_id = flow_run_id(second.stdout)
     states = task_run_states(api, run_id)
     assert states == {"crawl": "Completed", **dict.fromkeys(STAGES[1:], "Skipped")}
