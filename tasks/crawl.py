@@ -190,7 +190,7 @@ def crawl_site(
     `first_seen` is kept for unchanged (url, content_hash). `resume` continues the crawl that
     `workdir` holds. `visits` (.kiln/crawl-state.json) say which item pages were checked
     recently enough (`crawl.revisit_after_s`) that their rows in `previous_items`, and their
-    images in `raw_dir`, are kept without a request. Raises CrawlConfigError before crawling,
+    files in `raw_dir`, are kept without a request. Raises CrawlConfigError before crawling,
     CrawlError when the crawl failed or found no item (CrawlInterrupted when stopped by a signal).
     """
     clash = sorted(set(cfg.fields) & set(_ROW_KEYS))
@@ -241,7 +241,9 @@ def crawl_site(
     files = {rel: (raw_dir if row["url"] in kept_urls else out) / rel
              for row in items for rel in downloaded_paths(row, cfg)}  # fmt: skip
     visits_now = _visits(cfg, fetched, items, now.timestamp())
-    visits_now |= {row["url"]: visits[row["url"]] for row in kept if visits}  # not checked: as was
+    visits_now |= {  # not checked this time: their last check stands
+        row["url"]: visits[row["url"]] for row in kept if visits and row["url"] in visits
+    }
     return CrawlResult(items=items, rejects=rejects, files=files, stats=stats,
                        visits=visits_now)  # fmt: skip
 
@@ -255,9 +257,11 @@ def _kept_rows(
     """The rows of the last data/raw for the item pages the spider did not request."""
     path = out / revisit.CARRIED_FILE
     carried = {row["url"] for row in read_jsonl(path)} if path.exists() else set()
-    unknown = sorted(carried - skippable.keys())
-    if unknown:  # the spider may skip only what it was offered
-        raise CrawlError(f"the spider kept {len(unknown)} pages it was not offered: {unknown[:3]}")
+    # A resumed crawl's carried.jsonl also holds what the interrupted run was offered a moment
+    # earlier; a page must at least have a row to keep.
+    unknown = sorted(carried - skippable.keys() - {row["url"] for row in previous})
+    if unknown:
+        raise CrawlError(f"the spider kept {len(unknown)} pages with no row to keep: {unknown[:3]}")
     return [row for row in previous if row["url"] in carried - fetched_urls]
 
 

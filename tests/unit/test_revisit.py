@@ -16,6 +16,7 @@ from crawlers.revisit import (
     server_fresh_s,
     skippable,
 )
+from tasks.crawl import CrawlError, _kept_rows
 from tasks.params import load_params
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,3 +74,15 @@ def test_list_values_compare_as_json_with_none_as_absent() -> None:
     assert same_list_values({"teaser": None}, None)  # reached by a follow rule: no list values
     assert not same_list_values({"teaser": "a"}, {"teaser": "b"})
     assert not same_list_values({"teaser": "a"}, None)
+
+
+def test_kept_rows_come_from_the_last_snapshot_and_need_a_row(tmp_path: Path) -> None:
+    previous = [{"url": "http://x/a", "content_hash": "h1"}, {"url": "http://x/b"}]
+    (tmp_path / "carried.jsonl").write_text('{"url": "http://x/a"}\n{"url": "http://x/b"}\n')
+    # b was offered to the interrupted run of a resumed crawl, not to this one: still kept
+    kept = _kept_rows(tmp_path, previous, {"http://x/a": {}}, fetched_urls=set())
+    assert kept == previous
+    assert _kept_rows(tmp_path, previous, {}, fetched_urls={"http://x/a"}) == previous[1:]
+    (tmp_path / "carried.jsonl").write_text('{"url": "http://x/gone"}\n')
+    with pytest.raises(CrawlError, match="no row to keep"):
+        _kept_rows(tmp_path, previous, {}, fetched_urls=set())
