@@ -136,12 +136,12 @@ def crawl_pages_per_s(url: str, tmp: Path, n: int, which: str) -> float:
     return _pages_per_s(out)
 
 
-def stage_wall_s(url: str, project: Path, revisit_after_s: float) -> tuple[float, dict]:
+def _stage_s(project: Path, crawl: dict[str, Any]) -> tuple[float, dict]:
     """Wall time of the crawl stage (`python -m tasks.crawl`, as DVC and the flow run it) in
-    `project`, and its reports/crawl.json. Images on, HTTP cache on."""
+    `project` with params.yaml's `crawl` section updated by `crawl`, and its reports/crawl.json.
+    Images on, HTTP cache on."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["crawl"].update({"start_urls": [url], "max_pages": 100_000,
-                            "revisit_after_s": revisit_after_s})  # fmt: skip
+    params["crawl"].update(crawl)
     project.mkdir(parents=True, exist_ok=True)
     (project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     start = time.perf_counter()
@@ -151,17 +151,16 @@ def stage_wall_s(url: str, project: Path, revisit_after_s: float) -> tuple[float
     return wall, json.loads((project / "reports" / "crawl.json").read_text())
 
 
+def stage_wall_s(url: str, project: Path, revisit_after_s: float) -> tuple[float, dict]:
+    """The crawl stage over the whole demo shop."""
+    crawl = {"start_urls": [url], "max_pages": 100_000, "revisit_after_s": revisit_after_s}
+    return _stage_s(project, crawl)
+
+
 def _empty_crawl_s(tmp: Path, url: str, n: int) -> float:
     """The crawl stage on a one-page site (the start URL is one item page): its fixed cost."""
-    project = tmp / f"empty-{n}"
-    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["crawl"].update({"start_urls": [url + "item/digit-0000"], "follow_css": []})
-    project.mkdir()
-    (project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "tasks.crawl"], cwd=project, check=True,
-                   capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
-    return time.perf_counter() - start
+    crawl = {"start_urls": [url + "item/digit-0000"], "follow_css": []}
+    return _stage_s(tmp / f"empty-{n}", crawl)[0]
 
 
 def extraction_s(pages: list[str], which: str) -> float:

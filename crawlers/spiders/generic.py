@@ -92,7 +92,8 @@ class GenericSpider(scrapy.Spider):
         spider._item_url = re.compile(pattern) if pattern else None
         spider._parser = PageParser(spider.cfg.fields, spider.cfg.item_list)
         spider._links = link_extractors(spider.cfg)
-        carry = Path(crawler.settings["KILN_CARRY_FILE"] or "/nonexistent")
+        # The item pages the crawl stage offers to skip (crawlers.settings.settings_for names it)
+        carry = Path(crawler.settings.get("KILN_CARRY_FILE") or "")
         spider._skippable = json.loads(carry.read_text(encoding="utf-8")) if carry.is_file() else {}
         spider._carried = set()
         return spider

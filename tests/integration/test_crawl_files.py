@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -23,6 +21,7 @@ from crawlers.demo_server import DemoSiteServer, Page
 from crawlers.demo_site import build_site
 from tasks.io import read_jsonl
 from tasks.params import DemoSiteParams
+from tests.project import run
 
 pytestmark = pytest.mark.integration
 
@@ -73,10 +72,12 @@ def _crawl(project: Path, url: str) -> dict:
         file_fields=["manual", "attachments"],
     )
     (project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "tasks.crawl"], cwd=project, env=env, check=False,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run(
+        [sys.executable, "-m", "tasks.crawl"],
+        project,
+        timeout=120,
+        extra_env={"PYTHONPATH": str(REPO)},
+    )
     return json.loads((project / "reports/crawl.json").read_text())
 
 
