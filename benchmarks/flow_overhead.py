@@ -7,11 +7,21 @@ the other on another fresh project, with the demo site already serving.
 orchestration share = (A wall - B wall) / A wall, where B is the sum of stage compute. Runs
 alternate A, B, A, B ... and the median pair is reported (PERFORMANCE.md). The demo is the tiny
 one the end-to-end test uses unless --full is given.
+
+Also printed, per flow run: the in-run share, (A wall - the sum of A's own stage commands, as the
+flow logs them: "<stage>: command N s") / A wall, PERFORMANCE.md's "(wall time - sum of stage
+compute) / wall time" taken inside one run. The A/B share carries the run-to-run spread of the
+stages themselves (the full demo's crawl alone varies by +-3 s between runs on this machine); the
+in-run share does not, but it cannot see a stage slowed down by the flow sharing its CPUs, which
+the A/B share can. The target applies to both. One flow run before the pairs warms the
+Prefect server up (its first run registers the flow) and is not counted: a scheduled run meets a
+server that has run the flow before.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 import tempfile
@@ -37,12 +47,20 @@ def _overrides(full: bool, port: int) -> dict:
     return tiny_demo_overrides(port)
 
 
-def time_flow(root: Path, api_url: str, full: bool) -> float:
+_COMMAND_S = re.compile(r"\b([a-z_]+): command ([0-9.]+) s$", re.MULTILINE)  # flows/dvc_stages.py
+
+
+def time_flow(root: Path, api_url: str, full: bool) -> tuple[float, float]:
+    """Wall time of `kiln run` and the sum of its stage commands' times as the flow logged them."""
     project = make_project(root, _overrides(full, free_port()))
     start = time.perf_counter()
-    run([sys.executable, "-m", "flows.cli", "run", "--project", str(project)], project,
-        extra_env={"PREFECT_API_URL": api_url})
-    return time.perf_counter() - start
+    proc = run([sys.executable, "-m", "flows.cli", "run", "--project", str(project)], project,
+               extra_env={"PREFECT_API_URL": api_url})
+    wall = time.perf_counter() - start
+    commands = dict(_COMMAND_S.findall(proc.stdout + proc.stderr))
+    if set(commands) != set(STAGES):
+        raise AssertionError(f"the flow logged command times for {sorted(commands)}, not {STAGES}")
+    return wall, sum(float(s) for s in commands.values())
 
 
 def time_plain(root: Path, full: bool) -> float:
@@ -65,12 +83,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(Path(tmp) / "prefect", free_port())
         try:
-            pairs = []
+            warm_up_s, _ = time_flow(Path(tempfile.mkdtemp(dir=tmp)), server.api_url, args.full)
+            print(f"warm-up flow run (not counted): {warm_up_s:.1f} s", flush=True)
+            pairs, in_run = [], []
             for i in range(args.pairs):
-                flow_s = time_flow(Path(tempfile.mkdtemp(dir=tmp)), server.api_url, args.full)
+                flow_s, commands_s = time_flow(Path(tempfile.mkdtemp(dir=tmp)), server.api_url,
+                                               args.full)
                 plain_s = time_plain(Path(tempfile.mkdtemp(dir=tmp)), args.full)
                 pairs.append((flow_s, plain_s))
-                print(f"pair {i + 1}: flow {flow_s:6.1f} s  plain stages {plain_s:6.1f} s  "
+                in_run.append((flow_s - commands_s) / flow_s)
+                print(f"pair {i + 1}: flow {flow_s:6.1f} s (its stage commands {commands_s:6.1f} s,"
+                      f" in-run share {in_run[-1]:6.1%})  plain stages {plain_s:6.1f} s  "
                       f"share {(flow_s - plain_s) / flow_s:6.1%}", flush=True)
         finally:
             server.stop()
@@ -78,11 +101,15 @@ def main() -> None:
     flow_med = statistics.median(a for a, _ in pairs)
     plain_med = statistics.median(b for _, b in pairs)
     share = statistics.median(shares)
+    in_run_share = statistics.median(in_run)
     print(f"\n| figure | value |\n|---|---|\n| flow wall (median) | {flow_med:.1f} s |\n"
           f"| plain stages wall (median) | {plain_med:.1f} s |\n"
-          f"| orchestration share (median of {len(pairs)} pairs) | {share:.1%} |")
-    print(f"orchestration share {share:.1%} target <= {TARGET:.0%}: "
-          f"{'holds' if share <= TARGET else 'MISSED'}")
+          f"| orchestration share, A/B (median of {len(pairs)} pairs) | {share:.1%} |\n"
+          f"| orchestration share, in-run (median of {len(in_run)} flow runs) "
+          f"| {in_run_share:.1%} |")
+    for name, value in (("A/B", share), ("in-run", in_run_share)):
+        print(f"orchestration share ({name}) {value:.1%} target <= {TARGET:.0%}: "
+              f"{'holds' if value <= TARGET else 'MISSED'}")
 
 
 if __name__ == "__main__":
