@@ -8,6 +8,7 @@ turned dirty (the flow fails at validate, train never runs, the previous model s
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -74,6 +75,14 @@ def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:
     assert metrics["accuracy"] > 0.3, metrics
     assert f"accuracy={metrics['accuracy']:.4f}" in first.stdout
     assert json.loads(dvc("status", "--json", cwd=project).stdout or "{}") == {}
+    # Each stage but the last was committed beside the next one's command, the last at the end;
+    # the DVC cache holds what they wrote.
+    assert "recorded crawl in dvc.lock and the DVC cache in" in first.stderr
+    assert "recorded promote in dvc.lock and the DVC cache in" in first.stderr
+    items = (project / "data" / "raw" / "items.jsonl").read_bytes()
+    shutil.rmtree(project / "data" / "raw")
+    dvc("checkout", "crawl", cwd=project)
+    assert (project / "data" / "raw" / "items.jsonl").read_bytes() == items
     artifacts = prefect_api(api, "/artifacts/filter",
                             {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
     by_key = {a["key"]: a for a in artifacts}
