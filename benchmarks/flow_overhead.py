@@ -50,8 +50,8 @@ def _overrides(full: bool, port: int) -> dict:
 _COMMAND_S = re.compile(r"\b([a-z_]+): command ([0-9.]+) s$", re.MULTILINE)  # flows/dvc_stages.py
 
 
-def time_flow(root: Path, api_url: str, full: bool) -> tuple[float, float]:
-    """Wall time of `kiln run` and the sum of its stage commands' times as the flow logged them."""
+def time_flow(root: Path, api_url: str, full: bool) -> tuple[float, dict[str, float]]:
+    """Wall time of `kiln run` and its stage commands' times (s) as the flow logged them."""
     project = make_project(root, _overrides(full, free_port()))
     start = time.perf_counter()
     proc = run([sys.executable, "-m", "flows.cli", "run", "--project", str(project)], project,
@@ -60,17 +60,21 @@ def time_flow(root: Path, api_url: str, full: bool) -> tuple[float, float]:
     commands = dict(_COMMAND_S.findall(proc.stdout + proc.stderr))
     if set(commands) != set(STAGES):
         raise AssertionError(f"the flow logged command times for {sorted(commands)}, not {STAGES}")
-    return wall, sum(float(s) for s in commands.values())
+    return wall, {stage: float(s) for stage, s in commands.items()}
 
 
-def time_plain(root: Path, full: bool) -> float:
+def time_plain(root: Path, full: bool) -> tuple[float, dict[str, float]]:
+    """Wall time of the stage commands one after the other, and each one's (s)."""
     project = make_project(root, _overrides(full, free_port()))
     site = start_demo_site(load_params(project / "params.yaml").demo_site)
     try:
         start = time.perf_counter()
+        each = {}
         for stage in STAGES:
+            stage_start = time.perf_counter()
             run([sys.executable, "-m", f"tasks.{stage}"], project)
-        return time.perf_counter() - start
+            each[stage] = time.perf_counter() - stage_start
+        return time.perf_counter() - start, each
     finally:
         site.stop()
 
@@ -85,12 +89,14 @@ def main() -> None:
         try:
             warm_up_s, _ = time_flow(Path(tempfile.mkdtemp(dir=tmp)), server.api_url, args.full)
             print(f"warm-up flow run (not counted): {warm_up_s:.1f} s", flush=True)
-            pairs, in_run = [], []
+            pairs, in_run, per_stage = [], [], []
             for i in range(args.pairs):
-                flow_s, commands_s = time_flow(Path(tempfile.mkdtemp(dir=tmp)), server.api_url,
-                                               args.full)
-                plain_s = time_plain(Path(tempfile.mkdtemp(dir=tmp)), args.full)
+                flow_s, in_flow = time_flow(Path(tempfile.mkdtemp(dir=tmp)), server.api_url,
+                                            args.full)
+                plain_s, plain_each = time_plain(Path(tempfile.mkdtemp(dir=tmp)), args.full)
+                commands_s = sum(in_flow.values())
                 pairs.append((flow_s, plain_s))
+                per_stage.append((in_flow, plain_each))
                 in_run.append((flow_s - commands_s) / flow_s)
                 print(f"pair {i + 1}: flow {flow_s:6.1f} s (its stage commands {commands_s:6.1f} s,"
                       f" in-run share {in_run[-1]:6.1%})  plain stages {plain_s:6.1f} s  "
@@ -102,6 +108,11 @@ def main() -> None:
     plain_med = statistics.median(b for _, b in pairs)
     share = statistics.median(shares)
     in_run_share = statistics.median(in_run)
+    print("\n| stage | in the flow (median) | plain (median) |\n|---|---|---|")
+    for stage in STAGES:  # where the A/B difference comes from: a stage slowed down, or noise
+        in_flow = statistics.median(a[stage] for a, _ in per_stage)
+        plain = statistics.median(b[stage] for _, b in per_stage)
+        print(f"| {stage} | {in_flow:.1f} s | {plain:.1f} s |")
     print(f"\n| figure | value |\n|---|---|\n| flow wall (median) | {flow_med:.1f} s |\n"
           f"| plain stages wall (median) | {plain_med:.1f} s |\n"
           f"| orchestration share, A/B (median of {len(pairs)} pairs) | {share:.1%} |\n"
