@@ -223,8 +223,10 @@ def test_interrupted_crawl_resumes_to_the_same_result(tmp_path: Path) -> None:
         # 10 items of the first list page and /page/2 finish (~1.5 s) and /page/2's 10 item
         # links, scheduled while closing, wait in the JOBDIR (seen in every probe run).
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
-        assert proc.returncode == 130
+        _, err = proc.communicate(timeout=60)
+        # Seen once in CI (2026-12-01, 1 of ~10 runs): exit 0, the crawl ran to its end as if the
+        # SIGINT never arrived; the stage's log says what it saw.
+        assert proc.returncode == 130, err[-4000:]
         assert not (cut / "data").exists()  # nothing committed
         first = _item_requests(srv, mark)
         answered = [p for p, _ in srv.statuses[status_mark:] if p.startswith("/item/")]
