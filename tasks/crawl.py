@@ -322,6 +322,10 @@ def _can_resume(job: Path, cfg: CrawlParams) -> bool:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # SIGINT stops the crawl gracefully even when it came in ignored: a shell starts a background
+    # job (`cmd &`, CI scripts, cron wrappers) with SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt, so `kill -INT` did nothing and the crawl ran to its end.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         params = load_params()
         cfg = params.crawl
