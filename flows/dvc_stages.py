@@ -69,7 +69,6 @@ class _Session:
     project: Path
     repo: object = None  # dvc.repo.Repo once opened
     warm_ups: dict[str, threading.Thread] = field(default_factory=dict)  # started, by name
-    uncommitted: str | None = None  # the last stage that ran, until its background commit starts
     ran: list[str] = field(default_factory=list)  # stages that ran in this flow run, in order
     committed: set[str] = field(default_factory=set)  # of those, the ones committed already
 
@@ -152,24 +151,22 @@ def _start_warm_up(project: Path, warm_up: Callable[[_Session], None],
 def _stage_ran(stage: str, project: Path) -> None:
     session = _SESSIONS.get(project)
     if session is not None:
-        session.uncommitted = stage
         session.ran.append(stage)
 
 
 def _start_commit_of_last_stage(project: Path, logger: Logger | LoggerAdapter) -> None:
     """Commit the stage that ran before this one on a background thread, while this stage's
-    command runs. `_repo` waits for it before the next status check or `record` use the Repo,
-    so the Repo is never used by two threads at once."""
+    command runs (once per stage: `_start_warm_up` starts one thread per name). `_repo` waits for
+    it before the next status check or `record` use the Repo, so the Repo is never used by two
+    threads at once; this stage's status check has just opened it."""
     session = _SESSIONS.get(project)
-    if session is None or session.uncommitted is None:
+    if session is None or not session.ran:
         return
-    stage, session.uncommitted = session.uncommitted, None
+    stage = session.ran[-1]
 
     def commit(session: _Session) -> None:
         started = time.perf_counter()
         try:
-            if session.repo is None:
-                session.repo = _open_repo(session.project)
             with contextlib.redirect_stdout(io.StringIO()):  # "Updating lock file" (see record)
                 session.repo.commit(_target(stage, session.project), force=True)
             session.committed.add(stage)

@@ -53,6 +53,17 @@ def _assert_recorded_only_the_crawl(project: Path, old_raw_hash: str) -> None:
     assert "validate" in stale and "crawl" not in stale, stale
 
 
+def _assert_committed_as_they_ran(project: Path, log: str) -> None:
+    """Each stage but the last was committed beside the next one's command, the last at the end;
+    the DVC cache holds what they wrote."""
+    assert "recorded crawl in dvc.lock and the DVC cache in" in log
+    assert "recorded promote in dvc.lock and the DVC cache in" in log
+    items = (project / "data" / "raw" / "items.jsonl").read_bytes()
+    shutil.rmtree(project / "data" / "raw")
+    dvc("checkout", "crawl", cwd=project)
+    assert (project / "data" / "raw" / "items.jsonl").read_bytes() == items
+
+
 def _assert_validate_ran_once_with_its_log(api: str, run_id: str) -> None:
     """Bad data does not get better by retrying: one attempt; the stage's own log is in its run."""
     validate_run = task_run(api, run_id, "validate")
@@ -75,14 +86,7 @@ def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:
     assert metrics["accuracy"] > 0.3, metrics
     assert f"accuracy={metrics['accuracy']:.4f}" in first.stdout
     assert json.loads(dvc("status", "--json", cwd=project).stdout or "{}") == {}
-    # Each stage but the last was committed beside the next one's command, the last at the end;
-    # the DVC cache holds what they wrote.
-    assert "recorded crawl in dvc.lock and the DVC cache in" in first.stderr
-    assert "recorded promote in dvc.lock and the DVC cache in" in first.stderr
-    items = (project / "data" / "raw" / "items.jsonl").read_bytes()
-    shutil.rmtree(project / "data" / "raw")
-    dvc("checkout", "crawl", cwd=project)
-    assert (project / "data" / "raw" / "items.jsonl").read_bytes() == items
+    _assert_committed_as_they_ran(project, first.stderr)
     artifacts = prefect_api(api, "/artifacts/filter",
                             {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
     by_key = {a["key"]: a for a in artifacts}
