@@ -30,10 +30,12 @@ class PageItem:
 
 @dataclass(frozen=True)
 class CarriedItem:
-    """An item page not requested: checked recently enough (`crawl.revisit_after_s`), so the
-    crawl stage keeps its row of the last data/raw."""
+    """The item pages one page links to that were not requested: checked recently enough
+    (`crawl.revisit_after_s`), so the crawl stage keeps their rows of the last data/raw. One per
+    page, not per item: 1,000 kept items through Scrapy's item pipelines one at a time cost
+    ~0.1 s of the refresh of an unchanged site."""
 
-    url: str
+    urls: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -181,19 +181,28 @@ class JsonlWriterPipeline:
         self._stats.inc_value(f"kiln/{name}")
 
     def process_item(self, item: Any) -> Any:
-        if isinstance(item, PageItem | CarriedItem):  # a kept item counts towards the limit too
-            if self._max_items and self._n_items >= self._max_items:
-                raise DropItem(f"crawl.max_items={self._max_items} reached")
-            self._n_items += 1
-            kind = "items" if isinstance(item, PageItem) else "carried"
-            self._write(kind, dataclasses.asdict(item))
-            if self._n_items == self._max_items:
-                _schedule_coro(self._crawler.engine.close_spider_async(reason="kiln_max_items"))
+        if isinstance(item, PageItem):
+            self._count(1)
+            self._write("items", dataclasses.asdict(item))
+        elif isinstance(item, CarriedItem):  # a kept item counts towards the limit too
+            for url in item.urls[: self._count(len(item.urls))]:
+                self._write("carried", {"url": url})
         elif isinstance(item, PageReject):
             self._write("rejects", dataclasses.asdict(item))
         else:
             raise TypeError(f"the spider yielded a {type(item).__name__}, not a PageItem/Reject")
         return item
+
+    def _count(self, n: int) -> int:
+        """How many of `n` more items fit under crawl.max_items (DropItem when none does); the
+        spider is stopped once the limit is reached."""
+        room = n if not self._max_items else min(n, self._max_items - self._n_items)
+        if room <= 0:
+            raise DropItem(f"crawl.max_items={self._max_items} reached")
+        self._n_items += room
+        if self._n_items == self._max_items:
+            _schedule_coro(self._crawler.engine.close_spider_async(reason="kiln_max_items"))
+        return room
 
     def _spider_error(self, failure: Failure, response: Response) -> None:
         reason = f"spider error: {failure.type.__name__}: {failure.getErrorMessage()}"

@@ -188,13 +188,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    status = main()
-    # Everything is written and closed by now (items, rejects, carried, stats.json, the JOBDIR);
-    # what is left is the interpreter tearing down Scrapy's, Twisted's and lxml's objects, which
-    # took ~0.6 s of every crawl (3 runs each of a crawl that finds nothing: 3.79-4.30 s before,
-    # 3.41-3.58 s with os._exit).
+def exit_now(status: int) -> None:
+    """End the process with `status` once the spider's output is flushed, skipping the
+    interpreter's tear-down of Scrapy's, Twisted's and lxml's objects: by then everything is
+    written and closed (items, rejects, carried, stats.json, the JOBDIR), and the tear-down took
+    ~0.6 s of every crawl (3 runs each of a crawl that finds nothing: 3.79-4.30 s before,
+    3.41-3.58 s with os._exit)."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+if __name__ == "__main__":
+    exit_now(main())

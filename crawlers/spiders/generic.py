@@ -1,5 +1,5 @@
-"""The generic, config-driven spider; it runs as `python -m crawlers.run` (a subprocess of
-`python -m tasks.crawl`), configured by the `crawl` section of params.yaml.
+"""The generic, config-driven spider; it runs as `python -m crawlers.run` (a forked child
+of `python -m tasks.crawl`), configured by the `crawl` section of params.yaml.
 
 From every page it follows the links of the `follow_css` / `follow` rules (link areas, allow and
 deny regexes). Item pages are those whose URL matches `item_url_pattern`, and the detail pages
@@ -8,8 +8,8 @@ Parsing is the pure `crawlers.parse.PageParser`; the spider yields one `PageItem
 `PageReject` per item, plus a reject for every page that failed after its retries. Requests it
 is not allowed to make (robots.txt, `crawlers.urlguard`) are skipped and counted. An item page
 listed in the crawl stage's `carry.json` (checked within `crawl.revisit_after_s`, see
-`crawlers.revisit`) is not requested: the spider yields a `CarriedItem` for it and follows the
-links it had last time.
+`crawlers.revisit`) is not requested: the spider names it in the page's `CarriedItem` and follows
+the links it had last time.
 """
 
 from __future__ import annotations
@@ -151,16 +151,22 @@ class GenericSpider(scrapy.Spider):
                 item.links = [*details.items(), *((url, None) for url in links)]
                 item.fresh_s = server_fresh_s(response.headers.get("Cache-Control"))
             yield item
+        carried: list[str] = []
         for url, values in details.items():
             if self._allowed(url):
-                yield from self._follow(url, values)
+                yield from self._follow(url, values, carried)
         for url in links:
             if self._allowed(url):
-                yield from self._follow(url)
+                yield from self._follow(url, None, carried)
+        if carried:
+            yield CarriedItem(tuple(carried))
 
-    def _follow(self, url: str, list_values: dict[str, Any] | None = None) -> Iterator[Any]:
+    def _follow(
+        self, url: str, list_values: dict[str, Any] | None, carried: list[str]
+    ) -> Iterator[scrapy.Request]:
         """A request for `url`; or, for an item page the crawl stage said need not be checked
-        again yet (crawlers/revisit.py), a CarriedItem, and the same for the links it had."""
+        again yet (crawlers/revisit.py), its url added to `carried`, and the same for the links
+        it had."""
         pending = [(url, list_values)]
         while pending:
             url, list_values = pending.pop()
@@ -169,7 +175,7 @@ class GenericSpider(scrapy.Spider):
                 yield self._request(url, list_values)
             elif url not in self._carried:
                 self._carried.add(url)
-                yield CarriedItem(url)
+                carried.append(url)
                 pending += [(link, values) for link, values in kept["links"] if self._allowed(link)]
 
     def on_error(self, failure: Failure) -> Iterator[PageReject]:

@@ -172,3 +172,17 @@ def test_a_changed_list_entry_fetches_its_detail_page_again(tmp_path: Path):
     assert {u: r for u, r in rows.items() if u != relabelled["url"]} == {
         u: r for u, r in first.items() if u != relabelled["url"]}  # fmt: skip
     assert report["kept"] == len(first) - 1 == 24
+
+
+def test_kept_items_count_towards_max_items(tmp_path: Path):
+    # Kept pages reach the writer in one batch per list page (crawlers.items.CarriedItem); the
+    # limit still counts each of them, and a batch that crosses it is cut there.
+    with DemoSiteServer(build_site(SITE).pages, "127.0.0.1", 0) as server:
+        project = _project(tmp_path, server.url, revisit_after_s=3600, max_items=15,
+                           concurrency=1)  # fmt: skip
+        first = _crawl(project)
+        assert first["items"] == 15 and first["kept"] == 0
+        again = _crawl(project)
+    assert again["items"] == 15  # not 15 kept plus what the second list page adds
+    assert 10 <= again["kept"] <= 15  # the first list page's ten at least, not asked for again
+    assert len(read_jsonl(project / "data/raw/items.jsonl")) == 15
