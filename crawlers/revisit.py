@@ -13,9 +13,10 @@ The state lives in `.kiln/crawl-state.json` (local, like the HTTP cache): per it
 was checked, how long it stays fresh, the `content_hash` of the row it gave, its `from: list`
 field values (a changed list entry means the detail page is fetched again) and the links it had
 (followed again when it is skipped, so what is reachable through item pages stays reachable).
-Losing the file costs one full re-check, nothing else. One difference from a crawl that fetches
-the page: the links of a kept page are requested from the list page that linked to it, so
-`crawl.max_depth` counts them one level shallower.
+It also lists the list pages that crawl parsed, which the next one fetches ahead
+(crawlers/prefetch.py). Losing the file costs one full re-check, nothing else. One difference
+from a crawl that fetches the page: the links of a kept page are requested from the list page
+that linked to it, so `crawl.max_depth` counts them one level shallower.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ logger = logging.getLogger("kiln.crawl")
 STATE_VERSION = 1
 CARRY_FILE = "carry.json"  # in the spider's output directory: the pages it may skip
 CARRIED_FILE = "carried.jsonl"  # written by the spider: the pages it skipped
+PREFETCH_FILE = "prefetch.json"  # in the spider's output directory: list pages to fetch ahead
+LIST_PAGES_FILE = "list_pages.json"  # written by the spider: the list pages it parsed
 _POLICY_ONLY = {"revisit_after_s", "http_cache_max_mb"}  # change when, not what, is crawled
 
 
@@ -71,27 +74,52 @@ def config_key(cfg: CrawlParams) -> str:
     return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
 
 
-def load_state(path: Path, cfg: CrawlParams) -> dict[str, PageVisit]:
-    """The visits the last successful crawl recorded; {} when there are none, when the file is
-    unusable or when it was made with other `crawl` params (its rows may not be today's)."""
+def _read_state(path: Path, cfg: CrawlParams, *, quiet: bool = False) -> dict[str, Any] | None:
+    """The state file's contents when it is usable for a crawl with `cfg`, else None."""
     if not path.exists():
-        return {}
+        return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("version") != STATE_VERSION:
             raise ValueError(f"version {data.get('version')!r}, expected {STATE_VERSION}")
         if data["config"] != config_key(cfg):
-            logger.info("crawl params changed since %s: every item page is checked again", path)
-            return {}
-        return {url: PageVisit(**visit) for url, visit in data["pages"].items()}
+            if not quiet:
+                logger.info("crawl params changed since %s: every item page is checked again",
+                            path)  # fmt: skip
+            return None
+        return data
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        if not quiet:
+            logger.warning("ignoring %s (%s): every item page is checked again", path, exc)
+        return None
+
+
+def load_state(path: Path, cfg: CrawlParams) -> dict[str, PageVisit]:
+    """The visits the last successful crawl recorded; {} when there are none, when the file is
+    unusable or when it was made with other `crawl` params (its rows may not be today's)."""
+    data = _read_state(path, cfg)
+    try:
+        return {url: PageVisit(**visit) for url, visit in data["pages"].items()} if data else {}
+    except (TypeError, KeyError, AttributeError) as exc:
         logger.warning("ignoring %s (%s): every item page is checked again", path, exc)
         return {}
 
 
-def save_state(path: Path, cfg: CrawlParams, visits: dict[str, PageVisit]) -> None:
+def load_list_pages(path: Path, cfg: CrawlParams) -> list[str]:
+    """The list pages (every page that is not an item page) the last successful crawl with the
+    same `crawl` params parsed, for crawlers/prefetch.py; [] when unknown. (A state file written
+    before they were recorded has none: the next crawl records them.)"""
+    data = _read_state(path, cfg, quiet=True)
+    pages = data.get("list_pages", []) if data else []
+    return [url for url in pages if isinstance(url, str)] if isinstance(pages, list) else []
+
+
+def save_state(
+    path: Path, cfg: CrawlParams, visits: dict[str, PageVisit], list_pages: Iterable[str] = ()
+) -> None:
     pages = {url: vars(visits[url]) for url in sorted(visits)}
-    write_json(path, {"version": STATE_VERSION, "config": config_key(cfg), "pages": pages})
+    write_json(path, {"version": STATE_VERSION, "config": config_key(cfg), "pages": pages,
+                      "list_pages": sorted(set(list_pages))})  # fmt: skip
 
 
 def _canonical(values: dict[str, Any]) -> str:

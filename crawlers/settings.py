@@ -10,7 +10,7 @@ from pathlib import Path
 
 from scrapy.settings import BaseSettings, Settings
 
-from crawlers.revisit import CARRY_FILE
+from crawlers.revisit import CARRY_FILE, PREFETCH_FILE
 from tasks.params import CrawlParams
 
 BOT_NAME = "kiln"
@@ -41,8 +41,18 @@ DOWNLOAD_WARNSIZE = 4 * 1024 * 1024  # bytes; a catalogue page is ~1 kB, an imag
 DOWNLOAD_FAIL_ON_DATALOSS = True  # a body cut short is an error (retried), never an item
 MEDIA_ALLOW_REDIRECTS = False  # an image URL that redirects gives a reject, not a guess
 
+# Components Kiln never uses are removed, not only switched off, so that no setting (a custom
+# spider's `custom_settings` included, see settings_for) can bring them back. The crawl fetches
+# http(s) only (crawlers/urlguard.py), so the file, data, s3 and ftp download handlers are not
+# there either: a URL the guard missed still cannot be read.
+DOWNLOAD_HANDLERS = {"file": None, "data": None, "s3": None, "ftp": None}
+
 DOWNLOADER_MIDDLEWARES = {
     "crawlers.middlewares.UrlGuardMiddleware": 40,  # before Scrapy's offsite filter (50)
+    "crawlers.prefetch.ListPrefetchMiddleware": 45,  # outside every middleware that downloads
+    "scrapy.downloadermiddlewares.stats.DownloaderStats": None,
+    "crawlers.prefetch.PrefetchAwareDownloaderStats": 850,  # Scrapy's stats slot
+    "scrapy.downloadermiddlewares.cookies.CookiesMiddleware": None,  # COOKIES_ENABLED = False
     "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
     "crawlers.middlewares.StrictRobotsTxtMiddleware": 100,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
@@ -50,6 +60,11 @@ DOWNLOADER_MIDDLEWARES = {
     "crawlers.middlewares.RedirectGuardMiddleware": 650,  # sees a 3xx before RedirectMiddleware
 }
 EXTENSIONS = {
+    "scrapy.extensions.telnet.TelnetConsole": None,  # TELNETCONSOLE_ENABLED = False
+    "scrapy.extensions.remote_control.RemoteControl": None,  # REMOTE_CONTROL_ENABLED = False
+    "scrapy.extensions.feedexport.FeedExporter": None,  # output is JsonlWriterPipeline's
+    "scrapy.extensions.closespider.CloseSpider": None,
+    "crawlers.prefetch.PrefetchAwareCloseSpider": 0,  # crawl.max_pages
     "scrapy.extensions.throttle.AutoThrottle": None,
     "crawlers.extensions.RevalidationAwareAutoThrottle": 0,  # a 304 is not an error page
 }
@@ -85,6 +100,7 @@ def settings_for(cfg: CrawlParams, out_dir: Path, cache_dir: Path | None = None)
             "KILN_CRAWL_JSON": cfg.model_dump_json(by_alias=True),
             "KILN_OUT_DIR": str(out_dir),
             "KILN_CARRY_FILE": str(out_dir / CARRY_FILE),  # item pages the spider may skip
+            "KILN_PREFETCH_FILE": str(out_dir / PREFETCH_FILE),  # list pages to fetch ahead
             "FILES_STORE": str(out_dir),  # the images pipeline writes out_dir/images/<sha256>.png
             "USER_AGENT": cfg.user_agent,
             "ROBOTSTXT_OBEY": cfg.obey_robots,
@@ -107,9 +123,12 @@ def settings_for(cfg: CrawlParams, out_dir: Path, cache_dir: Path | None = None)
     )
     for key in _ENFORCED:
         settings.set(key, globals()[key], priority="cmdline")
-    # Whole dicts at "cmdline": a spider's custom_settings cannot drop the guard or the writer.
+    # Whole dicts at "cmdline": a spider's custom_settings cannot drop the guard or the writer,
+    # nor bring back the consoles or a non-http(s) download handler.
     settings.set("DOWNLOADER_MIDDLEWARES", DOWNLOADER_MIDDLEWARES, priority="cmdline")
     settings.set("ITEM_PIPELINES", ITEM_PIPELINES, priority="cmdline")
+    settings.set("EXTENSIONS", EXTENSIONS, priority="cmdline")
+    settings.set("DOWNLOAD_HANDLERS", DOWNLOAD_HANDLERS, priority="cmdline")
     return settings
 
 

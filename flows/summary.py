@@ -137,7 +137,8 @@ def drift_markdown(project: Path) -> str | None:
 
 
 _CRAWL_FIGURES = ("pages", "items", "rejects", "retries", "failures", "refused", "bytes",
-                  "duration_s", "pages_per_s", "not_modified", "from_cache", "kept")  # fmt: skip
+                  "duration_s", "pages_per_s", "not_modified", "from_cache", "kept",
+                  "fetched_ahead")  # fmt: skip
 
 
 def crawl_stats(project: Path) -> dict[str, Any]:

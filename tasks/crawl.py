@@ -73,6 +73,7 @@ class CrawlResult:
     files: dict[str, Path]  # path in data/raw (images/..., files/...) -> the downloaded file
     stats: dict[str, float]  # reports/crawl.json
     visits: dict[str, PageVisit]  # .kiln/crawl-state.json once data/raw is written
+    list_pages: list[str]  # the list pages parsed: fetched ahead next time (crawlers/prefetch.py)
 
 
 def _run_spider(workdir: Path, cache_dir: Path | None, resume: bool) -> Path:
@@ -171,6 +172,7 @@ def _report(spider: dict[str, Any], n_items: int, n_rejects: int, duration_s: fl
         "not_modified": spider.get("httpcache/revalidate", 0),  # 304: stored copy reused
         "from_cache": spider.get("httpcache/hit", 0),  # served without a new download
         "kept": spider.get("kiln/carried", 0),  # item pages not requested (revisit_after_s)
+        "fetched_ahead": spider.get("kiln/prefetch/used", 0),  # list pages (crawlers/prefetch.py)
     }
 
 
@@ -183,6 +185,7 @@ def crawl_site(
     cache_dir: Path | None = None,
     resume: bool = False,
     visits: dict[str, PageVisit] | None = None,
+    list_pages: list[str] | None = None,
     raw_dir: Path = RAW_DIR,
 ) -> CrawlResult:
     """Crawl per `cfg` into `workdir` and assemble the rows of data/raw (nothing written there).
@@ -191,8 +194,10 @@ def crawl_site(
     `first_seen` is kept for unchanged (url, content_hash). `resume` continues the crawl that
     `workdir` holds. `visits` (.kiln/crawl-state.json) say which item pages were checked
     recently enough (`crawl.revisit_after_s`) that their rows in `previous_items`, and their
-    files in `raw_dir`, are kept without a request. Raises CrawlConfigError before crawling,
-    CrawlError when the crawl failed or found no item (CrawlInterrupted when stopped by a signal).
+    files in `raw_dir`, are kept without a request; `list_pages` (from the same file) are
+    fetched ahead, all at once, instead of one after the other (crawlers/prefetch.py). Raises
+    CrawlConfigError before crawling, CrawlError when the crawl failed or found no item
+    (CrawlInterrupted when stopped by a signal).
     """
     clash = sorted(set(cfg.fields) & set(_ROW_KEYS))
     if clash:
@@ -212,6 +217,7 @@ def crawl_site(
     skippable = revisit.skippable(visits or {}, complete, cfg.revisit_after_s, now.timestamp())
     (workdir / "spider").mkdir(exist_ok=True)
     write_json(workdir / "spider" / revisit.CARRY_FILE, skippable)
+    write_json(workdir / "spider" / revisit.PREFETCH_FILE, list_pages or [])
     if skippable:
         logger.info("%d item pages were checked recently enough to keep without a request "
                     "(crawl.revisit_after_s=%g)", len(skippable), cfg.revisit_after_s)  # fmt: skip
@@ -245,8 +251,10 @@ def crawl_site(
     visits_now |= {  # not checked this time: their last check stands
         row["url"]: visits[row["url"]] for row in kept if visits and row["url"] in visits
     }
+    parsed = out / revisit.LIST_PAGES_FILE  # absent when a custom spider crawled
+    parsed_pages = json.loads(parsed.read_text(encoding="utf-8")) if parsed.is_file() else []
     return CrawlResult(items=items, rejects=rejects, files=files, stats=stats,
-                       visits=visits_now)  # fmt: skip
+                       visits=visits_now, list_pages=parsed_pages)  # fmt: skip
 
 
 def _kept_rows(
@@ -348,10 +356,12 @@ def main() -> int:
         JOB_DIR.mkdir(parents=True, exist_ok=True)
         cache = CACHE_DIR if cfg.http_cache else None
         visits = revisit.load_state(STATE_PATH, cfg)
-        result = crawl_site(cfg, previous, JOB_DIR, cache_dir=cache, resume=resume, visits=visits)
+        ahead = revisit.load_list_pages(STATE_PATH, cfg)
+        result = crawl_site(cfg, previous, JOB_DIR, cache_dir=cache, resume=resume, visits=visits,
+                            list_pages=ahead)  # fmt: skip
         write_raw(result)
         write_json(REPORT_PATH, result.stats)
-        revisit.save_state(STATE_PATH, cfg, result.visits)  # after data/raw: it describes it
+        revisit.save_state(STATE_PATH, cfg, result.visits, result.list_pages)  # after data/raw
         if cache is not None:
             prune_http_cache(cache, int(cfg.http_cache_max_mb * 2**20))
     except CrawlInterrupted as exc:

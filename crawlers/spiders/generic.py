@@ -33,9 +33,11 @@ from twisted.python.failure import Failure
 
 from crawlers.items import CarriedItem, PageItem, PageReject
 from crawlers.parse import ListEntry, PageParser
-from crawlers.revisit import same_list_values, server_fresh_s
+from crawlers.prefetch import prefetch_request
+from crawlers.revisit import LIST_PAGES_FILE, same_list_values, server_fresh_s
 from crawlers.settings import crawl_params_from
 from crawlers.urlguard import refusal_reason
+from tasks.io import write_json
 from tasks.params import CrawlParams
 
 logger = logging.getLogger(__name__)
@@ -96,6 +98,10 @@ class GenericSpider(scrapy.Spider):
         carry = Path(crawler.settings.get("KILN_CARRY_FILE") or "")
         spider._skippable = json.loads(carry.read_text(encoding="utf-8")) if carry.is_file() else {}
         spider._carried = set()
+        # The list pages the last crawl parsed, fetched ahead (crawlers/prefetch.py)
+        ahead = Path(crawler.settings.get("KILN_PREFETCH_FILE") or "")
+        spider._prefetch = json.loads(ahead.read_text(encoding="utf-8")) if ahead.is_file() else []
+        spider._list_pages = set()  # the list pages this crawl parsed, for the next one
         return spider
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
@@ -106,6 +112,23 @@ class GenericSpider(scrapy.Spider):
                 self.crawler.stats.inc_value("kiln/refused")
                 continue
             yield self._request(url)
+        starts = set(self.cfg.start_urls)
+        ahead = [u for u in self._prefetch if u not in starts and not refusal_reason(u, self.cfg)]
+        if ahead:
+            logger.info("fetching ahead the %d list pages the last crawl saw", len(ahead))
+        for url in ahead:
+            yield prefetch_request(url, self._prefetched, self._prefetched)
+
+    def _prefetched(self, _: Any) -> None:
+        """A prefetch's own callback and errback: its answer is used, if the crawl reaches the
+        page, through the crawl's request for it (crawlers/prefetch.py)."""
+
+    def closed(self, reason: str) -> None:
+        """Record the list pages parsed (with those of the interrupted run this one resumes)."""
+        out = Path(self.crawler.settings["KILN_OUT_DIR"]) / LIST_PAGES_FILE
+        if self.crawler.settings.getbool("KILN_RESUME") and out.is_file():
+            self._list_pages.update(json.loads(out.read_text(encoding="utf-8")))
+        write_json(out, sorted(self._list_pages))
 
     def _request(self, url: str, list_values: dict[str, Any] | None = None) -> scrapy.Request:
         meta = {} if list_values is None else {_LIST_VALUES: list_values}
@@ -124,6 +147,8 @@ class GenericSpider(scrapy.Spider):
         is_item_page = list_values is not None or bool(
             self._item_url and self._item_url.search(response.url)
         )
+        if not is_item_page and "redirect_urls" not in response.meta:
+            self._list_pages.add(response.url)  # reached under its own URL: worth fetching ahead
         if not isinstance(response, TextResponse):
             if is_item_page:
                 content_type = response.headers.get("Content-Type", b"").decode("latin-1")
@@ -151,6 +176,11 @@ class GenericSpider(scrapy.Spider):
                 item.links = [*details.items(), *((url, None) for url in links)]
                 item.fresh_s = server_fresh_s(response.headers.get("Cache-Control"))
             yield item
+        yield from self._follow_all(details, links)
+
+    def _follow_all(self, details: dict[str, dict[str, Any]], links: list[str]) -> Iterator[Any]:
+        """Requests for a page's item blocks' detail pages and its links, then one CarriedItem
+        for those of them kept without a request."""
         carried: list[str] = []
         for url, values in details.items():
             if self._allowed(url):

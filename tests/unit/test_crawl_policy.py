@@ -42,6 +42,10 @@ def test_custom_spider_settings_cannot_loosen_the_safety_policy(tmp_path: Path) 
             "DOWNLOAD_MAXSIZE": 10**12,
             "ROBOTSTXT_OBEY": False,
             "DOWNLOADER_MIDDLEWARES": {"crawlers.middlewares.UrlGuardMiddleware": None},
+            "EXTENSIONS": {"scrapy.extensions.remote_control.RemoteControl": 0},
+            "DOWNLOAD_HANDLERS": {
+                "file": "scrapy.core.downloader.handlers.file.FileDownloadHandler"
+            },
         },
         priority="spider",
     )
@@ -51,6 +55,12 @@ def test_custom_spider_settings_cannot_loosen_the_safety_policy(tmp_path: Path) 
     middlewares = settings.getwithbase("DOWNLOADER_MIDDLEWARES")
     assert middlewares["crawlers.middlewares.UrlGuardMiddleware"] == 40
     assert settings["HTTPCACHE_POLICY"].endswith("RFC2616Policy")
+    # Removed, not only off: Scrapy does not even import them (crawlers/settings.py).
+    assert (
+        settings.getwithbase("EXTENSIONS")["scrapy.extensions.remote_control.RemoteControl"] is None
+    )
+    handlers = settings.getwithbase("DOWNLOAD_HANDLERS")
+    assert {scheme for scheme, path in handlers.items() if path} == {"http", "https"}
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import pytest
 
 from crawlers.revisit import (
     PageVisit,
+    load_list_pages,
     load_state,
     same_list_values,
     save_state,
@@ -67,6 +68,18 @@ def test_state_round_trips_and_other_params_or_a_bad_file_mean_none(tmp_path: Pa
     assert load_state(path, CFG) == {}
     path.write_text(json.dumps({"version": 99, "config": "", "pages": {}}))
     assert load_state(path, CFG) == {}
+
+
+def test_list_pages_round_trip_with_the_same_params_only(tmp_path: Path) -> None:
+    path = tmp_path / "crawl-state.json"
+    save_state(path, CFG, {}, ["http://x/page/2", "http://x/", "http://x/page/2"])
+    assert load_list_pages(path, CFG) == ["http://x/", "http://x/page/2"]  # sorted, once each
+    assert load_list_pages(path, CFG.model_copy(update={"user_agent": "other/1"})) == []
+    state = json.loads(path.read_text())
+    del state["list_pages"]  # written before list pages were recorded
+    path.write_text(json.dumps(state))
+    assert load_list_pages(path, CFG) == [] and load_state(path, CFG) == {}
+    assert load_list_pages(tmp_path / "missing.json", CFG) == []
 
 
 def test_list_values_compare_as_json_with_none_as_absent() -> None:
