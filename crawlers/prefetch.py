@@ -24,14 +24,16 @@ benchmarks/crawl_throughput.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import scrapy
 from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.downloadermiddlewares.stats import DownloaderStats
-from scrapy.exceptions import IgnoreRequest
+from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.extensions.closespider import CloseSpider
 from scrapy.http import Request, Response
 
@@ -65,6 +67,11 @@ class ListPrefetchMiddleware:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> ListPrefetchMiddleware:
+        # Off unless the spider has list pages to fetch ahead: a first crawl then pays nothing
+        # for it (on, every request goes through one more coroutine).
+        ahead = Path(crawler.settings.get("KILN_PREFETCH_FILE") or "")
+        if not ahead.is_file() or not json.loads(ahead.read_text(encoding="utf-8")):
+            raise NotConfigured("no list pages to fetch ahead")
         return cls(crawler)
 
     async def process_request(self, request: Request) -> Response | None:
