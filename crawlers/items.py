@@ -32,8 +32,8 @@ class PageItem:
 class CarriedItem:
     """The item pages one page links to that were not requested: checked recently enough
     (`crawl.revisit_after_s`), so the crawl stage keeps their rows of the last data/raw. One per
-    page, not per item: 1,000 kept items through Scrapy's item pipelines one at a time cost
-    ~0.1 s of the refresh of an unchanged site."""
+    page, not per item: 1,000 kept items through Scrapy's item pipelines one at a time took 0.19 s
+    of a cProfiled refresh of an unchanged site."""
 
     urls: tuple[str, ...]
 

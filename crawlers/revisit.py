@@ -74,7 +74,7 @@ def config_key(cfg: CrawlParams) -> str:
     return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
 
 
-def _read_state(path: Path, cfg: CrawlParams, *, quiet: bool = False) -> dict[str, Any] | None:
+def _read_state(path: Path, cfg: CrawlParams) -> dict[str, Any] | None:
     """The state file's contents when it is usable for a crawl with `cfg`, else None."""
     if not path.exists():
         return None
@@ -83,35 +83,40 @@ def _read_state(path: Path, cfg: CrawlParams, *, quiet: bool = False) -> dict[st
         if data.get("version") != STATE_VERSION:
             raise ValueError(f"version {data.get('version')!r}, expected {STATE_VERSION}")
         if data["config"] != config_key(cfg):
-            if not quiet:
-                logger.info("crawl params changed since %s: every item page is checked again",
-                            path)  # fmt: skip
+            logger.info("crawl params changed since %s: every item page is checked again", path)
             return None
         return data
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        if not quiet:
-            logger.warning("ignoring %s (%s): every item page is checked again", path, exc)
+        logger.warning("ignoring %s (%s): every item page is checked again", path, exc)
         return None
 
 
-def load_state(path: Path, cfg: CrawlParams) -> dict[str, PageVisit]:
-    """The visits the last successful crawl recorded; {} when there are none, when the file is
-    unusable or when it was made with other `crawl` params (its rows may not be today's)."""
+def load(path: Path, cfg: CrawlParams) -> tuple[dict[str, PageVisit], list[str]]:
+    """What the last successful crawl with the same `crawl` params recorded, from one read of
+    the file: its visits ({} when there are none, when the file is unusable or when it was made
+    with other `crawl` params: its rows may not be today's) and the list pages it parsed, for
+    crawlers/prefetch.py ([] when unknown; a state file written before they were recorded has
+    none, and the next crawl records them)."""
     data = _read_state(path, cfg)
+    if data is None:
+        return {}, []
+    pages = data.get("list_pages", [])
+    list_pages = [url for url in pages if isinstance(url, str)] if isinstance(pages, list) else []
     try:
-        return {url: PageVisit(**visit) for url, visit in data["pages"].items()} if data else {}
+        return {url: PageVisit(**visit) for url, visit in data["pages"].items()}, list_pages
     except (TypeError, KeyError, AttributeError) as exc:
         logger.warning("ignoring %s (%s): every item page is checked again", path, exc)
-        return {}
+        return {}, list_pages
+
+
+def load_state(path: Path, cfg: CrawlParams) -> dict[str, PageVisit]:
+    """The visits of `load`."""
+    return load(path, cfg)[0]
 
 
 def load_list_pages(path: Path, cfg: CrawlParams) -> list[str]:
-    """The list pages (every page that is not an item page) the last successful crawl with the
-    same `crawl` params parsed, for crawlers/prefetch.py; [] when unknown. (A state file written
-    before they were recorded has none: the next crawl records them.)"""
-    data = _read_state(path, cfg, quiet=True)
-    pages = data.get("list_pages", []) if data else []
-    return [url for url in pages if isinstance(url, str)] if isinstance(pages, list) else []
+    """The list pages of `load`."""
+    return load(path, cfg)[1]
 
 
 def save_state(

@@ -355,8 +355,7 @@ def main() -> int:
             shutil.rmtree(JOB_DIR, ignore_errors=True)
         JOB_DIR.mkdir(parents=True, exist_ok=True)
         cache = CACHE_DIR if cfg.http_cache else None
-        visits = revisit.load_state(STATE_PATH, cfg)
-        ahead = revisit.load_list_pages(STATE_PATH, cfg)
+        visits, ahead = revisit.load(STATE_PATH, cfg)
         result = crawl_site(cfg, previous, JOB_DIR, cache_dir=cache, resume=resume, visits=visits,
                             list_pages=ahead)  # fmt: skip
         write_raw(result)
