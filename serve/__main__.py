@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from tasks.params import ParamsError, ServeParams
-from tasks.registry import REGISTRY_DIR
+from tasks.core.params import ParamsError, ServeParams
+from tasks.core.registry import REGISTRY_DIR
 
 
 def serve_params(project: Path, **overrides: object) -> ServeParams:

@@ -27,16 +27,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from serve.backends import LoadedModel, load_champion, load_version
-from serve.images import InputError, decode_png
-from serve.schemas import encode_classes, task_spec
-from tasks import registry
-from tasks.params import ServeParams
+from serve.inputs import InputError
+from serve.schemas import task_spec
+from tasks.core import registry
+from tasks.core.params import ServeParams
 
 logger = logging.getLogger("kiln.serve")
 # OpenAPI for a raw-bytes body (FastAPI documents JSON bodies only by itself).
@@ -220,7 +219,7 @@ def create_app(
         # (~0.25 ms per batch of 64), response_model still documents it in OpenAPI.
         return Response(result.model_dump_json(), media_type="application/json")
 
-    if spec.raw_image:
+    if spec.predict_png is not None:
 
         @app.post("/predict/image", response_model=spec.response, openapi_extra=_PNG_BODY)
         async def predict_image(request: Request) -> Any:
@@ -231,10 +230,7 @@ def create_app(
                            "msg": f"expected image/png, got {media_type or 'nothing'!r}"}]
                 return JSONResponse({"detail": detail}, status_code=415)
             raw = await request.body()  # BodyLimit has already bounded its size
-            loaded = state.current
-            pixels = decode_png(raw, loaded.height, loaded.width, ("body",))
-            outputs = await asyncio.to_thread(loaded.run, pixels[np.newaxis])
-            result = encode_classes(outputs, loaded.labels, loaded.version)
+            result = await asyncio.to_thread(spec.predict_png, raw, state.current)
             return Response(result.model_dump_json(), media_type="application/json")
 
     @app.get("/health")

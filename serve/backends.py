@@ -1,11 +1,11 @@
 """Loading a registry version for serving (`kiln serve`, `kiln predict`): ONNX Runtime or PyTorch.
 
 Every file is read once and checked against the sha256 the registry recorded for it before it is
-parsed (tasks.registry.verified_bytes); there is no pickle anywhere. The ONNX backend needs only
+parsed (tasks.core.registry.verified_bytes); there is no pickle anywhere. The ONNX backend needs only
 onnxruntime and numpy: nothing here imports torch unless the torch backend is asked for.
 Both backends take uint8 pixels (N, H, W) and return float32 logits (N, n_classes): the ONNX
 graph holds the preprocessing (tasks/export.py), the torch backend applies the same
-`tasks.models.preprocess`.
+`tasks.core.models.preprocess`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from tasks import registry
+from tasks.core import registry
+from tasks.core.plugins import task_type
+
+# Registry entries from before task types existed have no "task": they are image models.
+LEGACY_TASK = "image_classification"
 
 BACKENDS = ("onnx", "torch")
 
@@ -36,7 +40,7 @@ class LoadedModel:
 
     @property
     def task(self) -> str:
-        return self.entry.get("task", "image_classification")
+        return self.entry.get("task", LEGACY_TASK)
 
     @property
     def labels(self) -> list[str]:
@@ -47,18 +51,11 @@ class LoadedModel:
         """What a request must send, for GET /model: image size, window length, text limit."""
         config = self.card["config"]
         if "height" in config:  # images
-            return {"height": self.height, "width": self.width}
+            return {"height": config["height"], "width": config["width"]}
         prep = self.card.get("preprocessing", {})
         keys = ("window", "horizon", "max_len", "tokenizer")
         return {k: prep[k] for k in keys if k in prep and not isinstance(prep[k], dict | list)}
 
-    @property
-    def height(self) -> int:
-        return int(self.card["config"]["height"])
-
-    @property
-    def width(self) -> int:
-        return int(self.card["config"]["width"])
 
 
 def _onnx_runner(root: Path, version: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -80,24 +77,14 @@ def _onnx_runner(root: Path, version: str, threads: int) -> Callable[[np.ndarray
 
 
 def _torch_runner(root: Path, version: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The task type's PyTorch twin of its ONNX graph (the torch backend)."""
     import torch  # noqa: PLC0415 (optional backend)
-
-    from tasks.models import load_model, predict_logits, preprocess  # noqa: PLC0415
-    from tasks.task_types import task_module  # noqa: PLC0415
 
     for name in ("card.json", "model.safetensors"):
         registry.verified_bytes(root, version, name)
     torch.set_num_threads(threads)
-    module = task_module(registry.entry(root, version).get("task", "image_classification"))
-    if module is not None:  # the task type's PyTorch twin of its ONNX graph
-        return module.torch_runner(root / "versions" / version)
-    model, card = load_model(root / "versions" / version)  # checks weights against the card too
-
-    def run(pixels: np.ndarray) -> np.ndarray:
-        x = preprocess(torch.from_numpy(pixels), card["preprocessing"])
-        return predict_logits(model, x).numpy()
-
-    return run
+    task = registry.entry(root, version).get("task", LEGACY_TASK)
+    return task_type(task).torch_runner(root / "versions" / version)
 
 
 def load_version(

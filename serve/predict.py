@@ -1,8 +1,9 @@
-"""Batch predictions from the command line: `kiln predict FILE...` (PNG files).
+"""Predictions from the command line: `kiln predict FILE...` (for task types that take a raw file,
+such as a PNG for image classification).
 
-The same path as `POST /predict`: the champion loaded from the registry with hash checks, each
-PNG decoded exactly as the server and the clean stage do (serve.images), one forward pass per
-`batch` files. A file that cannot be used is named in the error, and nothing is predicted.
+The same path as `POST /predict/image`: the champion loaded from the registry with hash checks,
+each file decoded and predicted by the task type's serving spec (`TaskSpec.predict_png`). Every
+file is read before any is predicted, and a file that cannot be used is named in the error.
 """
 
 from __future__ import annotations
@@ -10,43 +11,41 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from serve.backends import load_champion
-from serve.images import InputError, decode_png
+from serve.inputs import InputError
+from serve.schemas import task_spec
 
 
-def predict_files(
-    paths: list[Path], root: Path, backend: str = "onnx", batch: int = 256
-) -> list[dict[str, Any]]:
+def predict_files(paths: list[Path], root: Path, backend: str = "onnx") -> list[dict[str, Any]]:
     """One row per file: file, label, probability, version; raises InputError naming a file."""
     loaded = load_champion(root, backend)
-    if loaded.task != "image_classification":
+    spec = task_spec(loaded.task)
+    if spec.predict_png is None:
         raise InputError(
             ("champion",),
-            f"`kiln predict` reads PNG files for image models; champion {loaded.version} is a "
-            f"{loaded.task} model: send its inputs to POST /predict of `kiln serve`",
+            f"`kiln predict` reads files for task types that take one; champion "
+            f"{loaded.version} is a {loaded.task} model: send its inputs to POST /predict of "
+            "`kiln serve`",
         )
-    images = []
+    raws = []
     for path in paths:
         try:
-            raw = path.read_bytes()
+            raws.append(path.read_bytes())
         except OSError as exc:
             raise InputError((str(path),), f"cannot read: {exc.strerror}") from None
-        images.append(decode_png(raw, loaded.height, loaded.width, (str(path),)))
     rows: list[dict[str, Any]] = []
-    for start in range(0, len(images), batch):
-        logits = loaded.run(np.stack(images[start : start + batch]))
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs = shifted / shifted.sum(axis=1, keepdims=True)
-        for path, p in zip(paths[start : start + batch], probs, strict=True):
-            k = int(p.argmax())
-            rows.append(
-                {
-                    "file": str(path),
-                    "label": loaded.labels[k],
-                    "probability": round(float(p[k]), 6),
-                    "version": loaded.version,
-                }
-            )
+    for path, raw in zip(paths, raws, strict=True):
+        try:
+            result = spec.predict_png(raw, loaded)
+        except InputError as exc:
+            raise InputError((str(path),), exc.msg) from None
+        best = result.predictions[0]
+        rows.append(
+            {
+                "file": str(path),
+                "label": best.label,
+                "probability": round(best.probability, 6),
+                "version": loaded.version,
+            }
+        )
     return rows

@@ -11,51 +11,26 @@ fails with the path of the offending field.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from serve.images import decode_instance
+from tasks.core.plugins import task_type
 
 # "champion", or a version name from the registry: never a path (no "/", no "..").
 MODEL_NAME = r"^(champion|v[0-9]{4,9})$"
-MAX_PNG_CHARS = 1 << 18  # base64 characters per image (192 KiB of PNG): far above 8x8 digits
-MAX_SIDE = 4096  # pixels per row / rows per image, as validate's image_width/height bound
-
-Pixel = Annotated[int, Field(ge=0, le=255, strict=True)]  # strict: no "7", 7.0, true or NaN
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ImageInstance(_Strict):
-    """One grayscale image: exactly one of `png_base64` or `pixels`."""
+class Request(Strict):
+    """The fields of every task type's request body."""
 
-    png_base64: str | None = Field(
-        None,
-        max_length=MAX_PNG_CHARS,
-        description="A PNG file, base64-encoded (RFC 4648, no `data:` prefix); any PNG mode, "
-        "converted to 8-bit grayscale as the clean stage does; must have the model's size.",
-    )
-    pixels: list[Annotated[list[Pixel], Field(max_length=MAX_SIDE)]] | None = Field(
-        None,
-        max_length=MAX_SIDE,
-        description="Grayscale rows (height lists of width integers 0..255, 0 = black).",
-    )
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> ImageInstance:
-        if (self.png_base64 is None) == (self.pixels is None):
-            raise ValueError("give exactly one of `png_base64` or `pixels`")
-        return self
-
-
-class _Request(_Strict):
     model: str = Field(
         "champion",
         pattern=MODEL_NAME,
@@ -63,56 +38,17 @@ class _Request(_Strict):
     )
 
 
-class ClassPrediction(_Strict):
+class ClassPrediction(Strict):
     label: str = Field(description="The most probable class.")
     index: int = Field(description="Its index in `GET /model`'s `labels`.")
     probability: float = Field(description="Its softmax probability.")
     probabilities: list[float] = Field(description="Softmax over all labels, in label order.")
 
 
-class ImageClassificationResponse(_Strict):
-    task: Literal["image_classification"] = "image_classification"
-    model_version: str = Field(description="The registry version that made the predictions.")
-    predictions: list[ClassPrediction] = Field(description="One per instance, in order.")
-
-
-def image_classification_request(max_batch: int) -> type[_Request]:
-    class ImageClassificationRequest(_Request):
-        """A batch of images (a single image is a batch of one)."""
-
-        task: Literal["image_classification"] = "image_classification"
-        instances: list[ImageInstance] = Field(
-            min_length=1, max_length=max_batch, description=f"1 to {max_batch} images."
-        )
-
-    return ImageClassificationRequest
-
-
-def decode_images(request: Any, height: int, width: int) -> np.ndarray:
-    """uint8 (N, height, width); an InputError names `instances.<i>.<field>` on a bad image."""
-    return np.stack(
-        [decode_instance(inst, i, height, width) for i, inst in enumerate(request.instances)]
-    )
-
-
-def encode_classes(logits: np.ndarray, labels: list[str], version: str) -> BaseModel:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))  # stable softmax
-    probs = shifted / shifted.sum(axis=1, keepdims=True)
-    best = probs.argmax(axis=1)
-    return ImageClassificationResponse(
-        model_version=version,
-        predictions=[
-            ClassPrediction(
-                label=labels[k], index=int(k), probability=float(p[k]), probabilities=p.tolist()
-            )
-            for k, p in zip(best, probs, strict=True)
-        ],
-    )
-
-
-def _predict_images(request: Any, loaded: Any) -> BaseModel:
-    pixels = decode_images(request, loaded.height, loaded.width)
-    return encode_classes(loaded.run(pixels), loaded.labels, loaded.version)
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of float logits (N, K), shifted for stability."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 @dataclass(frozen=True)
@@ -120,23 +56,10 @@ class TaskSpec:
     request: Callable[[int], type[BaseModel]]  # max_batch -> request model
     response: type[BaseModel]
     predict: Callable[[Any, Any], BaseModel]  # (validated request, serve.backends.LoadedModel)
-    raw_image: bool = False  # also served as POST /predict/image with a raw PNG body
-
-
-IMAGE_CLASSIFICATION = TaskSpec(
-    image_classification_request,
-    ImageClassificationResponse,
-    _predict_images,
-    raw_image=True,
-)
+    # Also served as POST /predict/image: one image as the raw PNG body -> the response.
+    predict_png: Callable[[bytes, Any], BaseModel] | None = None
 
 
 def task_spec(task: str) -> TaskSpec:
-    """The spec of `task`: image classification here, others from `serve/<task>.py` (SPEC)."""
-    if task == "image_classification":
-        return IMAGE_CLASSIFICATION
-    try:
-        module = importlib.import_module(f"serve.{task}")
-    except ModuleNotFoundError:
-        raise LookupError(f"no HTTP schema for task type {task!r}") from None
-    return module.SPEC
+    """The serving spec of the task type `task` (LookupError if none is registered)."""
+    return task_type(task).serving()

@@ -38,8 +38,9 @@ from crawlers.httpcache_prune import prune_http_cache
 from crawlers.launch import run_spider
 from crawlers.revisit import PageVisit
 from crawlers.urlguard import check_crawl_config
-from tasks.io import atomic_dir, read_jsonl, write_json, write_jsonl
-from tasks.params import CrawlParams, ParamsError, load_params
+from tasks.core.io import atomic_dir, read_jsonl, write_json, write_jsonl
+from tasks.core.params import CrawlParams, ParamsError, load_params
+from tasks.core.stage import setup_logging
 
 logger = logging.getLogger("kiln.crawl")
 
@@ -296,7 +297,7 @@ def _visits(
 
 
 def write_raw(result: CrawlResult, raw_dir: Path = RAW_DIR) -> None:
-    """Swap in a new data/raw in one rename (tasks.io.atomic_dir)."""
+    """Swap in a new data/raw in one rename (tasks.core.io.atomic_dir)."""
     with atomic_dir(raw_dir) as tmp:
         write_jsonl(tmp / "items.jsonl", result.items)
         write_jsonl(tmp / "rejects.jsonl", result.rejects)
@@ -340,7 +341,7 @@ def _can_resume(job: Path, cfg: CrawlParams) -> bool:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     # SIGINT stops the crawl gracefully even when it came in ignored: a shell starts a background
     # job (`cmd &`, CI scripts, cron wrappers) with SIGINT ignored, and Python then never raises

@@ -1,7 +1,7 @@
 """Promote stage: `python -m tasks.promote` (DVC stage `promote`: models/ + export/ -> registry/).
 
 The newly trained model (the challenger: models/ with its ONNX export in export/) replaces the
-champion of registry/ (tasks/registry.py) only if it clears `promote.floors` and does not lose to
+champion of registry/ (tasks/core/registry.py) only if it clears `promote.floors` and does not lose to
 the champion on `promote.metric` by more than `promote.min_improvement` allows. Both are measured
 on the same items: the challenger's figures are reports/metrics.json (the evaluate stage on the
 current test split), and the champion is re-evaluated here with the evaluate stage's code on that
@@ -23,16 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks import registry
-from tasks.dataset import DataError, check_labels, read_clean
-from tasks.evaluate import evaluate_model
-from tasks.export import ONNX_CARD, ONNX_FILE
-from tasks.io import write_json
-from tasks.models import CARD_FILE, WEIGHTS_FILE, ModelError, load_model
-from tasks.task_types import HIGHER_IS_BETTER, task_module
+from tasks.core import registry
+from tasks.core.dataset import DataError
+from tasks.core.io import write_json
+from tasks.core.models import CARD_FILE, WEIGHTS_FILE, ModelError, read_card
+from tasks.core.onnx_export import ONNX_CARD, ONNX_FILE
+from tasks.core.params import ParamsError, load_params
+from tasks.core.plugins import task_type
+from tasks.core.stage import setup_logging
 
 if TYPE_CHECKING:
-    from tasks.params import Params, PromoteParams
+    from tasks.core.params import Params, PromoteParams
 
 logger = logging.getLogger("kiln.promote")
 
@@ -47,7 +48,16 @@ LABELS = {
     "val_loss": "test loss",
     "perplexity": "perplexity",
 }
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Whether a higher value of a headline metric is better (promote's comparisons and floors).
+HIGHER_IS_BETTER = {
+    "accuracy": True,
+    "macro_f1": True,
+    "mae": False,
+    "rmse": False,
+    "mape": False,
+    "val_loss": False,
+    "perplexity": False,
+}
 
 
 class PromoteError(RuntimeError):
@@ -64,11 +74,9 @@ class Decision:
         return self.outcome == "promoted"
 
 
-def headline(metrics: dict[str, Any], task: str = "image_classification") -> dict[str, Any]:
-    """The metrics promote compares (HEADLINE_METRICS of the task type) and n_test."""
-    from tasks.params import HEADLINE_METRICS  # noqa: PLC0415 (pydantic only when promoting)
-
-    return {k: metrics[k] for k in (*HEADLINE_METRICS[task], "n_test")}
+def headline(metrics: dict[str, Any], task: str) -> dict[str, Any]:
+    """The metrics promote compares (the task type's headline metrics) and n_test."""
+    return {k: metrics[k] for k in (*task_type(task).headline_metrics, "n_test")}
 
 
 def _floors(cfg: PromoteParams, challenger: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -122,18 +130,13 @@ def champion_on(
 ) -> dict[str, Any] | str:
     """The champion's metrics on the current test split, or why it cannot be measured there.
 
-    Text and series task types read data/clean of the working directory (`test_metrics`)."""
+    The task type measures it (`TaskType.test_metrics`) on data/clean under `clean_dir`."""
     for name in registry.entry(root, version).get("files", {}) or (CARD_FILE, WEIGHTS_FILE):
         registry.verified_bytes(root, version, name)  # RegistryError if damaged: fail loudly
     task = params.project.task
-    module = task_module(task)
     try:
-        if module is not None:  # text and series: the task type's own measurement
-            return headline(module.test_metrics(root / "versions" / version, params), task)
-        model, card = load_model(root / "versions" / version)
-        clean = read_clean(clean_dir)
-        check_labels(clean.items, card["classes"], f"champion {version} classes")
-        return headline(evaluate_model(model, card, clean.split("test")).metrics(), task)
+        measured = task_type(task).test_metrics(root / "versions" / version, clean_dir, params)
+        return headline(measured, task)
     except (ValueError, RuntimeError, KeyError) as exc:  # DataError, ModelError, the task's own
         return f"{type(exc).__name__}: {exc}"
 
@@ -158,7 +161,7 @@ def git_info(project: Path) -> dict[str, Any]:
 def challenger_files(project: Path) -> tuple[dict[str, Path], dict[str, Any]]:
     """models/ + export/ files of the challenger and its card; checks they belong together."""
     models, export = project / MODELS_DIR, project / EXPORT_DIR
-    _, card = load_model(models)  # hash-checked weights, a card that fits them
+    card, _ = read_card(models)  # weights checked against the card's sha256
     try:
         onnx_card = json.loads((export / ONNX_CARD).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -198,14 +201,8 @@ def promote(project: Path, params: Params, root: Path) -> dict[str, Any]:
         metrics = headline(json.loads((project / METRICS).read_text(encoding="utf-8")), task)
     except (OSError, json.JSONDecodeError, KeyError) as exc:
         raise PromoteError(f"cannot read {METRICS}: {exc!r}; run the evaluate stage") from None
-    if task_module(task) is None:  # images: the test rows are countable here
-        n_test = int((read_clean(project / CLEAN_DIR).items["split"] == "test").sum())
-        if metrics["n_test"] != n_test:
-            raise PromoteError(
-                f"{METRICS} has n_test={metrics['n_test']} but {CLEAN_DIR} has "
-                f"{n_test} test rows: stale metrics, run evaluate"
-            )
     current, before = registry.champion(root), None
+    # Registry entries from before task types existed have no "task": they are image models.
     their_task = current and current[1].get("task", "image_classification")
     if current and current[1]["weights_sha256"] == card["weights_sha256"]:
         decision = Decision("unchanged", f"the challenger is champion {current[0]} already")
@@ -283,8 +280,7 @@ def force_promote(project: Path, params: Params, root: Path, reason: str) -> str
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    from tasks.params import ParamsError, load_params  # noqa: PLC0415 (pydantic only for the CLI)
+    setup_logging()
 
     try:
         report = promote(Path("."), load_params(), registry.REGISTRY_DIR)

@@ -1,9 +1,9 @@
-"""Validate the crawl: `python -m tasks.validate` (DVC stage `validate`, run from the project root).
+"""Validate the crawl: `python -m tasks.validate` (DVC stage `validate`, from the project root).
 
 Reads `data/raw/items.jsonl` (and, for image classification, the images under `data/raw/`),
 checks every row with a Great Expectations 1.x suite built from the `validate` and `labels` params
-and the task type (`project.task`; `clean.text` names the text column, `clean.series` the time
-and value columns), and writes `data/validated/items.parquet` (rows that passed),
+and what the task type's rows hold (`TaskType.columns`: labels, images, a text column, a time
+and a value column), and writes `data/validated/items.parquet` (rows that passed),
 `data/quarantine/validate.jsonl` (rows that did not, with the reason), Data Docs under
 `reports/validation/` and `reports/validate.json`.
 
@@ -13,13 +13,13 @@ remaining rows. The stage passes only if that second run succeeds and at most
 `validate.max_quarantine_share` of the rows were quarantined. Table-level failures (missing
 column, too few rows, empty crawl) and expectations that raised fail it outright. A failing run
 still writes the report and the metrics, but leaves `data/validated` and the quarantine file as
-they were (RELIABILITY.md N2).
+they were: the last good outputs survive a failed run.
 
-The suite is the task type's defaults plus `validate.expectations` (tasks/gx_suite.py); an
+The suite is the task type's defaults plus `validate.expectations` (tasks/core/gx_suite.py); an
 expectation of severity `warn` is reported (log, metrics, summary) but neither quarantines nor
-fails. Drift against the last DVC-recorded version (tasks/drift.py) goes to `reports/drift.json`;
-a drifted `fail` check fails the stage. `reports/validation/summary.json` feeds the flow's
-markdown artifact (flows/summary.py).
+fails. Drift against the last DVC-recorded version (tasks/core/drift.py) goes to
+`reports/drift.json`; a drifted `fail` check fails the stage. `reports/validation/summary.json`
+feeds the flow's markdown artifact (flows/summary.py).
 """
 
 from __future__ import annotations
@@ -33,19 +33,21 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.drift import PROFILE, drift_failures, drift_report, profile_of
-from tasks.gx_suite import Check, RawItemsSuite
-from tasks.io import atomic_dir, read_jsonl, write_json, write_jsonl, write_parquet
-from tasks.label_review import OverridesError, read_overrides
-from tasks.params import LabelParams, ParamsError, ValidateParams, load_params
-from tasks.validate_derive import (
+from tasks.core.drift import PROFILE, drift_failures, drift_report, profile_of
+from tasks.core.gx_suite import Check, RawItemsSuite
+from tasks.core.io import atomic_dir, read_jsonl, write_json, write_jsonl, write_parquet
+from tasks.core.label_review import OverridesError, read_overrides
+from tasks.core.params import LabelParams, ParamsError, ValidateParams, load_params
+from tasks.core.plugins import task_type
+from tasks.core.stage import setup_logging
+from tasks.core.validate_derive import (
     IMAGES,
     TaskColumns,
     _plain,
     _with_derived,  # noqa: F401 (tests reach it through validate)
     with_derived,
 )
-from tasks.validate_report import validation_summary
+from tasks.core.validate_report import validation_summary
 
 log = logging.getLogger("kiln.validate")
 
@@ -257,7 +259,7 @@ def drift_csv(drift: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging()
     # GX's INFO lines are set-up chatter; one of its modules pins its own logger to INFO.
     for name in ("great_expectations", "great_expectations.data_context.types.base"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -272,8 +274,8 @@ def main() -> int:
         log.error("%s not found: run the crawl first", items_file)
         return 1
     df = pd.DataFrame(read_jsonl(items_file), dtype=object)
-    task = TaskColumns.of(params)
-    log.info("read %d rows from %s (%s)", len(df), items_file, task.task)
+    task = task_type(params.project.task).columns(params)
+    log.info("read %d rows from %s (%s)", len(df), items_file, params.project.task)
 
     overrides = None  # labels/overrides.csv names classes: only classification reads it
     try:

@@ -1,0 +1,85 @@
+"""Exact and near duplicates for `python -m tasks.clean`: keep one copy, record the others.
+
+Exact: rows sharing a key (sha256 of the image bytes) are one item. Near: images with the same
+average hash (8x8 grey levels thresholded at their mean: a 64-bit perceptual hash that survives
+re-encoding, small brightness changes and resizing) whose mean absolute pixel difference is at
+most `clean.near_duplicates.max_mean_abs_diff`. In both, the first row in url order is kept and
+the others are rejected with `duplicate_of`; copies that disagree on the label are all rejected
+("conflicting labels"): which one is right is a question for a person (`kiln label export`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from tasks.core.params import NearDuplicateParams
+
+HASH_SIDE = 8  # the average hash is taken on an 8x8 thumbnail (64 bits)
+
+
+def average_hash(pixels: np.ndarray) -> bytes:
+    """64-bit average hash of a grayscale image (any size; resized to 8x8 with box filtering)."""
+    if pixels.shape != (HASH_SIDE, HASH_SIDE):
+        thumb = Image.fromarray(pixels).resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX)
+        pixels = np.asarray(thumb)
+    small = pixels.astype(np.float64)
+    return np.packbits(small > small.mean()).tobytes()
+
+
+def keep_first_of_each(groups: list[list[dict]], reason: str, rejects: list[dict]) -> list[dict]:
+    """Keep the first of each group (url order) unless the labels disagree; record the rest.
+
+    Used for images here and for texts (tasks/core/text_clean.py)."""
+    survivors = []
+    for copies in groups:
+        if len({c["label"] for c in copies}) > 1:
+            why = (
+                "conflicting labels" if reason == "duplicate" else f"conflicting labels ({reason})"
+            )
+            rejects.extend({"url": c["url"], "reason": why} for c in copies)
+            continue
+        first, *others = copies
+        survivors.append(first)
+        rejects.extend(
+            {"url": c["url"], "reason": reason, "duplicate_of": first["url"]} for c in others
+        )
+    return survivors
+
+
+def exact_duplicates(kept: list[dict], rejects: list[dict]) -> list[dict]:
+    """One row per key (kept is in url order, so the first copy has the smallest url)."""
+    by_key: dict[str, list[dict]] = defaultdict(list)
+    for item in kept:
+        by_key[item["key"]].append(item)
+    return keep_first_of_each(list(by_key.values()), "duplicate", rejects)
+
+
+def near_duplicates(
+    kept: list[dict], rejects: list[dict], params: NearDuplicateParams
+) -> list[dict]:
+    """One row per cluster of near-identical images; clusters are grown from the first url."""
+    if not params.enabled:
+        return kept
+    by_hash: dict[bytes, list[dict]] = defaultdict(list)
+    for item in kept:
+        by_hash[average_hash(item["pixels"])].append(item)
+    groups: list[list[dict]] = []
+    for block in by_hash.values():  # a block is tiny; pairwise comparison is cheap
+        left = block
+        while left:
+            head, *rest = left
+            diff = [np.abs(head["pixels"].astype(np.int16) - r["pixels"]).mean() for r in rest]
+            near = [r for r, d in zip(rest, diff, strict=True) if d <= params.max_mean_abs_diff]
+            groups.append([head, *near])
+            left = [r for r, d in zip(rest, diff, strict=True) if d > params.max_mean_abs_diff]
+    survivors = keep_first_of_each(groups, "near duplicate", rejects)
+    order = {id(item): i for i, item in enumerate(kept)}
+    return sorted(survivors, key=lambda item: order[id(item)])
+
+
+def count(rejects: list[dict[str, Any]], reason: str) -> int:
+    return sum(r["reason"] == reason for r in rejects)

@@ -1,0 +1,182 @@
+"""Label fixing for `python -m tasks.clean`: manual overrides and likely wrong labels.
+
+* Overrides: `labels.overrides` (default `labels/overrides.csv`, git-versioned next to
+  params.yaml and a DVC dependency of validate and clean), columns `key,label`: the item whose
+  image has that sha256 gets that label (a class or an alias) in validate and clean, whatever the
+  crawl said. `kiln label export` writes the items that need a human look in the same format.
+* Review (confident-learning style, Northcutt et al. 2021): out-of-fold class probabilities from
+  a logistic regression on the pixels (`cross_val_predict`, stratified folds, fixed seed); a row
+  is a likely label error when the model's top class is another one and the probability of its
+  given label is below `margin` x that class's threshold (the mean probability the model gives
+  the class on rows labelled with it). Flagged rows go to `reports/label_issues.csv`;
+  `clean.label_review.action` reports, drops or relabels them (to the model's class).
+  Drop and relabel repeat the review on the result until nothing is flagged, so cleaning the
+  output again changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.core.labels import normalise_label
+from tasks.core.params import LabelParams, LabelReviewParams
+
+ISSUE_COLUMNS = ["key", "url", "label", "suggested", "p_label", "threshold", "reason"]
+
+
+class OverridesError(ValueError):
+    """The overrides file is malformed or names a label that is not a class."""
+
+
+def key_of_image_path(image_path: object) -> str | None:
+    """The item key (sha256 of the image bytes) from the crawl's `images/<sha256>.<ext>`."""
+    if not isinstance(image_path, str):
+        return None
+    stem = PurePosixPath(image_path).stem
+    return stem if len(stem) == 64 and all(c in "0123456789abcdef" for c in stem) else None
+
+
+def read_overrides(path: Path, labels: LabelParams) -> dict[str, str]:
+    """{key: canonical class} from the overrides CSV; a missing file means no overrides."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None:
+            return {}  # an empty file
+        if not {"key", "label"} <= set(reader.fieldnames):
+            raise OverridesError(f"{path}: columns must be key,label; got {reader.fieldnames}")
+        out = {}
+        for line, row in enumerate(reader, start=2):
+            label = normalise_label(row["label"] or None, labels)
+            if label is None:
+                raise OverridesError(f"{path}:{line}: label {row['label']!r} is not a class")
+            out[row["key"].strip()] = label
+    return out
+
+
+def find_label_issues(
+    pixels: np.ndarray, label_index: np.ndarray, classes: list[str], params: LabelReviewParams
+) -> tuple[pd.DataFrame, str | None]:
+    """(row, suggested index, p_label, threshold) of likely errors, or why none were looked for."""
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415 (1 s import)
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict  # noqa: PLC0415
+
+    empty = pd.DataFrame(columns=["row", "suggested", "p_label", "threshold"])
+    if not params.enabled:
+        return empty, "label review disabled"
+    counts = np.bincount(label_index, minlength=len(classes))
+    present = counts[counts > 0]
+    folds = min(params.folds, int(present.min()) if len(present) else 0)
+    if len(label_index) < params.min_rows or len(present) < 2 or folds < 2:
+        return empty, f"too few rows for label review ({len(label_index)}, {folds} folds)"
+    x = pixels.reshape(len(pixels), -1).astype(np.float64) / 255.0
+    model = LogisticRegression(max_iter=2000)  # lbfgs: deterministic for the same input
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)  # a class thinner than the folds
+        proba = cross_val_predict(model, x, label_index, cv=cv, method="predict_proba")
+    seen = np.unique(label_index)  # proba's columns are the classes present, in order
+    col = np.searchsorted(seen, label_index)
+    p_label = proba[np.arange(len(x)), col]
+    thresholds = np.array([p_label[label_index == c].mean() for c in seen])
+    threshold = thresholds[col]
+    top = seen[proba.argmax(axis=1)]
+    flagged = (top != label_index) & (p_label < params.margin * threshold)
+    rows = np.flatnonzero(flagged)
+    issues = pd.DataFrame(
+        {
+            "row": rows,
+            "suggested": top[rows],
+            "p_label": p_label[rows].round(4),
+            "threshold": threshold[rows].round(4),
+        }
+    )
+    return issues, None
+
+
+def issue_records(
+    issues: pd.DataFrame, survivors: list[dict[str, Any]], classes: list[str]
+) -> list[dict[str, Any]]:
+    """Rows of reports/label_issues.csv, sorted by key."""
+    out = []
+    for r in issues.itertuples(index=False):
+        item = survivors[int(r.row)]
+        out.append(
+            {
+                "key": item["key"],
+                "url": item["url"],
+                "label": item["label"],
+                "suggested": classes[int(r.suggested)],
+                "p_label": float(r.p_label),
+                "threshold": float(r.threshold),
+                "reason": "suspected label error",
+            }
+        )
+    return sorted(out, key=lambda row: row["key"])
+
+
+MAX_REVIEW_ROUNDS = 10  # drop/relabel converge in 2-3 rounds on the digits demo (tests/unit)
+
+
+def review_labels(
+    survivors: list[dict], labels: LabelParams, review: LabelReviewParams, rejects: list[dict]
+) -> tuple[list[dict], list[dict[str, Any]], dict[str, Any]]:
+    """(survivors after `review.action`, rows of the review file, operation record).
+
+    `drop` and `relabel` change the rows the model is fitted on, so the review repeats on the
+    result until it flags nothing (a fixed point): cleaning the output again then changes
+    nothing (clean(clean(x)) == clean(x)). `report` looks once and changes no row.
+    """
+    if not survivors:
+        return survivors, [], {"op": "label_review", "skipped": "no rows", "rows": 0}
+    all_issues: list[dict[str, Any]] = []
+    op: dict[str, Any] = {"op": "label_review", "action": review.action}
+    for round_no in range(1, MAX_REVIEW_ROUNDS + 1):
+        index = np.array([labels.classes.index(s["label"]) for s in survivors], dtype=np.int64)
+        found, skipped = find_label_issues(
+            np.stack([s["pixels"] for s in survivors]), index, list(labels.classes), review
+        )
+        issues = issue_records(found, survivors, list(labels.classes))
+        if round_no > 1:
+            issues = [{**i, "reason": f"{i['reason']} (review round {round_no})"} for i in issues]
+        all_issues += issues
+        op["rounds"] = round_no
+        if skipped:
+            op["skipped"] = skipped
+            break
+        if not issues or review.action == "report":
+            break
+        survivors = _act(survivors, {i["key"]: i["suggested"] for i in issues}, review, rejects)
+    else:
+        op["not_converged"] = f"still flagging rows after {MAX_REVIEW_ROUNDS} rounds"
+    all_issues.sort(key=lambda row: row["key"])
+    return survivors, all_issues, {**op, "rows": len(all_issues)}
+
+
+def _act(
+    survivors: list[dict], flagged: dict[str, str], review: LabelReviewParams, rejects: list[dict]
+) -> list[dict]:
+    """Drop the flagged rows (into rejects) or give them the model's class."""
+    if review.action == "drop":
+        rejects.extend(
+            {"url": s["url"], "reason": f"suspected label error (model: {flagged[s['key']]})"}
+            for s in survivors
+            if s["key"] in flagged
+        )
+        return [s for s in survivors if s["key"] not in flagged]
+    return [{**s, "label": flagged.get(s["key"], s["label"])} for s in survivors]
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Write `rows` as CSV atomically (tasks.core.io), columns in the given order."""
+    from tasks.core.io import write_text  # noqa: PLC0415
+
+    frame = pd.DataFrame(rows, columns=columns)
+    write_text(path, frame.to_csv(index=False, lineterminator="\n"))

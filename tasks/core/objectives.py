@@ -1,0 +1,46 @@
+"""Losses and validation metrics for the training engine (`tasks/core/engine.py`).
+
+The only task-specific part of a training run is a loss the engine minimises and the validation
+metrics it logs and may early-stop on (each dict has `val_loss`); each task type picks its pair
+from these building blocks (classification: `F.cross_entropy` + `classification_metrics`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+MetricFn = Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
+
+
+def classification_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """logits (N, C), class indices y (N,): cross-entropy and accuracy."""
+    return {
+        "val_loss": float(F.cross_entropy(logits, y)),
+        "val_acc": float((logits.argmax(1) == y).float().mean()),
+    }
+
+
+def regression_metrics(pred: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Forecasts vs targets, same shape (N, horizon): MSE (the loss), MAE and RMSE."""
+    mse = F.mse_loss(pred.float(), y.float())
+    return {
+        "val_loss": float(mse),
+        "val_mae": float((pred.float() - y.float()).abs().mean()),
+        "val_rmse": float(mse.sqrt()),
+    }
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy: logits (N, T, V), targets (N, T) token ids."""
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def lm_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Validation loss in nats per token and its perplexity."""
+    loss = float(lm_loss(logits.float(), targets))
+    return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}  # cap: exp(50) ~ 5e21

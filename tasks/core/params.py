@@ -1,0 +1,749 @@
+"""The params.yaml schema: `python -m tasks.core.params [params.yaml]` checks a file and prints it.
+
+Every stage reads its section through `load_params()`, which parses the whole file once into
+frozen pydantic models that reject unknown keys. A typo fails before any work with the key's full
+path and the closest valid name; an out-of-range value names the field and the bound.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from pathlib import Path
+from types import UnionType
+from typing import Any, ClassVar, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tasks.core.plugins import UnknownTaskType, task_type
+
+DEFAULT_PARAMS_PATH = Path("params.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectParams(_Section):
+    name: str = Field(description="Project name, used for the Prefect flow run and deployment.")
+    task: str = Field(
+        description="What the model learns: a registered task type (image_classification, "
+        "text_classification, forecasting, text_generation, or one a plug-in adds)."
+    )
+
+
+class DemoSiteParams(_Section):
+    """The local demo website generated from scikit-learn's handwritten digits."""
+
+    host: str = Field("127.0.0.1", description="Loopback address the demo site binds to.")
+    port: int = Field(8765, ge=1, le=65535, description="TCP port of the demo site.")
+    n_items: int = Field(
+        1797, ge=20, le=1797, description="Digits put on the site (sklearn ships 1797)."
+    )
+    per_page: int = Field(24, ge=1, le=500, description="Items per list page.")
+    n_duplicates: int = Field(
+        40, ge=0, description="Items also listed under a second URL with the same content."
+    )
+    n_broken: int = Field(3, ge=0, description="Item pages that answer 500 or broken HTML.")
+    bad_label_share: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="Share of items whose label is not a digit at all (validate quarantines "
+        "them); 0.01 keeps the demo passing, a large value makes validation fail.",
+    )
+    seed: int = Field(0, description="Seed for which items get dirt; same seed, same site.")
+    sections: list[Literal["jokes", "co2"]] = Field(
+        default_factory=lambda: ["jokes", "co2"],
+        description="Extra sections: a pyjokes board (/jokes/), a Mauna Loa CO2 table (/co2/).",
+    )
+
+
+def _check_regex(pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:  # not a ValueError: pydantic would not report it
+        raise ValueError(f"regex {pattern!r} is not valid: {exc}") from exc
+
+
+class FieldSelector(_Section):
+    """One field: where it is on the page (CSS or XPath), how to read it, whether it must exist."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    css: str | None = Field(
+        None, description="CSS selector (parsel syntax, e.g. 'span.label::text'); or `xpath`."
+    )
+    xpath: str | None = Field(None, description="XPath selector (e.g. '//h1/text()'); or `css`.")
+    regex: str | None = Field(
+        None, description="Keep only the regex's first group (or whole match) of each value."
+    )
+    type: Literal["str", "int", "float", "date", "url", "list"] = Field(
+        "str",
+        description="str: text as written; int/float: a number ('1,234' ok); date: ISO "
+        "YYYY-MM-DD; url: made absolute against the page; list: every match.",
+    )
+    date_format: str | None = Field(
+        None, description="strptime format of a `date` field; None: ISO 8601 text."
+    )
+    cleanup: list[Literal["strip", "join", "html_text"]] = Field(
+        default_factory=list,
+        description="strip: collapse whitespace; join: all matches joined by a space; "
+        "html_text: the matched markup to text through BeautifulSoup (messy HTML).",
+    )
+    required: bool = Field(True, description="A required field missing rejects the page.")
+    from_: Literal["detail", "list"] = Field(
+        "detail",
+        alias="from",
+        description="detail: read on the item page; list: read in the item's block on the list "
+        "page that links to it (needs `crawl.item_list`).",
+    )
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> FieldSelector:
+        if (self.css is None) == (self.xpath is None):
+            raise ValueError("give exactly one of `css` or `xpath`")
+        if self.regex is not None:
+            _check_regex(self.regex)
+        return self
+
+
+class FollowRule(_Section):
+    """Links to follow: those inside an area of the page, filtered by URL regexes."""
+
+    css: str | None = Field(None, description="CSS selector of the link area (None: whole page).")
+    xpath: str | None = Field(None, description="XPath of the link area; or `css`.")
+    allow: list[str] = Field(
+        default_factory=list, description="Follow only URLs matching one of these regexes."
+    )
+    deny: list[str] = Field(
+        default_factory=list, description="Never follow URLs matching one of these regexes."
+    )
+
+
+class ItemListParams(_Section):
+    """Item blocks on list pages: each block is an item, or links to the item's detail page."""
+
+    css: str | None = Field(None, description="CSS selector of one item block (e.g. 'ul > li').")
+    xpath: str | None = Field(None, description="XPath of one item block; or `css`.")
+    link_css: str | None = Field(
+        None,
+        description="Inside the block, CSS of the detail page's URL (e.g. 'a::attr(href)'); "
+        "None: the block is the whole item and every field is read in it.",
+    )
+    link_xpath: str | None = Field(None, description="XPath of the detail URL; or `link_css`.")
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> ItemListParams:
+        if (self.css is None) == (self.xpath is None):
+            raise ValueError("give exactly one of `css` or `xpath`")
+        if self.link_css is not None and self.link_xpath is not None:
+            raise ValueError("give at most one of `link_css` or `link_xpath`")
+        return self
+
+
+class CrawlParams(_Section):
+    start_urls: list[str] = Field(min_length=1, description="Where the crawl starts.")
+    allowed_domains: list[str] = Field(min_length=1, description="Hosts the spider may visit.")
+    allow_loopback: bool = Field(
+        False, description="Permit 127.0.0.0/8 and localhost; true only for the demo site/tests."
+    )
+    allow_private: bool = Field(
+        False, description="Permit private addresses (10/8, 172.16/12, 192.168/16, fc00::/7)."
+    )
+    spider: str | None = Field(
+        None,
+        description="'module:Class' of your own Scrapy spider in crawlers/spiders/ instead of "
+        "the generic one; the same output, limits and safety settings apply.",
+    )
+    follow_css: list[str] = Field(
+        default_factory=list,
+        description="CSS selectors of link areas to follow (shorthand for `follow` rules).",
+    )
+    follow: list[FollowRule] = Field(
+        default_factory=list, description="Link-follow rules: link areas with allow/deny regexes."
+    )
+    item_url_pattern: str | None = Field(
+        None, description="Regex: pages whose URL matches it are item (detail) pages."
+    )
+    item_list: ItemListParams | None = Field(
+        None, description="Item blocks on list pages (items spanning a list and a detail page)."
+    )
+    fields: dict[str, FieldSelector] = Field(min_length=1, description="Fields extracted per item.")
+    image_field: str | None = Field(
+        None, description="Field (in `fields`) holding an image URL to download; None: no image."
+    )
+    file_fields: list[str] = Field(
+        default_factory=list,
+        description="Fields (in `fields`) holding URLs of files to download besides the image "
+        "(every URL of a `list` field); each is stored as files/<sha256>.<ext> and the row gets "
+        "`<field>_path` (a list for a list field). A file that fails rejects its item.",
+    )
+    obey_robots: bool = Field(True, description="Obey robots.txt.")
+    max_pages: int = Field(10_000, ge=1, description="Stop after this many responses.")
+    max_items: int | None = Field(None, ge=1, description="Stop after this many items.")
+    max_depth: int | None = Field(
+        None, ge=1, description="Follow links at most this deep from a start URL (None: any)."
+    )
+    max_response_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="Drop a response bigger than this, also after decompression (gzip bombs).",
+    )
+    concurrency: int = Field(16, ge=1, le=256, description="Concurrent requests per domain.")
+    download_timeout_s: float = Field(15.0, gt=0, le=600, description="Per-request timeout (s).")
+    retries: int = Field(2, ge=0, le=10, description="Retries of a failed request (5xx, timeout).")
+    retry_backoff_s: float = Field(
+        0.25, ge=0, le=60, description="First retry waits this long (s), doubling each retry."
+    )
+    max_retry_after_s: float = Field(
+        60.0, ge=0, le=3600, description="Cap on a server's Retry-After wait (s)."
+    )
+    http_cache: bool = Field(
+        True,
+        description="Keep an HTTP cache under .kiln/httpcache: a refresh sends conditional "
+        "requests (RFC 9111) and gets 304 for what did not change.",
+    )
+    http_cache_max_mb: float = Field(
+        512.0,
+        gt=0,
+        description="Bound on the disk .kiln/httpcache takes (MiB, as du counts it); after each "
+        "crawl the least recently stored entries are removed until it fits.",
+    )
+    revisit_after_s: float = Field(
+        0.0,
+        ge=0,
+        le=366 * 86400,
+        description="An item page checked less than this many seconds ago is not requested on "
+        "a refresh; its last row is kept (crawlers/revisit.py). List pages are re-checked on "
+        "every crawl, so new and removed items are seen at once. 0: every item page is "
+        "re-checked (a conditional request each) unless its server declared it fresh.",
+    )
+    user_agent: str = Field(
+        "kiln-crawler/0.1 (+https://github.com/kiln)", description="User-Agent header."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CrawlParams:
+        if self.image_field is not None and self.image_field not in self.fields:
+            raise ValueError(
+                f"image_field {self.image_field!r} is not one of fields {sorted(self.fields)}"
+            )
+        for name in self.file_fields:
+            if name not in self.fields or name == self.image_field:
+                raise ValueError(f"file_fields entry {name!r} is not one of fields "
+                                 f"{sorted(self.fields)} other than image_field")  # fmt: skip
+            if f"{name}_path" in self.fields:
+                raise ValueError(f"file_fields entry {name!r}: {name}_path is a field already")
+        if self.spider is None and self.item_url_pattern is None and self.item_list is None:
+            raise ValueError("say which pages are items: item_url_pattern and/or item_list")
+        from_list = sorted(n for n, f in self.fields.items() if f.from_ == "list")
+        if from_list and self.item_list is None:
+            raise ValueError(f"fields {from_list} are `from: list` but item_list is not set")
+        rules = [p for r in self.follow for p in (*r.allow, *r.deny)]
+        for pattern in [self.item_url_pattern or "", *rules]:
+            _check_regex(pattern)
+        return self
+
+
+class LabelParams(_Section):
+    """The label set, shared by validate (what is allowed) and clean (how to normalise)."""
+
+    classes: list[str] = Field(
+        default_factory=list,
+        description="Canonical class names, in order (>= 2 for classification; forecasting and "
+        "text generation leave it empty). The label is the crawled field named `label`.",
+    )
+    aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="Other spellings -> canonical class, matched after strip + lower-case.",
+    )
+    overrides: str = Field(
+        "labels/overrides.csv",
+        description="CSV `key,label` (key: sha256 of the image bytes) that wins over the crawled "
+        "label in validate and clean; git-versioned, a DVC dependency of both; absent = none.",
+    )
+
+    @model_validator(mode="after")
+    def _aliases_point_at_classes(self) -> LabelParams:
+        unknown = sorted({v for v in self.aliases.values() if v not in self.classes})
+        if unknown:
+            raise ValueError(f"aliases map to labels not in classes: {unknown}")
+        return self
+
+
+Severity = Literal["fail", "warn"]
+
+
+class ExpectationSpec(_Section):
+    """One Great Expectations 1.x expectation, by its snake_case name and arguments."""
+
+    expectation: str = Field(description="GX name, e.g. expect_column_values_to_be_between.")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="The expectation's arguments (column, min_value...)."
+    )
+    severity: Severity = Field(
+        "fail", description="fail: failing rows are quarantined / the stage fails; warn: reported."
+    )
+
+    @model_validator(mode="after")
+    def _known_to_gx(self) -> ExpectationSpec:
+        # Imported here: GX costs ~4 s to import, paid only by params that declare expectations.
+        from tasks.core.gx_check import check_expectation  # noqa: PLC0415
+
+        problem = check_expectation(self.expectation, self.kwargs)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+class DriftCheck(_Section):
+    threshold: float = Field(ge=0.0, description="The statistic above this is drift.")
+    severity: Severity = Field(description="fail: the stage fails on drift; warn: reported.")
+
+
+class DriftParams(_Section):
+    """Drift of the new validated data against the last DVC-recorded one (tasks/core/drift.py)."""
+
+    # PSI: < 0.1 no shift, 0.1-0.25 moderate, > 0.25 major (the usual credit-scoring rule).
+    label_psi: DriftCheck = Field(
+        DriftCheck(threshold=0.25, severity="fail"), description="PSI of the label shares."
+    )
+    # KS statistic D (largest CDF gap), not its p-value, which goes to 0 with many rows.
+    numeric_ks: DriftCheck = Field(
+        DriftCheck(threshold=0.3, severity="warn"), description="KS D per numeric column."
+    )
+    image_mean_ks: DriftCheck = Field(
+        DriftCheck(threshold=0.3, severity="fail"), description="KS D of mean image intensity."
+    )
+    text_length_ks: DriftCheck = Field(
+        DriftCheck(threshold=0.3, severity="warn"),
+        description="KS D of text length in characters (text tasks).",
+    )
+    row_count_change: DriftCheck = Field(
+        DriftCheck(threshold=0.5, severity="warn"), description="|n_new - n_prev| / n_prev."
+    )
+    new_item_share: DriftCheck = Field(
+        DriftCheck(threshold=0.5, severity="warn"),
+        description="Share of rows whose content_hash the previous version lacked.",
+    )
+
+
+class ValidateParams(_Section):
+    required_columns: list[str] = Field(description="Columns every crawled row must have.")
+    non_null_columns: list[str] = Field(description="Columns that may not be empty.")
+    min_rows: int = Field(ge=1, description="Fewer valid rows than this fails the stage.")
+    max_quarantine_share: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Fail if more than this share of rows is quarantined (bad data, not noise).",
+    )
+    numeric_columns: list[str] = Field(
+        default_factory=list,
+        description="Columns parsed as numbers into `<column>_number` for expectations and drift.",
+    )
+    expectations: list[ExpectationSpec] = Field(
+        default_factory=list,
+        description="Expectations checked on top of the task type's defaults (tasks/core/gx_suite.py).",
+    )
+    drift: DriftParams = Field(DriftParams(), description="Drift checks between data versions.")
+
+
+class MissingRule(_Section):
+    """How one numeric column's missing (or unparseable) values are handled."""
+
+    strategy: Literal["mean", "median", "mode", "constant", "drop"] = Field(
+        description="Fill with the column's mean/median/mode or `value`, or drop the row."
+    )
+    value: float | None = Field(None, description="The fill value of strategy constant.")
+
+    @model_validator(mode="after")
+    def _constant_has_value(self) -> MissingRule:
+        if (self.strategy == "constant") != (self.value is not None):
+            raise ValueError("`value` is required with strategy constant, and only with it")
+        return self
+
+
+class OutlierRule(_Section):
+    """Outliers of one numeric column (computed after missing values are handled)."""
+
+    method: Literal["iqr", "zscore"] = Field(
+        description="iqr: beyond k x IQR from the quartiles; zscore: robust |z| > k, with "
+        "z = (x - median) / (1.4826 MAD), so that clipping does not move the bounds."
+    )
+    k: float = Field(gt=0.0, le=100.0, description="Tukey's k (1.5 usual) or the |z| limit (3.5).")
+    action: Literal["clip", "drop"] = Field(description="Clip to the bounds or drop the row.")
+
+
+class NearDuplicateParams(_Section):
+    """Near-duplicate images: same 8x8 average hash, and close pixel by pixel."""
+
+    enabled: bool = Field(True, description="Look for near-duplicate images.")
+    # The average hash alone groups 66 of sklearn's 1797 distinct digits into 30 false pairs;
+    # the closest of those differ by a mean 7.9 grey levels, so 4.0 never joins two real digits.
+    max_mean_abs_diff: float = Field(
+        4.0, ge=0.0, le=255.0, description="Mean |pixel difference| (grey levels 0-255) at most."
+    )
+
+
+class LabelReviewParams(_Section):
+    """Likely wrong labels from cross-validated out-of-fold predictions (tasks/core/label_review.py)."""
+
+    enabled: bool = Field(True, description="Look for likely wrong labels.")
+    action: Literal["report", "drop", "relabel"] = Field(
+        "report", description="report: list in reports/label_issues.csv only; drop or relabel."
+    )
+    folds: int = Field(5, ge=2, le=20, description="Cross-validation folds.")
+    # Confident learning flags a row when p(given label) < its class's mean self-confidence. On
+    # sklearn's 1797 digits with 10 labels flipped, margin 0.2 flags all 10 plus 24 others
+    # (0.5: 10 + 64; 0.1: 10 + 9 at 1797 rows but only 9 of 10 at 200 rows).
+    margin: float = Field(0.2, ge=0.0, le=1.0, description="Flag if p(label) < margin x threshold.")
+    min_rows: int = Field(50, ge=10, description="Skip the review below this many rows.")
+
+
+class TextCleanParams(_Section):
+    """Text normalisation of the text tasks, applied in clean and again, identically, in serving."""
+
+    column: str = Field("text", description="The crawled field holding the text.")
+    nfkc: bool = Field(True, description="Unicode NFKC normalisation (full-width, ligatures...).")
+    strip_html: bool = Field(True, description="Remove HTML tags/entities left in the text.")
+    collapse_whitespace: bool = Field(True, description="Runs of whitespace -> one space, trimmed.")
+    lowercase: bool = Field(False, description="Lower-case everything.")
+    min_chars: int = Field(1, ge=1, description="Shorter texts (after normalising) are rejected.")
+    near_duplicates: bool = Field(
+        True,
+        description="Texts equal after normalising, case-folding and dropping punctuation "
+        "are duplicates: one is kept, the others recorded.",
+    )
+
+
+class CleanParams(_Section):
+    numeric_columns: list[str] = Field(
+        default_factory=list, description="Metadata columns parsed as numbers."
+    )
+    impute: Literal["mean", "median", "zero"] = Field(
+        "mean", description="How missing numeric values are filled (columns not in `missing`)."
+    )
+    missing: dict[str, MissingRule] = Field(
+        default_factory=dict, description="Per numeric column: how missing values are handled."
+    )
+    outliers: dict[str, OutlierRule] = Field(
+        default_factory=dict, description="Per numeric column: outliers clipped or dropped."
+    )
+    label_review: LabelReviewParams = Field(
+        LabelReviewParams(), description="Detection of likely wrong labels."
+    )
+    val_share: float = Field(0.15, gt=0.0, lt=0.5, description="Share of items in validation.")
+    test_share: float = Field(0.15, gt=0.0, lt=0.5, description="Share of items in test.")
+    split_salt: str = Field(
+        "kiln", description="Salt of the stable hash split; change it to draw a new split."
+    )
+
+    @model_validator(mode="after")
+    def _rules_name_numeric_columns(self) -> CleanParams:
+        unknown = sorted((set(self.missing) | set(self.outliers)) - set(self.numeric_columns))
+        if unknown:
+            raise ValueError(f"missing/outliers name columns not in numeric_columns: {unknown}")
+        return self
+
+
+class TextModelParams(_Section):
+    """How text becomes token ids; saved in the model card so serving tokenises the same way."""
+
+    tokenizer: Literal["char", "byte", "minilm"] = Field(
+        "char",
+        description="char: the train split's most frequent characters; byte: UTF-8 bytes "
+        "(256 ids); minilm: the WordPiece vocabulary of the pretrained MiniLM (model minilm only).",
+    )
+    max_len: int = Field(128, ge=8, le=4096, description="Tokens per text (longer: cut).")
+    vocab_size: int = Field(
+        512, ge=16, le=100_000, description="char tokenizer: most frequent characters kept."
+    )
+
+
+class TrainParams(_Section):
+    model: str = Field(description="Architecture; each task type lists the ones it can train.")
+    epochs: int = Field(30, ge=1, le=10_000, description="Maximum epochs.")
+    batch_size: int = Field(64, ge=1, le=65_536, description="Samples per step.")
+    lr: float = Field(3e-3, gt=0.0, le=10.0, description="AdamW learning rate.")
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0, description="AdamW weight decay.")
+    patience: int = Field(
+        5, ge=1, description="Early stopping: epochs without val-loss improvement."
+    )
+    seed: int = Field(0, description="Seed for init and batch order.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="auto: CUDA if present, else MPS, else CPU."
+    )
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="AdamW or SGD (momentum 0.9).")
+    grad_clip: float = Field(0.0, ge=0.0, description="Max global gradient L2 norm; 0: off.")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="Learning rate: constant, or linear warmup then cosine decay."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Optimizer steps of linear warmup (cosine).")
+    monitor: str = Field(
+        "val_loss",
+        description="Validation metric for early stopping and the best epoch: val_loss, or "
+        "val_acc (classification), val_mae/val_rmse (forecasting), val_ppl (generation).",
+    )
+    compile: bool = Field(False, description="torch.compile the model (pays off on a GPU).")
+class EvaluateParams(_Section):
+    """The evaluate stage's settings; each task type adds its own (a floor, a baseline)."""
+
+
+class ExportParams(_Section):
+    """ONNX export of models/ (tasks/export.py) and its parity check against PyTorch."""
+
+    opset: int = Field(17, ge=13, le=20, description="ONNX opset (the TorchScript exporter's).")
+    # float32 logits of the same graph differ by ~1e-6 between ORT and PyTorch kernels; 1e-4
+    # leaves room for other CPUs' vector paths while catching any real difference.
+    atol: float = Field(
+        1e-4, gt=0.0, le=1.0, description="Largest allowed |ORT - PyTorch| logit difference."
+    )
+    parity_batch: int = Field(
+        64, ge=1, le=4096, description="Test images in the fixed parity batch (plus 3 synthetic)."
+    )
+
+
+class PromoteFloors(_Section):
+    """Absolute floors a challenger must clear, even with no champion to beat.
+
+    Each applies when the task type reports that metric: accuracy/macro_f1 are minimums
+    (classification); mae, rmse, mape (forecasting), val_loss and perplexity (generation) are
+    maximums, None meaning no limit.
+    """
+
+    accuracy: float = Field(0.0, ge=0.0, le=1.0, description="Minimum test accuracy.")
+    macro_f1: float = Field(0.0, ge=0.0, le=1.0, description="Minimum test macro-F1.")
+    mae: float | None = Field(None, gt=0.0, description="Maximum test MAE (series unit).")
+    rmse: float | None = Field(None, gt=0.0, description="Maximum test RMSE (series unit).")
+    mape: float | None = Field(None, gt=0.0, description="Maximum test MAPE (percent).")
+    val_loss: float | None = Field(None, gt=0.0, description="Maximum test loss (nats/token).")
+    perplexity: float | None = Field(None, gt=0.0, description="Maximum test perplexity.")
+
+
+class PromoteParams(_Section):
+    """When the newly trained model (challenger) replaces the champion (tasks/promote.py)."""
+
+    metric: Literal["accuracy", "macro_f1", "mae", "rmse", "mape", "val_loss", "perplexity"] = (
+        Field(
+            "macro_f1",
+            description="Compared between challenger and champion, both on the current test "
+            "split: accuracy/macro_f1 (classification, higher is better), mae/rmse/mape "
+            "(forecasting) or val_loss/perplexity (generation), lower is better.",
+        )
+    )
+    min_improvement: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="challenger - champion must be at least this: 0 means 'must not drop' (a "
+        "tie promotes the newer model), 0.005 means half a point better.",
+    )
+    floors: PromoteFloors = Field(PromoteFloors(), description="Absolute minimums.")
+
+
+class ServeParams(_Section):
+    """`kiln serve`: the HTTP prediction service for the champion (serve/)."""
+
+    host: str = Field("127.0.0.1", description="Bind address; loopback unless put behind a proxy.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
+    backend: Literal["onnx", "torch"] = Field(
+        "onnx", description="onnx: ONNX Runtime, no torch needed; torch: the safetensors model."
+    )
+    max_batch: int = Field(256, ge=1, le=65_536, description="Most instances per request.")
+    max_body_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        le=1 << 30,
+        description="Larger request bodies get 413, with or without Content-Length (bytes).",
+    )
+    reload_interval_s: float = Field(
+        1.0, gt=0.0, le=3600, description="How often the registry is checked for a new champion."
+    )
+    # The digits CNN is ~2 MFLOP per image (0.9 M multiply-adds): one thread per request avoids
+    # ORT's thread-pool spin-up and leaves the other cores to concurrent requests.
+    onnx_threads: int = Field(1, ge=1, le=256, description="ONNX Runtime intra-op threads.")
+
+
+class ScheduleParams(_Section):
+    cron: str = Field("0 3 * * *", description="When the refresh-and-retrain deployment runs.")
+    timezone: str = Field("UTC", description="IANA time zone of the cron.")
+
+
+class Params(_Section):
+    """The sections every task type has. Each task type subclasses it (its `params`), replacing
+    sections with subclasses that add its own keys, so a forecaster has no CNN knobs and a typo
+    in a key of another task type is an unknown key. `parse_params` picks the subclass by
+    `project.task`: a union discriminated by that key."""
+
+    # The test metrics this task type reports that promote can compare (promote.metric).
+    HEADLINE_METRICS: ClassVar[tuple[str, ...]] = ()
+
+    project: ProjectParams
+    demo_site: DemoSiteParams = DemoSiteParams()
+    crawl: CrawlParams
+    labels: LabelParams
+    validate_: ValidateParams = Field(alias="validate")
+    clean: CleanParams = CleanParams()
+    train: TrainParams
+    evaluate: EvaluateParams = EvaluateParams()
+    export: ExportParams = ExportParams()
+    promote: PromoteParams = PromoteParams()
+    serve: ServeParams = ServeParams()
+    schedule: ScheduleParams = ScheduleParams()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _promote_metric_is_measured(self) -> Params:
+        measured = type(self).HEADLINE_METRICS
+        if measured and self.promote.metric not in measured:
+            raise ValueError(
+                f"promote.metric {self.promote.metric!r} is not measured for "
+                f"{self.project.task}; choose one of {list(measured)}"
+            )
+        return self
+
+
+class TextTaskCleanParams(CleanParams):
+    """The clean section of the text task types: the text column and its normalisation."""
+
+    text: TextCleanParams = Field(TextCleanParams(), description="Text normalisation.")
+
+
+class TransformerTrainParams(TrainParams):
+    """The train section of the task types that train a Transformer on token ids."""
+
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout in the Transformer blocks.")
+    d_model: int = Field(64, ge=4, le=4096, description="Transformer width.")
+    layers: int = Field(2, ge=1, le=48, description="Transformer blocks.")
+    heads: int = Field(4, ge=1, le=64, description="Attention heads (divides d_model).")
+    text: TextModelParams = Field(TextModelParams(), description="Tokenisation.")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TransformerTrainParams:
+        if self.d_model % self.heads:
+            raise ValueError(f"train.heads {self.heads} must divide d_model {self.d_model}")
+        return self
+
+
+class ClassificationEvaluateParams(EvaluateParams):
+    min_accuracy: float = Field(
+        0.0, ge=0.0, le=1.0, description="Fail the stage if test accuracy is below this."
+    )
+
+
+class ClassificationParams(Params):
+    """The base of the task types that learn labels.classes (images, texts)."""
+
+    HEADLINE_METRICS: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1")
+
+    evaluate: ClassificationEvaluateParams = ClassificationEvaluateParams()
+
+    @model_validator(mode="after")
+    def _has_classes(self) -> ClassificationParams:
+        if len(self.labels.classes) < 2:
+            raise ValueError(f"{self.project.task} needs labels.classes with at least 2 classes")
+        return self
+
+
+class ParamsError(ValueError):
+    """params.yaml is unreadable or does not match the schema."""
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _model_at(root: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the mapping at `path` (None if not a model).
+
+    Follows model fields, and the values of `dict[str, Model]` / items of `list[Model]` fields
+    (whose keys or indexes are part of the path, e.g. `crawl.fields.label`).
+    """
+    current: Any = root
+    for part in path:
+        if get_origin(current) is UnionType:  # `Model | None`: the model
+            current = next((a for a in get_args(current) if _is_model(a)), None)
+        if _is_model(current):
+            fields = {f.alias or n: f for n, f in current.model_fields.items()}
+            if part not in fields:
+                return None
+            current = fields[part].annotation
+        elif get_origin(current) in (dict, list):
+            current = get_args(current)[-1]  # the value / item type; `part` is a key or index
+        else:
+            return None
+    if get_origin(current) is UnionType:
+        current = next((a for a in get_args(current) if _is_model(a)), None)
+    return current if _is_model(current) else None
+
+
+def _describe(error: dict[str, Any], root: type[BaseModel]) -> str:
+    loc = tuple(error["loc"])
+    where = ".".join(str(p) for p in loc)
+    if error["type"] == "extra_forbidden":
+        owner = _model_at(root, loc[:-1])
+        hint = ""
+        if owner is not None:
+            close = difflib.get_close_matches(str(loc[-1]), _field_names(owner), n=1, cutoff=0.5)
+            if close:
+                prefix = ".".join(str(p) for p in loc[:-1])
+                hint = f"; did you mean '{prefix + '.' if prefix else ''}{close[0]}'?"
+        return f"unknown key '{where}'{hint}"
+    if not loc:  # a check across sections (Params._fits_the_task): its message names the keys
+        return str(error["msg"]).removeprefix("Value error, ")
+    return f"'{where}': {error['msg']} (got {error.get('input')!r})"
+
+
+def params_model(raw: dict[str, Any]) -> type[Params]:
+    """The params model of the task type `raw` names in project.task (the base model when it
+    names none, so validating reports the missing key)."""
+    project = raw.get("project")
+    task = project.get("task") if isinstance(project, dict) else None
+    if not isinstance(task, str):
+        return Params
+    try:
+        return task_type(task).params
+    except UnknownTaskType as exc:
+        raise ParamsError(f"params.yaml is invalid:\n  'project.task': {exc}") from None
+
+
+def parse_params(raw: dict[str, Any]) -> Params:
+    model = params_model(raw)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe(e, model) for e in exc.errors())
+        raise ParamsError(f"params.yaml is invalid:\n  {problems}") from None
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS_PATH) -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path} not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path} must be a mapping of sections, got {type(raw).__name__}")
+    return parse_params(raw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    params = load_params(argv[0] if argv else DEFAULT_PARAMS_PATH)
+    print(yaml.safe_dump(params.model_dump(by_alias=True), sort_keys=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

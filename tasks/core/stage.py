@@ -1,0 +1,35 @@
+"""The shell every stage module shares: one logging set-up, params loaded once, the task type's
+method for the stage called, its exit code returned.
+
+    python -m tasks.train   ->   run_stage("train")   ->   task_type(project.task).train(params)
+
+One log format for every stage, `<time> <LEVEL> <logger>: <message>`: the Prefect flow reads the
+level back from each line, so a WARNING of a stage (or of Scrapy inside the crawl) is a WARNING in
+the Prefect UI, and drops the time, which its own log record carries.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tasks.core.params import ParamsError, load_params
+from tasks.core.plugins import task_type
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+PLUGIN_STAGES = ("clean", "train", "evaluate", "export")  # what a task type implements
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """The root logger of a stage process: LOG_FORMAT on stderr, at INFO."""
+    logging.basicConfig(level=level, format=LOG_FORMAT, force=True)
+
+
+def run_stage(stage: str) -> int:
+    """Run the task type's implementation of `stage` (one of PLUGIN_STAGES); the exit code."""
+    setup_logging()
+    try:
+        params = load_params()
+    except ParamsError as exc:
+        logging.getLogger(f"kiln.{stage}").error("%s failed: %s", stage, exc)
+        return 1
+    return getattr(task_type(params.project.task), stage)(params)

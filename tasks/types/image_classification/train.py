@@ -1,0 +1,153 @@
+"""Image classification's train stage: data/clean -> models/, reports/train/.
+
+Trains the CNN of `models.py` on the train split with the one training loop of
+`tasks.core.engine`: validates each epoch, stops early on val loss and keeps the best weights. Every
+epoch writes a checkpoint (safetensors + JSON, no pickle) to `.kiln/checkpoints/<key>/`, key = hash
+of (train params, data version); a re-run after a kill resumes from it and, on CPU, ends with the
+same weights as an uninterrupted run. models/ is written (one directory swap) only after training
+succeeded.
+
+Environment: KILN_TRAIN_EPOCH_SLEEP_S (tests only) sleeps that many seconds after each epoch
+(while its checkpoint is written in the background), so a test can kill the process mid-run.
+Needs only torch, numpy, pandas, pyarrow and safetensors to import and train; tqdm and dvclive are
+used when installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
+
+from tasks.core.dataset import DataError
+from tasks.core.engine import TaskData, TrainError, fit, pick_device
+from tasks.core.io import atomic_dir
+from tasks.core.models import ModelError, build_model, save_model
+from tasks.core.objectives import classification_metrics
+from tasks.core.training import (
+    CHECKPOINTS_DIR,
+    MODELS_DIR,
+    REPORTS_DIR,
+    TrainResult,
+    checkpoint_key,
+    engine_config,
+    write_live,
+)
+from tasks.types.image_classification.data import Split, TrainData, load_train_data
+from tasks.types.image_classification.models import ARCHITECTURES, preprocess
+
+if TYPE_CHECKING:
+    from tasks.core.params import TrainParams
+    from tasks.types.image_classification.params import ImageParams
+
+logger = logging.getLogger("kiln.train")
+
+CLEAN_DIR = Path("data/clean")
+
+
+def _preprocessing(pixels: np.ndarray) -> dict[str, float]:
+    scaled = pixels.astype(np.float64) / 255.0  # [0, 1]; mean/std of the train split only
+    std = float(scaled.std())
+    if std < 1e-6:
+        raise DataError("train images are all the same value: nothing to learn, cannot normalise")
+    return {"scale": 1.0 / 255.0, "mean": float(scaled.mean()), "std": std}
+
+
+def train_model(
+    cfg: TrainParams,
+    data: TrainData,
+    checkpoint_dir: Path | str,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train, or resume from `checkpoint_dir/<key>`; returns the best model.
+
+    Writes nothing but checkpoints. Deterministic on CPU: same params and data, same weights.
+    """
+    device = pick_device(cfg.device)
+    prep = _preprocessing(data.train.pixels)
+    tensors = TaskData(*_tensors(data.train, prep, device), *_tensors(data.val, prep, device))
+    height, width = data.train.pixels.shape[1:]
+    config = {
+        "in_channels": 1,
+        "height": int(height),
+        "width": int(width),
+        "n_classes": len(data.classes),
+        "channels": cfg.channels,
+        "dropout": cfg.dropout,
+    }
+    logger.info(
+        f"{cfg.model}: {width}x{height} images, {len(data.classes)} classes, data version "
+        f"{data.data_version[:12]}"
+    )
+    torch.manual_seed(cfg.seed)
+    model = build_model(ARCHITECTURES, cfg.model, config)
+    engine_cfg = engine_config(cfg, device)
+    path = Path(checkpoint_dir) / checkpoint_key(cfg, data.data_version, data.classes)
+    run = fit(
+        model,
+        tensors,
+        F.cross_entropy,
+        classification_metrics,
+        cfg=engine_cfg,
+        checkpoint_path=path,
+        on_epoch=on_epoch,
+    )
+    return TrainResult(
+        run.model,
+        config,
+        prep,
+        path,
+        epochs_run=run.epochs_run,
+        best_epoch=run.best_epoch,
+        best_val_loss=run.best["val_loss"],
+        best_val_acc=run.best["val_acc"],
+        history=run.history,
+    )
+
+
+def _tensors(split: Split, prep: dict[str, float], device: torch.device) -> tuple[Any, Any]:
+    pixels, labels = torch.from_numpy(split.pixels), torch.from_numpy(split.labels)
+    return preprocess(pixels.to(device), prep), labels.to(device)  # uint8 travels: 4x fewer bytes
+
+
+def train_stage(params: ImageParams) -> int:
+    """data/clean -> models/ and reports/train/; the exit code."""
+    sleep_s = float(os.environ.get("KILN_TRAIN_EPOCH_SLEEP_S", "0"))
+    try:
+        data = load_train_data(CLEAN_DIR, params.labels.classes)
+        result = train_model(
+            params.train,
+            data,
+            CHECKPOINTS_DIR,
+            on_epoch=(lambda _row: time.sleep(sleep_s)) if sleep_s else None,
+        )
+    except (DataError, TrainError, ModelError) as exc:
+        logger.error("train failed: %s", exc)
+        return 1
+    card = {
+        "architecture": params.train.model,
+        "config": result.config,
+        "classes": list(data.classes),
+        "preprocessing": result.preprocessing,
+        "data_version": data.data_version,
+        "train_params": params.train.model_dump(mode="json"),
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+    }
+    with atomic_dir(MODELS_DIR) as tmp:
+        card = save_model(result.model, tmp, card)
+    write_live(result, REPORTS_DIR)
+    shutil.rmtree(result.checkpoint_path, ignore_errors=True)  # done: the next run starts fresh
+    logger.info(
+        "wrote %s (weights sha256 %s…) and %s", MODELS_DIR, card["weights_sha256"][:12], REPORTS_DIR
+    )
+    return 0

@@ -1,0 +1,27 @@
+"""Text classification: texts with a label -> a Transformer encoder from scratch or the pretrained
+MiniLM fine-tuned -> accuracy, macro-F1, per-class precision/recall and a confusion matrix; the
+ONNX graph takes token ids, serving tokenises as training did.
+
+`TASK` is the plug-in (pyproject.toml registers it in `kiln.task_types`).
+"""
+
+from tasks.core.plugins import ModuleTaskType
+from tasks.core.validate_derive import TaskColumns
+from tasks.types.text_classification.params import TextClassificationParams
+
+_STAGES = "tasks.types.text_classification.stages"
+
+TASK = ModuleTaskType(
+    name="text_classification",
+    params=TextClassificationParams,
+    columns=lambda params: TaskColumns(labels=True, text=params.clean.text),
+    implementation={
+        "clean": f"{_STAGES}:clean_stage",
+        "train": f"{_STAGES}:train_stage",
+        "evaluate": f"{_STAGES}:evaluate_stage",
+        "export": f"{_STAGES}:export_stage",
+        "test_metrics": f"{_STAGES}:test_metrics",
+        "serving": "tasks.types.text_classification.serving:spec",
+        "torch_runner": f"{_STAGES}:torch_runner",
+    },
+)

@@ -1,0 +1,425 @@
+"""Text generation (`project.task: text_generation`): the stages of a byte- or character-level LM.
+
+`python -m tasks.clean|train|evaluate|export` hand over here (tasks/task_types.py):
+
+* clean: `tasks.core.text_clean.clean_texts_stage` (normalise, dedupe, split; no labels).
+* train: the texts of the train split, each followed by an end-of-text id, become one id stream
+  (`token_stream`), cut into blocks of `train.text.max_len + 1` ids (x = block[:-1], y =
+  block[1:]): train blocks start every max_len / TRAIN_OFFSETS ids, val (and test) blocks every
+  max_len ids, so each of their ids is a target exactly once; a `char_transformer`
+  (tasks/models_seq.py, context = max_len) learns them through `tasks.core.engine.fit`.
+  models/card.json holds the tokenizer and the text normalisation (`preprocessing`), so
+  evaluation and serving encode exactly as training did.
+* evaluate: test loss (nats per token; `val_loss`, the name promote compares), perplexity and
+  bits per UTF-8 byte over every id of the test stream; samples from `evaluate.generate` in
+  reports/evaluation/samples.md (to read) and samples.json.
+* export: export/model.onnx, int64 ids (batch, seq <= max_len) -> float32 logits (batch, seq,
+  vocab), written only after ONNX Runtime matches PyTorch within `export.atol`.
+
+This module holds the stage functions and the train and evaluate code. The tokenizer, the id stream
+and the sampler live in `tasks.types.text_generation.sampling` (no torch: serving uses them too),
+the ONNX conversion and parity check in `tasks.types.text_generation.export`. torch and pandas are
+imported inside the functions that need them, so the clean stage, which comes through here, loads no
+torch. Sample k of a prompt draws from `numpy.random.default_rng([seed, k])`, so a sample is the
+same whatever else is generated beside it (serving with seed s gives evaluate's sample 0 of seed s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tasks.core.io import atomic_dir, write_json
+from tasks.types.text_generation.export import export_onnx
+from tasks.types.text_generation.sampling import (
+    Tokenizer,
+    TokenizerError,
+    blocks,
+    fit_tokenizer,
+    generate,
+    prompt_ids,
+    token_stream,
+    train_blocks,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from tasks.core.params import Params
+    from tasks.types.text_generation.params import GenerateParams
+
+logger = logging.getLogger("kiln.text_generation")
+
+CLEAN_DIR, MODELS_DIR = Path("data/clean"), Path("models")
+REPORTS_DIR, EVALUATION_DIR = Path("reports"), Path("reports/evaluation")
+EXPORT_DIR, CHECKPOINTS_DIR = Path("export"), Path(".kiln/checkpoints")
+ONNX_FILE, ONNX_CARD = "model.onnx", "onnx.json"
+ARCHITECTURE = "char_transformer"
+CHECKPOINT_FORMAT = 1  # bump when the stream, blocks or model input change meaning
+EVAL_BLOCKS = 64  # blocks per forward pass when measuring the test loss: bounds memory only
+SPLITS = ("train", "val", "test")
+
+
+# --- reading data/clean ---------------------------------------------------------------------
+
+
+def read_texts(clean_dir: Path | str = CLEAN_DIR) -> tuple[dict[str, list[str]], str]:
+    """({split: texts in key order}, data version: sha256 of items.parquet)."""
+    import pandas as pd  # noqa: PLC0415 (see the module docstring)
+
+    from tasks.core.dataset import DataError  # noqa: PLC0415
+
+    path = Path(clean_dir) / "items.parquet"
+    try:
+        items = pd.read_parquet(path, columns=["key", "text", "split"])
+        version = hashlib.sha256(path.read_bytes()).hexdigest()
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"cannot read {path} (columns key, text, split): {exc}") from None
+    items = items.sort_values("key", kind="stable")
+    texts = {s: items.loc[items["split"] == s, "text"].astype(str).tolist() for s in SPLITS}
+    return texts, version
+
+
+# --- train ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LMTrainResult:
+    """What `tasks.core.training.write_live` logs (history rows: train_loss, val_loss, val_ppl)."""
+
+    model: nn.Module
+    config: dict[str, Any]
+    checkpoint_path: Path
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    best_val_ppl: float
+    history: list[dict[str, float]]
+
+
+def _split_blocks(texts: list[str], tokenizer: Tokenizer, max_len: int, split: str) -> np.ndarray:
+    """train: overlapping blocks (train_blocks); val: each id a target once, as test is."""
+    from tasks.core.dataset import DataError  # noqa: PLC0415
+
+    stream = token_stream(texts, tokenizer)
+    full = train_blocks(stream, max_len) if split == "train" else blocks(stream, max_len)[0]
+    if not len(full):
+        raise DataError(
+            f"the {split} split has {len(texts)} texts, {len(stream)} tokens: fewer than the "
+            f"{max_len + 1} of one block (train.text.max_len {max_len}); crawl more or lower "
+            "train.text.max_len"
+        )
+    return full
+
+
+def checkpoint_key(params: Params, data_version: str) -> str:
+    spec = {
+        "format": CHECKPOINT_FORMAT,
+        "task": "text_generation",
+        "train": params.train.model_dump(mode="json"),
+        "data_version": data_version,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_lm(
+    params: Params, texts: dict[str, list[str]], tokenizer: Tokenizer, checkpoint_path: Path
+) -> LMTrainResult:
+    """Train, or resume from `checkpoint_path`, on the train/val blocks; writes checkpoints."""
+    import torch  # noqa: PLC0415 (see the module docstring: clean loads no torch)
+
+    from tasks.core.engine import TaskData, fit, pick_device  # noqa: PLC0415
+    from tasks.core.models import build_model  # noqa: PLC0415
+    from tasks.core.objectives import lm_loss, lm_metrics  # noqa: PLC0415
+    from tasks.core.training import engine_config  # noqa: PLC0415
+    from tasks.types.text_generation.models import ARCHITECTURES  # noqa: PLC0415
+
+    cfg, max_len = params.train, params.train.text.max_len
+    train = torch.from_numpy(_split_blocks(texts["train"], tokenizer, max_len, "train"))
+    val = torch.from_numpy(_split_blocks(texts["val"], tokenizer, max_len, "val"))
+    config = {
+        "vocab_size": tokenizer.vocab_size,
+        "block_size": max_len,
+        "d_model": cfg.d_model,
+        "n_heads": cfg.heads,
+        "n_layers": cfg.layers,
+        "dropout": cfg.dropout,
+    }
+    logger.info(
+        f"{ARCHITECTURE} {config}: {tokenizer.kind} tokenizer, {len(train)} train and {len(val)} "
+        f"val blocks of {max_len} tokens ({len(texts['train'])} / {len(texts['val'])} texts)"
+    )
+    torch.manual_seed(cfg.seed)
+    model = build_model(ARCHITECTURES, ARCHITECTURE, config)
+    device = pick_device(cfg.device)
+    data = TaskData(train[:, :-1], train[:, 1:], val[:, :-1], val[:, 1:])
+    loss_fn, metric_fn = lm_loss, lm_metrics
+    run = fit(
+        model,
+        data,
+        loss_fn,
+        metric_fn,
+        cfg=engine_config(cfg, device),
+        checkpoint_path=checkpoint_path,
+    )
+    return LMTrainResult(
+        run.model,
+        config,
+        checkpoint_path,
+        run.epochs_run,
+        run.best_epoch,
+        run.best["val_loss"],
+        run.best["val_ppl"],
+        run.history,
+    )
+
+
+def train_stage(params: Params) -> int:
+    from tasks.core.dataset import DataError  # noqa: PLC0415
+    from tasks.core.engine import TrainError  # noqa: PLC0415
+    from tasks.core.models import ModelError, save_model  # noqa: PLC0415
+    from tasks.core.training import REPORTS_DIR as TRAIN_REPORTS  # noqa: PLC0415
+    from tasks.core.training import write_live  # noqa: PLC0415
+
+    try:
+        texts, version = read_texts(CLEAN_DIR)
+        tokenizer = fit_tokenizer(params.train.text, texts["train"])
+        path = CHECKPOINTS_DIR / checkpoint_key(params, version)
+        result = train_lm(params, texts, tokenizer, path)
+    except (DataError, TrainError, ModelError, TokenizerError) as exc:
+        logger.error("train failed: %s", exc)
+        return 1
+    card = {
+        "task": "text_generation",
+        "architecture": ARCHITECTURE,
+        "config": result.config,
+        "classes": [],
+        "preprocessing": {
+            "tokenizer": tokenizer.spec(),
+            "text": params.clean.text.model_dump(mode="json"),  # prompts are normalised alike
+        },
+        "data_version": version,
+        "train_params": params.train.model_dump(mode="json"),
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "best_val_ppl": result.best_val_ppl,
+    }
+    with atomic_dir(MODELS_DIR) as tmp:
+        card = save_model(result.model, tmp, card)
+    write_live(result, TRAIN_REPORTS)
+    shutil.rmtree(result.checkpoint_path, ignore_errors=True)  # done: the next run starts fresh
+    logger.info(
+        f"wrote {MODELS_DIR} (weights sha256 {card['weights_sha256'][:12]}…): best epoch "
+        f"{result.best_epoch}, val loss {result.best_val_loss:.4f} nats/token, val perplexity "
+        f"{result.best_val_ppl:.3f}"
+    )
+    return 0
+
+
+# --- evaluate ---------------------------------------------------------------------------------
+
+
+def _load(model_dir: Path | str) -> tuple[nn.Module, dict[str, Any], Tokenizer]:
+    from tasks.core.models import ModelError, load_model  # noqa: PLC0415
+    from tasks.types.text_generation.models import ARCHITECTURES  # noqa: PLC0415
+
+    model, card = load_model(model_dir, ARCHITECTURES)
+    if card["architecture"] != ARCHITECTURE:
+        raise ModelError(
+            f"{model_dir}/card.json architecture {card['architecture']!r} is not {ARCHITECTURE!r}"
+        )
+    try:
+        tokenizer = Tokenizer.from_spec(card["preprocessing"]["tokenizer"])
+    except (KeyError, TypeError, TokenizerError) as exc:
+        raise ModelError(f"{model_dir}/card.json preprocessing.tokenizer: {exc}") from None
+    if tokenizer.vocab_size != card["config"]["vocab_size"]:
+        raise ModelError(
+            f"{model_dir}/card.json config.vocab_size {card['config']['vocab_size']} but its "
+            f"tokenizer has {tokenizer.vocab_size} ids"
+        )
+    return model, card, tokenizer
+
+
+def stream_loss(model: nn.Module, stream: np.ndarray, max_len: int) -> tuple[float, int]:
+    """(total nats, ids predicted) of next-id prediction over the whole stream."""
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as F  # noqa: PLC0415, N812
+
+    from tasks.core.models import pick_device, predict_logits  # noqa: PLC0415
+
+    device = pick_device("auto")
+    model = model.to(device)
+    full, tail = blocks(stream, max_len)
+    total, count = 0.0, 0
+    chunks = [full[i : i + EVAL_BLOCKS] for i in range(0, len(full), EVAL_BLOCKS)]
+    for chunk in [*chunks, tail] if len(tail) else chunks:
+        ids = torch.from_numpy(chunk).to(device)
+        logits = predict_logits(model, ids[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
+        total, count = total + float(loss), count + ids[:, 1:].numel()
+    return total, count
+
+
+def measure(
+    model: nn.Module, card: dict[str, Any], tokenizer: Tokenizer, clean_dir: Path = CLEAN_DIR
+) -> dict[str, Any]:
+    """val_loss (the test loss, nats per token), perplexity, bits_per_byte, n_test (test ids)
+    and n_test_texts on the test split of `clean_dir` (data/clean)."""
+    from tasks.core.dataset import DataError  # noqa: PLC0415
+
+    texts = read_texts(clean_dir)[0]["test"]
+    if not texts:
+        raise DataError(f"{clean_dir}/items.parquet has no test texts")
+    total, count = stream_loss(model, token_stream(texts, tokenizer), card["config"]["block_size"])
+    # Each end-of-text counts as one byte, like the newline a plain-text file would hold.
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts) + len(texts)
+    loss = total / count
+    return {
+        "val_loss": round(loss, 6),
+        "perplexity": round(math.exp(min(loss, 50.0)), 6),  # cap: exp(50) ~ 5e21
+        "bits_per_byte": round(total / math.log(2) / n_bytes, 6),
+        "n_test": count,
+        "n_test_texts": len(texts),
+    }
+
+
+def test_metrics(model_dir: Path, clean_dir: Path, params: Params) -> dict[str, Any]:  # noqa: ARG001
+    """`measure` of the model in `model_dir` on clean_dir's test texts (promote's champion)."""
+    return measure(*_load(model_dir), clean_dir)
+
+
+def _runner(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+    import torch  # noqa: PLC0415
+
+    from tasks.core.models import predict_logits  # noqa: PLC0415
+
+    model = model.cpu()  # on the CPU in float32, as ONNX Runtime serves it: the same samples
+    return lambda ids: predict_logits(model, torch.from_numpy(np.asarray(ids, np.int64))).numpy()
+
+
+def torch_runner(version_dir: Path | str) -> Callable[[np.ndarray], np.ndarray]:
+    """The PyTorch twin of export/model.onnx: int64 ids (n, t) -> float32 logits (n, t, vocab)."""
+    return _runner(_load(version_dir)[0])
+
+
+def sample_generations(
+    run: Callable[[np.ndarray], np.ndarray], card: dict[str, Any], cfg: GenerateParams
+) -> list[dict[str, Any]]:
+    """cfg.n_samples continuations of each of cfg.prompts; deterministic for cfg.seed."""
+    tokenizer = Tokenizer.from_spec(card["preprocessing"]["tokenizer"])
+    samples = []
+    for prompt in cfg.prompts:
+        rngs = [np.random.default_rng([cfg.seed, k]) for k in range(cfg.n_samples)]
+        outs = generate(
+            run,
+            prompt_ids(prompt, card),
+            rngs,
+            context=card["config"]["block_size"],
+            eot_id=tokenizer.eot_id,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+        )
+        for k, out in enumerate(outs):
+            samples.append(
+                {
+                    "prompt": prompt,
+                    "sample": k,
+                    "seed": cfg.seed,
+                    "temperature": cfg.temperature,
+                    "text": tokenizer.decode(out.ids),
+                    "n_tokens": len(out.ids),
+                    "ended": out.ended,
+                }
+            )
+    return samples
+
+
+def samples_markdown(samples: list[dict[str, Any]], metrics: dict[str, Any]) -> str:
+    lines = [
+        "# Sample generations",
+        "",
+        f"Test perplexity {metrics['perplexity']:.3f}, {metrics['bits_per_byte']:.3f} bits per "
+        f"byte over {metrics['n_test']} tokens of {metrics['n_test_texts']} test texts.",
+        "Each sample continues its prompt; ⏹ marks where the model ended the text, … where "
+        "`evaluate.generate.max_new_tokens` cut it.",
+    ]
+    for s in samples:
+        if s["sample"] == 0:
+            lines += ["", f"## Prompt: {json.dumps(s['prompt'], ensure_ascii=False)}", ""]
+        end = " ⏹" if s["ended"] else " …"
+        text = (s["prompt"] + s["text"]).replace("\n", " ")
+        lines.append(f"{s['sample'] + 1}. {text}{end}")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_stage(params: Params) -> int:
+    from tasks.core.dataset import DataError  # noqa: PLC0415
+    from tasks.core.models import ModelError  # noqa: PLC0415
+
+    try:
+        model, card, tokenizer = _load(MODELS_DIR)
+        metrics = measure(model, card, tokenizer)
+        samples = sample_generations(_runner(model), card, params.evaluate.generate)
+    except (DataError, ModelError, TokenizerError) as exc:
+        logger.error("evaluate failed: %s", exc)
+        return 1
+    with atomic_dir(EVALUATION_DIR) as tmp:  # one swap: the samples of one model
+        write_json(tmp / "samples.json", samples)
+        (tmp / "samples.md").write_text(samples_markdown(samples, metrics), encoding="utf-8")
+    write_json(REPORTS_DIR / "metrics.json", metrics)
+    logger.info(
+        f"test loss {metrics['val_loss']:.4f} nats/token, perplexity {metrics['perplexity']:.3f}, "
+        f"{metrics['bits_per_byte']:.3f} bits/byte on {metrics['n_test']} tokens of "
+        f"{metrics['n_test_texts']} texts; {len(samples)} samples; wrote {REPORTS_DIR}/"
+    )
+    return 0
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def export_stage(params: Params) -> int:
+    """export/model.onnx + export/onnx.json of models/, via `tasks.types.text_generation.export`."""
+    from tasks.core.dataset import DataError  # noqa: PLC0415
+    from tasks.core.models import ModelError  # noqa: PLC0415
+    from tasks.core.onnx_export import ExportError  # noqa: PLC0415
+
+    cfg = params.export
+    try:
+        model, card, tokenizer = _load(MODELS_DIR)
+        max_len = card["config"]["block_size"]
+        test_blocks, _ = blocks(token_stream(read_texts(CLEAN_DIR)[0]["test"], tokenizer), max_len)
+        blob, info = export_onnx(model, card, tokenizer, test_blocks, cfg)
+    except (DataError, ModelError, ExportError, TokenizerError) as exc:
+        logger.error("export failed: %s", exc)
+        return 1
+    from tasks.core.onnx_export import write_export  # noqa: PLC0415 (torch: not for clean)
+
+    write_export(blob, info, EXPORT_DIR)
+    parity = info["parity"]
+    logger.info(
+        f"wrote {EXPORT_DIR / ONNX_FILE} ({len(blob)} bytes, sha256 {info['onnx_sha256'][:12]}…); "
+        f"parity on {parity['n']} sequences (lengths {parity['seq_lengths']}): max |logit diff| "
+        f"{parity['max_abs_diff']:.2e} ≤ {cfg.atol:g}"
+    )
+    return 0
+
+
+# --- clean --------------------------------------------------------------------------------------
+
+
+def clean_stage(params: Params) -> int:
+    """Texts normalised, deduplicated and split by the shared text cleaning (no labels)."""
+    from tasks.core.text_clean import clean_texts_stage  # noqa: PLC0415 (torch-free, pandas)
+
+    return clean_texts_stage(params, classify=False)
