@@ -249,3 +249,16 @@ def test_url_field_is_made_absolute_without_the_whitespace_around_it() -> None:
     fields = {"f": FieldSelector(css="a::attr(href)", type="url")}
     item = parse_item('<a href="\n  ../img/a b.png \t">x</a>', "http://h/p/1", fields)
     assert item == PageItem(url="http://h/p/1", fields={"f": "http://h/img/a b.png"})
+
+
+def test_detail_link_is_escaped_as_scrapy_requests_it() -> None:
+    """The detail page's values are keyed by the URL its request and its response will have."""
+    parser = PageParser(
+        {"sku": FieldSelector(css="a::text", **{"from": "list"})},
+        ItemListParams(css="li", link_css="a::attr(href)"),
+    )
+    page = '<ul><li><a href=" /item/café 1?q=ü\n">c</a></li><li><a href=" ">none</a></li></ul>'
+    assert parser.parse_list(page, "http://h/") == [
+        ListEntry(url="http://h/item/caf%C3%A9%201?q=%C3%BC", values={"sku": "c"}, detail=True),
+        PageReject(url="http://h/#item-2", reason="item block has no link"),
+    ]
