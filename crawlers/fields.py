@@ -3,32 +3,48 @@
 tests/unit/test_parse_item.py.
 
 A field's selector (CSS is translated to XPath once, by parsel's own translator, so `::text` and
-`::attr(x)` work) gives every match; then, in this order: `html_text` turns matched markup into
-text through BeautifulSoup (lxml's tree builder: it copes with unclosed tags and stray `</p>`),
-`strip` collapses whitespace, `regex` keeps its first group (or the whole match), whitespace-only
-values are dropped, and the `type` converts: str (first match, as written), int, float, date
-(ISO YYYY-MM-DD), url (absolute against the page), list (every match); `join` joins every match
-with a space before converting.
+`::attr(x)` work) gives every match. The rest is the processor chain of Scrapy's item loaders
+(itemloaders), built once per field when the crawl starts:
+
+* per value (`MapCompose`; a step that gives None drops the value), in this order: `html_text`
+  turns matched markup into text with w3lib.html (comments, scripts, styles and templates
+  removed, every tag a space, entities decoded), `strip` collapses whitespace, `regex` keeps its
+  first group (or the whole match), and a whitespace-only value is dropped;
+* then the values become one (`TakeFirst`: the first match, as written), a list (`Identity`:
+  every match, type `list`) or one text (`Join`: every match joined by a space, cleanup `join`);
+* and the `type` converts it: str, int, float (thousands separators allowed), date (ISO
+  YYYY-MM-DD), url (absolute against the page, after stripping the whitespace HTML allows
+  around a URL, as Scrapy's link extractor does).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urljoin
 
 from cssselect import SelectorError
+from itemloaders.processors import Identity, Join, MapCompose, TakeFirst
 from lxml import etree
 from parsel import Selector
 from parsel.csstranslator import HTMLTranslator
+from w3lib.html import (
+    remove_comments,
+    remove_tags_with_content,
+    replace_entities,
+    replace_tags,
+    strip_html5_whitespace,
+)
 
 from tasks.params import FieldSelector
 
 _TRANSLATOR = HTMLTranslator()
 _NUMBER_NOISE = re.compile(r"[,_\s\u00a0]")  # thousands separators people write: 1,234 / 1 234
+_UNSEEN = ("script", "style", "template")  # elements whose content is not text of the page
 
 
 @dataclass(frozen=True)
@@ -36,7 +52,8 @@ class CompiledField:
     name: str
     spec: FieldSelector
     xpath: str  # the selector as XPath (CSS translated once)
-    regex: re.Pattern[str] | None
+    values: MapCompose  # the per-value chain: html_text, strip, regex, drop whitespace-only
+    pick: Callable[[list[str]], Any]  # TakeFirst, Join or Identity (type `list`)
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,48 @@ def to_xpath(css: str | None, xpath: str | None, where: str) -> str:
     return path
 
 
+def html_text(markup: str) -> str:
+    """The text of an HTML fragment, as w3lib reads it: what is between the tags (each tag is a
+    space), entities decoded, without comments, scripts, styles and templates."""
+    markup = remove_tags_with_content(remove_comments(markup), which_ones=_UNSEEN)
+    return replace_entities(replace_tags(markup, " "))
+
+
+def _collapse_whitespace(value: str) -> str:
+    # No w3lib or itemloaders function collapses runs of whitespace inside a value
+    # (strip_html5_whitespace trims the ends only), and str.split also splits on U+00A0.
+    return " ".join(value.split())
+
+
+def _regex_group(regex: re.Pattern[str], value: str) -> str | None:
+    # re.search, not parsel's Selector.re_first / extract_regex: those find every match (slow on
+    # a giant text node), take a group named `extract` first and decode entities in what they
+    # keep, which would change values that are already text.
+    found = regex.search(value)
+    return None if found is None else found.group(1 if regex.groups else 0)
+
+
+def _non_blank(value: str) -> str | None:
+    return value if value.strip() else None  # None: MapCompose drops the value
+
+
+def _value_chain(spec: FieldSelector) -> MapCompose:
+    steps: list[Callable[[str], str | None]] = []
+    if "html_text" in spec.cleanup:
+        steps.append(html_text)
+    if "strip" in spec.cleanup:
+        steps.append(_collapse_whitespace)
+    if spec.regex:
+        steps.append(partial(_regex_group, re.compile(spec.regex)))
+    return MapCompose(*steps, _non_blank)
+
+
+def _pick(spec: FieldSelector) -> Callable[[list[str]], Any]:
+    if spec.type == "list":
+        return Identity()
+    return Join(" ") if "join" in spec.cleanup else TakeFirst()
+
+
 def compile_fields(fields: Mapping[str, FieldSelector]) -> list[CompiledField]:
     """Compile every field once per crawl; ValueError names the first bad selector."""
     return [
@@ -64,18 +123,11 @@ def compile_fields(fields: Mapping[str, FieldSelector]) -> list[CompiledField]:
             name=name,
             spec=spec,
             xpath=to_xpath(spec.css, spec.xpath, f"crawl.fields.{name}"),
-            regex=re.compile(spec.regex) if spec.regex else None,
+            values=_value_chain(spec),
+            pick=_pick(spec),
         )
         for name, spec in fields.items()
     ]
-
-
-def _html_text(markup: str) -> str:
-    # Imported on first use: only the `html_text` cleanup needs it, and importing bs4 (with
-    # soupsieve) cost ~45 ms of every crawl stage's start (python -X importtime).
-    from bs4 import BeautifulSoup  # noqa: PLC0415
-
-    return BeautifulSoup(markup, "lxml").get_text(" ")
 
 
 def _convert(value: str, kind: str, date_format: str | None, base_url: str) -> Any:
@@ -90,7 +142,7 @@ def _convert(value: str, kind: str, date_format: str | None, base_url: str) -> A
         )
         return parsed.date().isoformat()
     if kind == "url":
-        return urljoin(base_url, value.strip())
+        return urljoin(base_url, strip_html5_whitespace(value))
     return value
 
 
@@ -98,20 +150,12 @@ def read_field(page: Selector, field: CompiledField, base_url: str) -> FieldResu
     """One field of a page (or of an item block on a list page)."""
     spec = field.spec
     raw = page.xpath(field.xpath).getall()
-    values = raw
-    if "html_text" in spec.cleanup:
-        values = [_html_text(v) for v in values]
-    if "strip" in spec.cleanup:
-        values = [" ".join(v.split()) for v in values]
-    if field.regex is not None:
-        found = (field.regex.search(v) for v in values)
-        values = [m.group(1) if m.re.groups else m.group(0) for m in found if m]
-    values = [v for v in values if v.strip()]
+    values = field.values(raw)
     if not values:
         return FieldResult(None, len(raw))
+    text = field.pick(values)
     if spec.type == "list":
-        return FieldResult(values, len(raw))
-    text = " ".join(values) if "join" in spec.cleanup else values[0]
+        return FieldResult(text, len(raw))
     try:
         return FieldResult(_convert(text, spec.type, spec.date_format, base_url), len(raw))
     except ValueError:

@@ -25,6 +25,7 @@ from scrapy.settings import BaseSettings
 from scrapy.utils.asyncio import sleep
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.response import response_status_message
+from w3lib.url import safe_url_string
 
 from crawlers.settings import crawl_params_from
 from crawlers.urlguard import refusal_reason
@@ -66,7 +67,8 @@ class RedirectGuardMiddleware(UrlGuardMiddleware):
     def process_response(self, request: Request, response: Response) -> Response:
         location = response.headers.get("Location")
         if 300 <= response.status < 400 and location:
-            target = urljoin(request.url, location.decode("latin-1"))
+            # The URL Scrapy's redirect middleware will request (it escapes Location the same way)
+            target = urljoin(request.url, safe_url_string(location))
             reason = refusal_reason(target, self._cfg)
             if reason:
                 self._stats.inc_value("kiln/refused")

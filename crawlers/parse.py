@@ -18,6 +18,8 @@ from urllib.parse import urljoin
 
 from parsel import Selector
 from w3lib.encoding import html_to_unicode
+from w3lib.html import strip_html5_whitespace
+from w3lib.url import safe_url_string
 
 from crawlers.fields import CompiledField, FieldResult, compile_fields, read_field, to_xpath
 from crawlers.items import PageItem, PageReject
@@ -117,12 +119,14 @@ class PageParser:
                 item = self._finish(item_url, *self._read(block, url, self.fields))
                 out.append(item)
                 continue
-            href = block.xpath(self._link).get()
-            if href is None or not href.strip():
+            href = strip_html5_whitespace(block.xpath(self._link).get() or "")
+            if not href:
                 out.append(PageReject(url=f"{url}#item-{n}", reason="item block has no link"))
                 continue
             values, problems = self._read(block, url, listed)
-            detail_url = urljoin(url, href.strip())
+            # Escaped as Scrapy escapes a request's URL: the key of the page's values is then the
+            # URL its response and its link extractor's link have.
+            detail_url = safe_url_string(urljoin(url, href))
             if problems:
                 out.append(PageReject(url=detail_url, reason="; ".join(problems.values())))
                 continue

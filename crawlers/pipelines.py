@@ -12,7 +12,7 @@
 * `JsonlWriterPipeline` appends items and rejects to `items.jsonl` / `rejects.jsonl` (and the
   item pages not requested, `CarriedItem`, to `carried.jsonl`) in the
   spider's output directory as they come (`tasks.crawl` sorts them), and turns an exception in a
-  spider callback into a reject, so every fetched page is accounted for (RELIABILITY.md N1).
+  spider callback into a reject, so every fetched page is accounted for.
   It stops the spider after `crawl.max_items` items (later ones in flight are not written).
 """
 

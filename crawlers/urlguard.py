@@ -1,6 +1,6 @@
 """Which URLs the crawler may fetch; checked by `python -m tasks.crawl` before the spider starts
 and by `crawlers.middlewares.UrlGuardMiddleware` on every request (links, redirects, images,
-robots.txt), so a refused URL is never connected to (RELIABILITY.md, Crawl).
+robots.txt), so a refused URL is never connected to.
 
 Refused: schemes other than http/https (file://, ftp://, data:); hosts outside
 `crawl.allowed_domains` (a domain also allows its subdomains); link-local (cloud metadata at
@@ -24,6 +24,8 @@ _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _host_allowed(host: str, allowed_domains: list[str]) -> bool:
+    # Not scrapy.utils.url.url_is_from_any_domain: it compares the netloc, port and user included
+    # (http://127.0.0.1:8765/ would not be in 127.0.0.1), and keeps a host's trailing dot.
     host = host.lower()
     domains = [d.lower().rstrip(".") for d in allowed_domains]
     return any(host == d or host.endswith("." + d) for d in domains)

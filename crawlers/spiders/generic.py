@@ -30,6 +30,7 @@ from scrapy.http import HtmlResponse, Response, TextResponse
 from scrapy.linkextractors import LinkExtractor
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
+from w3lib.html import strip_html5_whitespace
 
 from crawlers.items import CarriedItem, PageItem, PageReject
 from crawlers.parse import ListEntry, PageParser
@@ -70,15 +71,16 @@ def with_downloads(item: PageItem | PageReject, cfg: CrawlParams, status: int | 
         return PageReject(item.url, item.reason, status)
     for name in cfg.file_fields:
         value = item.fields.get(name)
-        srcs = value if isinstance(value, list) else [value]
-        item.file_urls[name] = [urljoin(item.url, s.strip()) for s in srcs
-                                if isinstance(s, str) and s.strip()]  # fmt: skip
+        values = value if isinstance(value, list) else [value]
+        srcs = (strip_html5_whitespace(s) for s in values if isinstance(s, str))
+        item.file_urls[name] = [urljoin(item.url, s) for s in srcs if s]
     if cfg.image_field is None:
         return item
     src = item.fields.get(cfg.image_field)
-    if not isinstance(src, str) or not src.strip():  # an optional image field: no image, no item
+    src = strip_html5_whitespace(src) if isinstance(src, str) else ""
+    if not src:  # an optional image field: no image, no item
         return PageReject(item.url, f"no {cfg.image_field} on the page", status)
-    item.image_url = urljoin(item.url, src.strip())  # an absolute src stays as it is
+    item.image_url = urljoin(item.url, src)  # an absolute src stays as it is
     return item
 
 

@@ -106,3 +106,28 @@ def test_example_params_files_are_valid(path: Path) -> None:
     """`kiln use` refuses an invalid file; the examples must stay valid as the schema grows."""
     params = parse_params(yaml.safe_load(path.read_text(encoding="utf-8")))
     assert params.crawl.item_list is not None and params.crawl.image_field is None
+
+
+def test_redirect_guard_checks_the_url_scrapy_would_follow(tmp_path: Path) -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from scrapy.exceptions import IgnoreRequest  # noqa: PLC0415
+    from scrapy.http import Request, Response  # noqa: PLC0415
+
+    from crawlers.middlewares import RedirectGuardMiddleware  # noqa: PLC0415
+
+    cfg = parse_params(_crawl(allowed_domains=["127.0.0.1"])).crawl
+    stats = SimpleNamespace(inc_value=lambda *a, **k: None)
+    guard = RedirectGuardMiddleware(
+        SimpleNamespace(settings=settings_for(cfg, tmp_path), stats=stats)
+    )
+    request = Request("http://127.0.0.1:8765/item/a")
+    kept = Response(request.url, status=302, headers={"Location": "/item/café".encode()})
+    assert guard.process_response(request, kept) is kept
+    for location, target in [
+        ("//evil.com/x", "http://evil.com/x"),
+        ("http://evil.com/caf\u00e9", "http://evil.com/caf%C3%A9"),
+    ]:
+        moved = Response(request.url, status=301, headers={"Location": location.encode()})
+        with pytest.raises(IgnoreRequest, match=f"redirect to {target} refused: host evil.com"):
+            guard.process_response(request, moved)

@@ -223,3 +223,42 @@ def test_giant_text_node_gives_an_item_not_a_crash() -> None:
     }
     item = parse_item(page, URL, fields)
     assert isinstance(item, PageItem) and item.fields == {"label": "7", "blob": "xxxxx"}
+
+
+@pytest.mark.parametrize(
+    ("markup", "expected"),
+    [
+        ("<div>AT&amp;T &lt;b&gt; caf&eacute; &#233;</div>", "AT&T <b> café é"),
+        ("<div>a<!-- <b>hidden</b> -->b<script>x = '<p>';</script><style>p{}</style></div>", "ab"),
+        ("<div>unclosed <i>italic <b>bold</div> tail", "unclosed italic bold"),
+        ("<div>x < y and 3<4</div>", "x < y and 3<4"),
+        ("<div><template>t</template>line<br>two</div>", "line two"),
+    ],
+)
+def test_html_text_reads_messy_markup_as_text(markup: str, expected: str) -> None:
+    fields = {"f": FieldSelector(css="div", cleanup=["html_text", "strip"])}
+    assert parse_item(markup, URL, fields) == PageItem(url=URL, fields={"f": expected})
+
+
+def test_regex_group_that_took_no_part_is_a_missing_value() -> None:
+    fields = {"f": FieldSelector(css="h1::text", regex=r"(Kilauea)?\s*Mauna", required=False)}
+    assert parse_item(MESSY, URL, fields) == PageItem(url=URL, fields={"f": None})
+
+
+def test_url_field_is_made_absolute_without_the_whitespace_around_it() -> None:
+    fields = {"f": FieldSelector(css="a::attr(href)", type="url")}
+    item = parse_item('<a href="\n  ../img/a b.png \t">x</a>', "http://h/p/1", fields)
+    assert item == PageItem(url="http://h/p/1", fields={"f": "http://h/img/a b.png"})
+
+
+def test_detail_link_is_escaped_as_scrapy_requests_it() -> None:
+    """The detail page's values are keyed by the URL its request and its response will have."""
+    parser = PageParser(
+        {"sku": FieldSelector(css="a::text", **{"from": "list"})},
+        ItemListParams(css="li", link_css="a::attr(href)"),
+    )
+    page = '<ul><li><a href=" /item/café 1?q=ü\n">c</a></li><li><a href=" ">none</a></li></ul>'
+    assert parser.parse_list(page, "http://h/") == [
+        ListEntry(url="http://h/item/caf%C3%A9%201?q=%C3%BC", values={"sku": "c"}, detail=True),
+        PageReject(url="http://h/#item-2", reason="item block has no link"),
+    ]
