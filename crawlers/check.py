@@ -19,7 +19,7 @@ from protego import Protego
 from crawlers.fields import FieldResult
 from crawlers.parse import PageParser, decode_page
 from crawlers.urlguard import refusal_reason
-from tasks.params import CrawlParams
+from tasks.core.params import CrawlParams
 
 _MAX_REDIRECTS = 5
 

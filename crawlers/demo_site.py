@@ -40,7 +40,7 @@ from PIL import Image
 
 from crawlers.demo_sections import co2_pages, jokes_pages
 from crawlers.demo_server import DemoSiteServer, Page
-from tasks.params import DemoSiteParams, load_params
+from tasks.core.params import DemoSiteParams, load_params
 
 logger = logging.getLogger("kiln.demo_site")
 

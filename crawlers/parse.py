@@ -23,7 +23,7 @@ from w3lib.url import safe_url_string
 
 from crawlers.fields import CompiledField, FieldResult, compile_fields, read_field, to_xpath
 from crawlers.items import PageItem, PageReject
-from tasks.params import FieldSelector, ItemListParams
+from tasks.core.params import FieldSelector, ItemListParams
 
 
 @dataclass(frozen=True)

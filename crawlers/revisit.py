@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.io import write_json
-from tasks.params import CrawlParams
+from tasks.core.io import write_json
+from tasks.core.params import CrawlParams
 
 logger = logging.getLogger("kiln.crawl")
 

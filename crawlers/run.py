@@ -32,8 +32,8 @@ from scrapy.crawler import CrawlerProcess
 from crawlers.settings import settings_for
 from crawlers.spiders.generic import GenericSpider
 from crawlers.urlguard import check_crawl_config
-from tasks.io import write_json
-from tasks.params import CrawlParams, ParamsError, load_params
+from tasks.core.io import write_json
+from tasks.core.params import CrawlParams, ParamsError, load_params
 
 # Finish reasons of a spider that ran to its end; "shutdown" (Ctrl+C) and others are failures.
 FINISHED = ("finished", "closespider_pagecount", "kiln_max_items")

@@ -11,7 +11,7 @@ from pathlib import Path
 from scrapy.settings import BaseSettings, Settings
 
 from crawlers.revisit import CARRY_FILE, PREFETCH_FILE
-from tasks.params import CrawlParams
+from tasks.core.params import CrawlParams
 
 BOT_NAME = "kiln"
 SPIDER_MODULES = ["crawlers.spiders"]

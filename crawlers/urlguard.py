@@ -18,7 +18,7 @@ from functools import cache
 from urllib.parse import urlsplit
 
 from crawlers.parse import PageParser
-from tasks.params import CrawlParams
+from tasks.core.params import CrawlParams
 
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -38,8 +38,8 @@ from crawlers.prefetch import prefetch_request
 from crawlers.revisit import LIST_PAGES_FILE, same_list_values, server_fresh_s
 from crawlers.settings import crawl_params_from
 from crawlers.urlguard import refusal_reason
-from tasks.io import write_json
-from tasks.params import CrawlParams
+from tasks.core.io import write_json
+from tasks.core.params import CrawlParams
 
 logger = logging.getLogger(__name__)
 
