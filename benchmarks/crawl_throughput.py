@@ -55,7 +55,7 @@ from crawlers.demo_server import DemoSiteServer  # noqa: E402
 from crawlers.demo_site import build_site  # noqa: E402
 from crawlers.parse import PageParser  # noqa: E402
 from crawlers.settings import settings_for  # noqa: E402
-from tasks.params import DemoSiteParams, load_params  # noqa: E402
+from tasks.core.params import DemoSiteParams, load_params  # noqa: E402
 
 FIELDS = ("title", "label", "image", "writer", "ink", "price")
 

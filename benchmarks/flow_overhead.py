@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crawlers.demo_site import start_demo_site  # noqa: E402
 from flows.prefect_server import start_server  # noqa: E402
-from tasks.params import load_params  # noqa: E402
+from tasks.core.params import load_params  # noqa: E402
 from tests.project import REPO, free_port, make_project, run, tiny_demo_overrides  # noqa: E402
 
 STAGES = tuple(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # in run order

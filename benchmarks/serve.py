@@ -29,11 +29,12 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks import registry  # noqa: E402
-from tasks.export import export_model  # noqa: E402
-from tasks.io import write_bytes, write_json  # noqa: E402
-from tasks.models import build_model, save_model  # noqa: E402
-from tasks.params import ExportParams, TrainParams  # noqa: E402
+from tasks.core import registry  # noqa: E402
+from tasks.core.io import write_bytes, write_json  # noqa: E402
+from tasks.core.models import build_model, save_model  # noqa: E402
+from tasks.core.params import ExportParams, TrainParams  # noqa: E402
+from tasks.types.image_classification.export import export_model  # noqa: E402
+from tasks.types.image_classification.models import ARCHITECTURES  # noqa: E402
 from tests.project import REPO, free_port  # noqa: E402
 
 # The default model of params.yaml: train.channels wide, on 8x8 digits.
@@ -46,7 +47,7 @@ def model_files(root: Path) -> dict[str, Path]:
     import torch  # noqa: PLC0415
 
     torch.manual_seed(0)
-    model = build_model("cnn", CONFIG)
+    model = build_model(ARCHITECTURES, "cnn", CONFIG)
     card = save_model(model, root / "models", {
         "architecture": "cnn", "config": CONFIG, "classes": [str(i) for i in range(10)],
         "preprocessing": {"scale": 1 / 255, "mean": 0.3, "std": 0.4}})

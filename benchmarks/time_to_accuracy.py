@@ -27,10 +27,12 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import numpy as np
 import torch
+import torch.nn.functional as F  # noqa: N812
 
-from tasks.engine import EngineConfig, TaskData, fit, pick_device
-from tasks.models import build_model, predict_logits, preprocess
-from tasks.objectives import OBJECTIVES
+from tasks.core.engine import EngineConfig, TaskData, fit, pick_device
+from tasks.core.models import build_model, predict_logits
+from tasks.core.objectives import classification_metrics
+from tasks.types.image_classification.models import ARCHITECTURES, preprocess
 
 # params.yaml's train section of the digits demo, early stopping included
 CNN = {"in_channels": 1, "height": 8, "width": 8, "n_classes": 10, "channels": 32, "dropout": 0.2}
@@ -74,7 +76,7 @@ def one_run(  # noqa: PLR0917 (a benchmark's one call site)
     checkpoints: Path,
 ) -> dict[str, float]:
     torch.manual_seed(0)
-    model = build_model("cnn", CNN)
+    model = build_model(ARCHITECTURES, "cnn", CNN)
     reached: dict[str, float] = {}
     start = time.perf_counter()
 
@@ -85,7 +87,7 @@ def one_run(  # noqa: PLR0917 (a benchmark's one call site)
             reached.update(seconds=time.perf_counter() - start, epoch=row["epoch"])
 
     cfg = EngineConfig(**ENGINE, device=device.type)
-    loss_fn, metric_fn = OBJECTIVES["image_classification"]
+    loss_fn, metric_fn = F.cross_entropy, classification_metrics
     run = fit(
         model, data, loss_fn, metric_fn, cfg=cfg, checkpoint_path=checkpoints, on_epoch=on_epoch
     )

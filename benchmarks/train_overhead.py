@@ -4,7 +4,7 @@ Samples/s of the training engine against a minimal plain-PyTorch loop over the s
 model (same init), same batch size. TASKS is a comma list of `image,forecasting,text,lm` (all by
 default). image: the full digits fixture (1797 images, params.yaml's train section):
 
-* epoch loop: `tasks.engine.run_epoch` (deterministic algorithms on, as the stage runs it on CPU)
+* epoch loop: `tasks.core.engine.run_epoch` (deterministic algorithms on, as the stage runs it on CPU)
   against the plain loop, one epoch each;
 * whole stage: `tasks.train.train_model` for EPOCHS epochs against EPOCHS plain epochs each
   followed by a plain validation forward pass (the stage validates every epoch too), so what
@@ -12,7 +12,7 @@ default). image: the full digits fixture (1797 images, params.yaml's train secti
   epoch, model setup. Samples counted are training samples on both sides.
 
 forecasting (`lstm` on sine windows), text (`transformer_encoder` on random byte strings) and lm
-(`char_transformer`, counted in tokens): `tasks.engine.fit` for EPOCHS epochs (checkpoint each
+(`char_transformer`, counted in tokens): `tasks.core.engine.fit` for EPOCHS epochs (checkpoint each
 epoch, validation metrics) against EPOCHS plain epochs plus a plain validation forward pass. The
 data are synthetic: only the shapes matter for speed (see `_SEQ_TASKS`).
 
@@ -36,9 +36,20 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the stage's progress bar would gar
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from tasks.engine import EngineConfig, TaskData, fit, pick_device, run_epoch
-from tasks.models import build_model, preprocess
-from tasks.objectives import OBJECTIVES, LossFn
+from tasks.core.engine import EngineConfig, TaskData, fit, pick_device, run_epoch
+from tasks.core.models import build_model
+from tasks.core.objectives import (
+    LossFn,
+    classification_metrics,
+    lm_loss,
+    lm_metrics,
+    regression_metrics,
+)
+from tasks.types.forecasting.models import ARCHITECTURES as FORECAST_ARCHITECTURES
+from tasks.types.image_classification.models import ARCHITECTURES as IMAGE_ARCHITECTURES
+from tasks.types.image_classification.models import preprocess
+from tasks.types.text_classification.models import ARCHITECTURES as TEXT_ARCHITECTURES
+from tasks.types.text_generation.models import ARCHITECTURES as LM_ARCHITECTURES
 
 EPOCHS = 5  # per whole-stage run: enough that per-run setup is part of, not all of, the time
 TARGET = 0.90
@@ -102,8 +113,9 @@ def _pairs(
 def _image(pairs: int) -> list[tuple[str, float]]:
     # Imported here: the sequence tasks run where only torch, numpy and safetensors are installed
     # (the GPU machine of benchmarks/gpu.sh has no pydantic or scikit-learn).
-    from tasks.params import load_params  # noqa: PLC0415
-    from tasks.train import load_train_data, train_model  # noqa: PLC0415
+    from tasks.core.params import load_params  # noqa: PLC0415
+    from tasks.types.image_classification.data import load_train_data  # noqa: PLC0415
+    from tasks.types.image_classification.train import train_model  # noqa: PLC0415
     from tests.clean_fixture import CLASSES, REPO_PARAMS, write_clean_fixture  # noqa: PLC0415
 
     cfg = load_params(REPO_PARAMS).train
@@ -128,7 +140,7 @@ def _image(pairs: int) -> list[tuple[str, float]]:
 
         def fresh() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
             torch.manual_seed(cfg.seed)
-            model = build_model(cfg.model, config).to(device)
+            model = build_model(IMAGE_ARCHITECTURES, cfg.model, config).to(device)
             return model, torch.optim.AdamW(
                 model.parameters(), cfg.lr, weight_decay=cfg.weight_decay
             )
@@ -189,11 +201,12 @@ def _synthetic(task: str) -> tuple[str, dict[str, object], TaskData, int]:
     return arch, config, TaskData(x[:-n_val], y[:-n_val], x[-n_val:], y[-n_val:]), units
 
 
-# task -> (architecture, objective); batch 64 for all: a common small-model default
+# task -> (architecture, its task type's architectures, loss, metrics); batch 64 for all: a
+# common small-model default
 _SEQ_TASKS = {
-    "forecasting": ("lstm", "forecasting"),
-    "text": ("transformer_encoder", "text_classification"),
-    "lm": ("char_transformer", "text_generation"),
+    "forecasting": ("lstm", FORECAST_ARCHITECTURES, F.mse_loss, regression_metrics),
+    "text": ("transformer_encoder", TEXT_ARCHITECTURES, F.cross_entropy, classification_metrics),
+    "lm": ("char_transformer", LM_ARCHITECTURES, lm_loss, lm_metrics),
 }
 
 
@@ -201,13 +214,13 @@ def _seq(task: str, pairs: int, tmp: Path) -> list[tuple[str, float]]:
     arch, config, data, units = _synthetic(task)
     device = pick_device("auto")
     data = data.to(device)
-    loss_fn, metric_fn = OBJECTIVES[_SEQ_TASKS[task][1]]
+    _, architectures, loss_fn, metric_fn = _SEQ_TASKS[task]
     cfg = EngineConfig(epochs=EPOCHS, batch_size=64, lr=1e-3, patience=EPOCHS, device=device.type)
     runs = iter(range(10_000))
 
     def fresh() -> torch.nn.Module:
         torch.manual_seed(0)
-        return build_model(arch, config).to(device)
+        return build_model(architectures, arch, config).to(device)
 
     def engine_run() -> None:  # a fresh checkpoint dir each time: never a resume
         fit(

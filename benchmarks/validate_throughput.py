@@ -27,8 +27,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.gx_suite import RawItemsSuite  # noqa: E402
-from tasks.params import load_params  # noqa: E402
+from tasks.core.gx_suite import RawItemsSuite  # noqa: E402
+from tasks.core.params import load_params  # noqa: E402
 
 TARGET = 3.0  # PERFORMANCE.md: validation of 1M rows <= 3x the vectorised pandas checks' time
 REPO = Path(__file__).resolve().parents[1]

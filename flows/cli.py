@@ -22,7 +22,7 @@ import typer
 from flows.cli_models import echo_champion
 from flows.cli_models import register as register_model_commands
 from flows.prefect_server import DEFAULT_PORT, ensure_server, read_pid_file
-from tasks.params import ParamsError, load_params
+from tasks.core.params import ParamsError, load_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Kiln: declarative crawl → validate → clean → train → evaluate pipelines.")
@@ -31,7 +31,7 @@ ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="Project direc
 PortOpt = Annotated[int, typer.Option(help="Port of the local Prefect server.")]
 
 
-def _params_or_exit(project: Path):  # noqa: ANN202 (returns tasks.params.Params)
+def _params_or_exit(project: Path):  # noqa: ANN202 (returns tasks.core.params.Params)
     try:
         return load_params(project / "params.yaml")
     except ParamsError as exc:
@@ -137,10 +137,38 @@ def demo_site(project: ProjectOpt = Path("."),
 
 
 @app.command()
-def check(project: ProjectOpt = Path(".")) -> None:
-    """Check params.yaml against the schema without running anything."""
-    _params_or_exit(project.resolve())
+def check(project: ProjectOpt = Path("."),
+          write: Annotated[bool, typer.Option(
+              "--write", help="Write every key, defaults included, into params.yaml.")] = False,
+          ) -> None:
+    """Check params.yaml against the schema (and the keys dvc.yaml tracks) without running
+    anything; with --write, first complete the file with every default (old one kept as .bak)."""
+    project = project.resolve()
+    if write:
+        _complete_params_file(project / "params.yaml")
+    _params_or_exit(project)
     typer.echo("params.yaml is valid")
+
+
+def _complete_params_file(path: Path) -> None:
+    """Rewrite `path` with every key and its value (its comments are lost; the old file is kept
+    as .bak), so that DVC finds every key it tracks."""
+    import shutil  # noqa: PLC0415
+
+    import yaml  # noqa: PLC0415
+
+    from tasks.core.io import atomic_path  # noqa: PLC0415
+    from tasks.core.params import complete, parse_params, read_params_file  # noqa: PLC0415
+
+    try:
+        params = parse_params(read_params_file(path))
+    except ParamsError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+    shutil.copyfile(path, path.with_suffix(".yaml.bak"))
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(yaml.safe_dump(complete(params), sort_keys=False), encoding="utf-8")
+    typer.echo(f"wrote every key of {path.name} (previous one in {path.name}.bak)")
 
 
 label_app = typer.Typer(no_args_is_help=True, help="Manual labelling (labels/overrides.csv).")
@@ -154,7 +182,7 @@ def label_export(
         "labels/to_review.csv"),
 ) -> None:
     """Write the items that need a human look (suspected label errors, missing labels)."""
-    from tasks.label_export import export  # noqa: PLC0415 (pandas only when used)
+    from tasks.core.label_export import export  # noqa: PLC0415 (pandas only when used)
 
     project = project.resolve()
     target = out if out.is_absolute() else project / out
@@ -194,7 +222,7 @@ def use(params_file: Annotated[Path, typer.Argument(help="A params file, e.g. ex
     """Make PARAMS_FILE the active params.yaml (checked first; the old one kept as .bak)."""
     import shutil  # noqa: PLC0415
 
-    _params_or_exit_file(params_file)
+    _params_or_exit_file(params_file, project.resolve() / "dvc.yaml")
     target = project.resolve() / "params.yaml"
     if target.exists():
         shutil.copyfile(target, target.with_suffix(".yaml.bak"))
@@ -202,9 +230,9 @@ def use(params_file: Annotated[Path, typer.Argument(help="A params file, e.g. ex
     typer.echo(f"params.yaml is now {params_file} (previous one in params.yaml.bak)")
 
 
-def _params_or_exit_file(path: Path) -> None:
+def _params_or_exit_file(path: Path, dvc_yaml: Path) -> None:
     try:
-        load_params(path)
+        load_params(path, dvc_yaml)
     except ParamsError as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(2) from None

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tasks.core.plugins import UnknownTaskType, task_type
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
+# libyaml's parser when PyYAML has it (5-10x faster than the pure-Python one); both are safe.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Section(BaseModel):
@@ -725,17 +727,61 @@ def parse_params(raw: dict[str, Any]) -> Params:
         raise ParamsError(f"params.yaml is invalid:\n  {problems}") from None
 
 
-def load_params(path: Path | str = DEFAULT_PARAMS_PATH) -> Params:
+def tracked_keys(dvc_yaml: Path) -> list[str]:
+    """The params keys the stages of `dvc_yaml` list (DVC refuses to run or record a stage when
+    one is missing from params.yaml, even where the schema has a default)."""
+    stages = (yaml.load(dvc_yaml.read_text(encoding="utf-8"), Loader=_LOADER) or {}).get("stages")
+    keys = {k for stage in (stages or {}).values() for k in stage.get("params", []) or []}
+    return sorted(k for k in keys if isinstance(k, str))  # {file: [keys]} entries: not ours
+
+
+def missing_keys(raw: dict[str, Any], keys: list[str]) -> list[str]:
+    """The dotted `keys` that `raw` (a parsed params file) does not hold."""
+
+    def has(dotted: str) -> bool:
+        node: Any = raw
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    return [k for k in keys if not has(k)]
+
+
+def complete(params: Params) -> dict[str, Any]:
+    """Every key of `params` with its value, defaults included: a file DVC can always track."""
+    return params.model_dump(mode="json", by_alias=True)
+
+
+def read_params_file(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)  # noqa: S506 (safe)
     except FileNotFoundError:
         raise ParamsError(f"{path} not found") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path} must be a mapping of sections, got {type(raw).__name__}")
-    return parse_params(raw)
+    return raw
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS_PATH, dvc_yaml: Path | None = None) -> Params:
+    """params.yaml parsed into its task type's model. When a dvc.yaml is given, or lies beside
+    the file, every key it tracks must be written in the file: ParamsError names the missing
+    ones (`kiln check --write` writes the defaults in)."""
+    path = Path(path)
+    raw = read_params_file(path)
+    params = parse_params(raw)
+    dvc_yaml = dvc_yaml or path.parent / "dvc.yaml"
+    if dvc_yaml.is_file() and (missing := missing_keys(raw, tracked_keys(dvc_yaml))):
+        raise ParamsError(
+            f"{path} lacks keys that {dvc_yaml.name} tracks (DVC refuses a stage whose params "
+            f"are not in the file, defaults or not): {', '.join(missing)}; `kiln check --write` "
+            "writes every key with its value"
+        )
+    return params
 
 
 def main(argv: list[str] | None = None) -> int:
