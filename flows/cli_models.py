@@ -1,7 +1,7 @@
 """The model commands of `kiln`: `kiln promote`, `kiln models list|rollback`, `kiln serve`,
 `kiln predict FILE...` (registered on the main app by flows/cli.py).
 
-Thin shells: the decisions live in tasks/promote.py and tasks/registry.py, the service in serve/.
+Thin shells: the decisions live in tasks/promote.py and tasks/core/registry.py, the service in serve/.
 Each command works on the registry of `--project` (default: the current directory) and exits 1
 with the cause in red when it cannot do what was asked; the champion is then unchanged.
 """
@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from tasks import registry
-from tasks.params import ParamsError, load_params
+from tasks.core import registry
+from tasks.core.params import ParamsError, load_params
 
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="Project directory.")]
 models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, rollback.")
@@ -35,8 +35,8 @@ def promote(
     if not force:
         raise _fail("the automatic decision is the DVC stage `promote` (`kiln run`, `dvc repro "
                     "promote`); `kiln promote --force --reason TEXT` overrides it")
-    from tasks.dataset import DataError  # noqa: PLC0415 (torch only for this command)
-    from tasks.models import ModelError  # noqa: PLC0415
+    from tasks.core.dataset import DataError  # noqa: PLC0415 (torch only for this command)
+    from tasks.core.models import ModelError  # noqa: PLC0415
     from tasks.promote import PromoteError, force_promote  # noqa: PLC0415
 
     project = project.resolve()
@@ -100,7 +100,7 @@ def predict(files: list[Path], project: ProjectOpt = Path("."),
             backend: Annotated[str, typer.Option(help="onnx or torch.")] = "onnx",
             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Predict PNG FILEs with the champion, preprocessed exactly as the server does."""
-    from serve.images import InputError  # noqa: PLC0415
+    from serve.inputs import InputError  # noqa: PLC0415
     from serve.predict import predict_files  # noqa: PLC0415
 
     try:

@@ -17,7 +17,7 @@ from prefect.states import Completed, State
 from flows.dvc_stages import StageOutcome, dvc_session, record, run_crawl, run_stage
 from flows.run_guard import demo_site_if_needed, single_run_lock
 from flows.summary import publish_artifacts
-from tasks.params import load_params
+from tasks.core.params import load_params
 
 AFTER_CRAWL = ("validate", "clean", "train", "evaluate", "export", "promote")
 

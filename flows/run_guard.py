@@ -12,7 +12,7 @@ from logging import Logger, LoggerAdapter
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tasks.params import Params
+from tasks.core.params import Params
 
 
 class RunInProgress(RuntimeError):

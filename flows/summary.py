@@ -13,7 +13,7 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.dvc_stages import StageOutcome
-from tasks import registry
+from tasks.core import registry
 
 
 def _read(project: Path, name: str) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def stage_counts(project: Path) -> dict[str, Any]:
 
 def headline_metrics(project: Path) -> dict[str, Any]:
     metrics = _read(project, "metrics.json")
-    # Every task type's headline (tasks/params.py HEADLINE_METRICS); a project reports only its own.
+    # Every task type's headline (tasks/core/params.py HEADLINE_METRICS); a project reports only its own.
     names = ("accuracy", "macro_f1", "mae", "rmse", "mape", "val_loss", "perplexity", "n_test")
     return {k: metrics[k] for k in names if k in metrics}
 

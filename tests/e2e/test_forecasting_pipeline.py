@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from crawlers.demo_site import start_demo_site
-from tasks.params import load_params
+from tasks.core.params import load_params
 from tests.project import dvc, free_port, make_project, run
 
 pytestmark = pytest.mark.e2e

@@ -21,9 +21,9 @@ from fastapi.testclient import TestClient
 
 from crawlers.demo_site import start_demo_site
 from serve.app import create_app
-from tasks.kinds.text_tokenizers import encode_texts, tokenizer_from_spec
-from tasks.models import load_model, predict_logits
-from tasks.params import ServeParams, load_params
+from tasks.core.tokenizers import encode_texts, tokenizer_from_spec
+from tasks.core.models import load_model, predict_logits
+from tasks.core.params import ServeParams, load_params
 from tests.project import dvc, free_port, make_project, run
 
 pytestmark = pytest.mark.e2e

@@ -23,8 +23,8 @@ from PIL import Image
 
 from crawlers.demo_server import DROP
 from crawlers.demo_site import build_site, running_demo_site
-from tasks.io import read_jsonl, write_jsonl
-from tasks.params import DemoSiteParams
+from tasks.core.io import read_jsonl, write_jsonl
+from tasks.core.params import DemoSiteParams
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ import yaml
 
 from crawlers.demo_server import DemoSiteServer
 from crawlers.demo_site import build_site
-from tasks.io import read_jsonl
-from tasks.params import DemoSiteParams
+from tasks.core.io import read_jsonl
+from tasks.core.params import DemoSiteParams
 from tests.project import run
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from crawlers.demo_sections import co2_weeks, jokes
 from crawlers.demo_site import running_demo_site
 from flows.cli import app
-from tasks.io import read_jsonl
-from tasks.params import DemoSiteParams
+from tasks.core.io import read_jsonl
+from tasks.core.params import DemoSiteParams
 
 pytestmark = pytest.mark.integration
 

@@ -27,8 +27,8 @@ import pytest
 import yaml
 
 from crawlers.demo_site import running_demo_site
-from tasks.io import read_jsonl
-from tasks.params import DemoSiteParams
+from tasks.core.io import read_jsonl
+from tasks.core.params import DemoSiteParams
 from tests.project import dvc, make_project, run, write_params
 from tests.raw_fixture import build_raw
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from crawlers.demo_site import start_demo_site
-from tasks.params import load_params
+from tasks.core.params import load_params
 from tests.project import dvc, free_port, make_project, run, tiny_demo_overrides, write_params
 
 pytestmark = pytest.mark.integration

@@ -28,8 +28,8 @@ import yaml
 from crawlers.demo_server import DemoSiteServer, Page
 from crawlers.demo_site import build_site
 from crawlers.httpcache_prune import PruneResult, prune_http_cache
-from tasks.io import read_jsonl
-from tasks.params import DemoSiteParams
+from tasks.core.io import read_jsonl
+from tasks.core.params import DemoSiteParams
 
 pytestmark = pytest.mark.integration
 
