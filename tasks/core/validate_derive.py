@@ -272,9 +272,9 @@ def _derived_text(
 
 def _derived_series(out: pd.DataFrame, raw: pd.DataFrame, task: TaskColumns) -> None:
     """`<time>_is_date` and `<value>_is_number`: True, False, or None where the value is null."""
-    times = _column(raw, task.series.time_column)
+    times = _column(raw, task.time_column)
     out[task.time_is_date] = _object(times.map(_parses_as_date), raw.index)
-    values = _column(raw, task.series.value_column)
+    values = _column(raw, task.value_column)
     parsed = pd.to_numeric(values.map(_number_text), errors="coerce").astype(np.float64)
     is_number = (
         None if _is_null(v) else bool(np.isfinite(p)) for v, p in zip(values, parsed, strict=True)
