@@ -5,11 +5,11 @@ a Prefect server that is already up, as it is for a scheduled run.
 B (plain): every stage's `python -m tasks.<stage>` command, in dvc.yaml's order, run one after
 the other on another fresh project, with the demo site already serving.
 orchestration share = (A wall - B wall) / A wall, where B is the sum of stage compute. Runs
-alternate A, B, A, B ... and the median pair is reported (PERFORMANCE.md). The demo is the tiny
+alternate A, B, A, B ... and the median pair is reported. The demo is the tiny
 one the end-to-end test uses unless --full is given.
 
 Also printed, per flow run: the in-run share, (A wall - the sum of A's own stage commands, as the
-flow logs them: "<stage>: command N s") / A wall, PERFORMANCE.md's "(wall time - sum of stage
+flow logs them: "<stage>: command N s") / A wall, the target's "(wall time - sum of stage
 compute) / wall time" taken inside one run. The A/B share carries the run-to-run spread of the
 stages themselves (the full demo's crawl alone varies by +-3 s between runs on this machine); the
 in-run share does not, but it cannot see a stage slowed down by the flow sharing its CPUs, which
@@ -38,7 +38,7 @@ from tasks.core.params import load_params  # noqa: E402
 from tests.project import REPO, free_port, make_project, run, tiny_demo_overrides  # noqa: E402
 
 STAGES = tuple(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # in run order
-TARGET = 0.10  # PERFORMANCE.md: orchestration share of a full run ≤ 10%
+TARGET = 0.10  # the target: orchestration share of a full run ≤ 10%
 
 
 def _overrides(full: bool, port: int) -> dict:

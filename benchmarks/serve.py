@@ -6,7 +6,7 @@ B (direct): the same threads calling `InferenceSession.run` on the same model (s
 settings as the server: 1 intra-op thread) with the same uint8 batch, in this process.
 Each round sends `--requests` requests (or stops at `--max-seconds`), single (1 image) and batched
 (`--batch` images, raw pixel arrays), alternating A, B, A, B ...; the median of the pairs is
-reported (PERFORMANCE.md). The model is the default CNN (train.channels 32, 8x8 digits) with
+reported. The model is the default CNN (train.channels 32, 8x8 digits) with
 random weights: the compute is the same as a trained one's. The issue sets no numeric target, so
 each figure prints its ratio with "target: report".
 """

@@ -1,4 +1,4 @@
-"""Train overhead: `python -m benchmarks.train_overhead [PAIRS] [TASKS]` (PERFORMANCE.md; no test).
+"""Train overhead: `python -m benchmarks.train_overhead [PAIRS] [TASKS]` (a benchmark, not a test).
 
 Samples/s of the training engine against a minimal plain-PyTorch loop over the same tensors, same
 model (same init), same batch size. TASKS is a comma list of `image,forecasting,text,lm` (all by

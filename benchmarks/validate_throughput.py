@@ -10,7 +10,7 @@ Both run on one in-memory frame of `--rows` rows (object columns, as the stage b
 the crawl; 1% unknown labels, 0.5% null labels) with the derived columns already computed: image
 decoding is the same work in both and is not what is compared. GX's import and context set-up
 are paid once, before timing, as the stage pays them once per run. Runs alternate A, B, A, B ...
-(`--pairs`, default 5) and the medians are reported (PERFORMANCE.md).
+(`--pairs`, default 5) and the medians are reported.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tasks.core.gx_suite import RawItemsSuite  # noqa: E402
 from tasks.core.params import load_params  # noqa: E402
 
-TARGET = 3.0  # PERFORMANCE.md: validation of 1M rows <= 3x the vectorised pandas checks' time
+TARGET = 3.0  # the target: validation of 1M rows <= 3x the vectorised pandas checks' time
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -2,7 +2,7 @@
 
 Every stage writes through these helpers: the bytes go to a temporary file in the same directory,
 are flushed to disk, then renamed over the target, so a killed stage leaves either the old complete
-file or the new complete file, never half of one (RELIABILITY.md N2).
+file or the new complete file, never half of one.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The site runs in this process (a background thread on a free port, with fault injection); the
 stage runs as DVC runs it, `python -m tasks.crawl` in a temporary project directory whose
-params.yaml points at the site. Covers RELIABILITY.md "Crawl": retries, failures listed with
+params.yaml points at the site. Covers the crawl faults: retries, failures listed with
 status and reason, robots.txt (obeyed; unreachable means skip the host), refused URLs, dropped
 connections, last-good data/raw kept on failure, byte-identical re-crawls.
 """

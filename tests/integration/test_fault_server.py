@@ -3,7 +3,7 @@
 
 `crawlers.demo_server` serves hand-made pages (compression bomb, slow page, redirects to
 forbidden places, 429 with Retry-After) next to a small demo shop; `python -m tasks.crawl` runs
-as DVC runs it. Covers RELIABILITY.md "Crawl": size limits after decompression, timeouts,
+as DVC runs it. Covers the crawl faults: size limits after decompression, timeouts,
 redirects refused before connecting, Retry-After, refresh by conditional requests (304), a
 refresh after the HTTP cache was pruned, an interrupted crawl that resumes to the same result
 with each page fetched once, and a killed crawl that leaves data/raw as it was.
