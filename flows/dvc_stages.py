@@ -37,12 +37,14 @@ is logged at INFO.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from logging import Logger, LoggerAdapter
 from pathlib import Path
@@ -154,6 +156,19 @@ def _stream(stage: str, cmd: str, project: Path, logger: Logger | LoggerAdapter)
                           "its output is logged above")
 
 
+@contextlib.contextmanager
+def _dvc_info_off() -> Iterator[None]:
+    """DVC logs "Updating lock file 'dvc.lock'" at INFO through its own stdout handler and again
+    through the root logger; the runner's "committed" line says it once, in the task run's log."""
+    dvc_logger = logging.getLogger("dvc")
+    level = dvc_logger.level
+    dvc_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        dvc_logger.setLevel(level)
+
+
 def run_stage(stage: str, project: Path, logger: Logger | LoggerAdapter) -> StageOutcome:
     """Run `stage` if it is frozen or DVC says it is stale, and commit it; otherwise skip it.
     DVC's repository lock is held throughout (module docstring)."""
@@ -177,7 +192,8 @@ def run_stage(stage: str, project: Path, logger: Logger | LoggerAdapter) -> Stag
         _stream(stage, spec["cmd"], project, logger)
         command_s = time.perf_counter() - command_started
         logger.info("%s: command %.1f s", stage, command_s)
-        repo.commit(_target(stage, project), force=True)
+        with _dvc_info_off():
+            repo.commit(_target(stage, project), force=True)
     logger.info("%s: committed to dvc.lock and the DVC cache; DVC %.2f s (open, lock, status, "
                 "commit)", stage, time.perf_counter() - started - command_s)
     return StageOutcome(stage, True, reason)
