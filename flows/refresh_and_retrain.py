@@ -1,9 +1,11 @@
 """The refresh-and-retrain flow: `kiln run` (or `python -m flows.refresh_and_retrain`).
 
-Wiring only. Each task run is one DVC stage, run through DVC (flows/dvc_stages.py), so the flow,
-`dvc repro` and the tests share one implementation of every stage; the stages that succeeded are
-recorded in dvc.lock in one commit at the end. The crawl is retried on
-transient errors; later stages are not (bad data does not get better by retrying).
+Wiring only. The stages and their order are dvc.yaml's; each task run is one of them, run through
+DVC by flows/dvc_stages.py, so the flow, `dvc repro` and the tests share one implementation of
+every stage. Each stage that runs is committed to dvc.lock as it finishes, so what succeeded is
+recorded also when a later stage fails. A frozen stage (the crawl) runs on every refresh and is
+retried on transient errors; the others are not (bad data does not get better by retrying). An
+up-to-date stage is a "Skipped" task run with DVC's reason.
 """
 
 from __future__ import annotations
@@ -14,20 +16,16 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
-from flows.dvc_stages import StageOutcome, dvc_session, record, run_crawl, run_stage
+from flows.dvc_stages import StageOutcome, is_frozen, pipeline, run_stage
 from flows.run_guard import demo_site_if_needed, single_run_lock
 from flows.summary import publish_artifacts
 from tasks.core.params import load_params
 
-AFTER_CRAWL = ("validate", "clean", "train", "evaluate", "export", "promote")
+FROZEN_RETRIES = 2  # the crawl: the network has transient errors
+FROZEN_RETRY_DELAY_S = 5
 
 
 # DVC, not Prefect, decides whether a stage is up to date: no Prefect result caching.
-@task(name="crawl", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def crawl(project: Path) -> StageOutcome:
-    return run_crawl(project, get_run_logger())
-
-
 @task(retries=0, cache_policy=NO_CACHE)
 def dvc_stage(stage: str, project: Path) -> StageOutcome | State:
     outcome = run_stage(stage, project, get_run_logger())
@@ -43,18 +41,15 @@ def refresh_and_retrain(project_dir: str = ".") -> list[StageOutcome]:
     outcomes: list[StageOutcome] = []
     logger = get_run_logger()
     try:
-        with single_run_lock(project), demo_site_if_needed(params, logger), dvc_session(project):
-            try:
-                outcomes.append(crawl.with_options(task_run_name="crawl")(project))
-                for stage in AFTER_CRAWL:
-                    run = dvc_stage.with_options(name=stage, task_run_name=stage)
-                    result = run(stage, project)
-                    if isinstance(result, State):
-                        result = StageOutcome(stage, False, result.message or "skipped")
-                    outcomes.append(result)
-            finally:
-                if outcomes:  # what succeeded goes into dvc.lock, also when a later stage failed
-                    record(outcomes[-1].stage, project, logger)
+        with single_run_lock(project), demo_site_if_needed(params, logger):
+            for stage, spec in pipeline(project).items():
+                retries = FROZEN_RETRIES if is_frozen(spec) else 0
+                run = dvc_stage.with_options(name=stage, task_run_name=stage, retries=retries,
+                                             retry_delay_seconds=FROZEN_RETRY_DELAY_S)
+                result = run(stage, project)
+                if isinstance(result, State):
+                    result = StageOutcome(stage, False, result.message or "skipped")
+                outcomes.append(result)
     except Exception as exc:
         publish_artifacts(project, outcomes, failure=str(exc))
         raise

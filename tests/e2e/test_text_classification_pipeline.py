@@ -20,14 +20,15 @@ import torch
 from fastapi.testclient import TestClient
 
 from crawlers.demo_site import start_demo_site
+from flows.dvc_stages import stage_names
 from serve.app import create_app
 from tasks.core.tokenizers import encode_texts, tokenizer_from_spec
 from tasks.core.models import load_model, predict_logits
 from tasks.core.params import ServeParams, load_params
-from tests.project import dvc, free_port, make_project, run
+from tests.project import REPO, dvc, free_port, make_project, run
 
 pytestmark = pytest.mark.e2e
-STAGES = ["validate", "clean", "train", "evaluate", "export", "promote"]
+STAGES = stage_names(REPO)[1:]  # dvc.yaml's, after the crawl
 LANGUAGES = ["cs", "de", "en"]  # jokes 1-200 of the board (sorted by language: 41 cs, 127 de)
 
 
