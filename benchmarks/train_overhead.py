@@ -4,7 +4,7 @@ Samples/s of the training engine against a minimal plain-PyTorch loop over the s
 model (same init), same batch size. TASKS is a comma list of `image,forecasting,text,lm` (all by
 default). image: the full digits fixture (1797 images, params.yaml's train section):
 
-* epoch loop: `tasks.core.engine.run_epoch` (deterministic algorithms on, as the stage runs it on CPU)
+* epoch loop: `tasks.core.engine.run_epoch` (deterministic algorithms on, as on CPU)
   against the plain loop, one epoch each;
 * whole stage: `tasks.train.train_model` for EPOCHS epochs against EPOCHS plain epochs each
   followed by a plain validation forward pass (the stage validates every epoch too), so what

@@ -1,7 +1,8 @@
 """The model commands of `kiln`: `kiln promote`, `kiln models list|rollback`, `kiln serve`,
 `kiln predict FILE...` (registered on the main app by flows/cli.py).
 
-Thin shells: the decisions live in tasks/promote.py and tasks/core/registry.py, the service in serve/.
+Thin shells: the decisions live in tasks/promote.py and tasks/core/registry.py, serving in
+serve/.
 Each command works on the registry of `--project` (default: the current directory) and exits 1
 with the cause in red when it cannot do what was asked; the champion is then unchanged.
 """

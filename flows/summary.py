@@ -40,7 +40,7 @@ def stage_counts(project: Path) -> dict[str, Any]:
 
 def headline_metrics(project: Path) -> dict[str, Any]:
     metrics = _read(project, "metrics.json")
-    # Every task type's headline (tasks/core/params.py HEADLINE_METRICS); a project reports only its own.
+    # Every task type's headline (each params model's HEADLINE_METRICS); a project reports its own.
     names = ("accuracy", "macro_f1", "mae", "rmse", "mape", "val_loss", "perplexity", "n_test")
     return {k: metrics[k] for k in names if k in metrics}
 

@@ -1,7 +1,8 @@
 """Loading a registry version for serving (`kiln serve`, `kiln predict`): ONNX Runtime or PyTorch.
 
 Every file is read once and checked against the sha256 the registry recorded for it before it is
-parsed (tasks.core.registry.verified_bytes); there is no pickle anywhere. The ONNX backend needs only
+parsed (tasks.core.registry.verified_bytes); there is no pickle anywhere. The ONNX backend needs
+only
 onnxruntime and numpy: nothing here imports torch unless the torch backend is asked for.
 Both backends take uint8 pixels (N, H, W) and return float32 logits (N, n_classes): the ONNX
 graph holds the preprocessing (tasks/export.py), the torch backend applies the same

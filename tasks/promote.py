@@ -1,7 +1,8 @@
 """Promote stage: `python -m tasks.promote` (DVC stage `promote`: models/ + export/ -> registry/).
 
 The newly trained model (the challenger: models/ with its ONNX export in export/) replaces the
-champion of registry/ (tasks/core/registry.py) only if it clears `promote.floors` and does not lose to
+champion of registry/ (tasks/core/registry.py) only if it clears `promote.floors` and does not
+lose to
 the champion on `promote.metric` by more than `promote.min_improvement` allows. Both are measured
 on the same items: the challenger's figures are reports/metrics.json (the evaluate stage on the
 current test split), and the champion is re-evaluated here with the evaluate stage's code on that

@@ -4,7 +4,8 @@
 tensors (`TaskData`, moved to the device once; a step is one index gather, no per-sample Python):
 device choice (CUDA with bf16 autocast, else MPS where present, else CPU), AdamW or SGD, optional
 gradient clipping, optional linear warmup + cosine decay, early stopping on a declared validation
-metric, a checkpoint every epoch (`tasks.core.checkpoint`: safetensors + JSON, written on a background
+metric, a checkpoint every epoch (`tasks.core.checkpoint`: safetensors + JSON, written on a
+background
 thread while the next epoch trains) with resume, fixed seeds and deterministic algorithms on CPU,
 and a per-epoch callback (DVCLive, test hooks).
 The task lives only in `loss_fn(outputs, y) -> scalar` and `metric_fn(val_outputs, y_val) ->

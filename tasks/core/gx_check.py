@@ -1,6 +1,7 @@
 """Check a declared expectation against the installed Great Expectations: `kiln check`.
 
-Called by `tasks.core.params` when params.yaml declares `validate.expectations`, so a typo fails when
+Called by `tasks.core.params` when params.yaml declares `validate.expectations`, so a typo fails
+when
 params load, before any stage runs: an unknown name is reported with the closest registered one,
 an unknown argument with the closest argument that expectation takes, and bad values with GX's own
 message (GX 1.x expectations are pydantic v1 models, so constructing one checks its arguments).

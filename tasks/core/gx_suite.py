@@ -57,7 +57,7 @@ def _unique(columns: list[str]) -> list[str]:
 def _task_specs(
     labels: LabelParams, params: ValidateParams, task: TaskColumns
 ) -> list[ExpectationSpec]:
-    """The row-level checks of the task type's own columns (derived in tasks/core/validate_derive.py)."""
+    """The row-level checks of the task type's own columns (derived in validate_derive.py)."""
     specs = []
     if task.has_labels:
         specs.append(_in_set("label_normalised", list(labels.classes)))

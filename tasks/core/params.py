@@ -349,7 +349,7 @@ class ValidateParams(_Section):
     )
     expectations: list[ExpectationSpec] = Field(
         default_factory=list,
-        description="Expectations checked on top of the task type's defaults (tasks/core/gx_suite.py).",
+        description="Expectations checked on top of the task type's defaults (gx_suite.py).",
     )
     drift: DriftParams = Field(DriftParams(), description="Drift checks between data versions.")
 
@@ -392,7 +392,7 @@ class NearDuplicateParams(_Section):
 
 
 class LabelReviewParams(_Section):
-    """Likely wrong labels from cross-validated out-of-fold predictions (tasks/core/label_review.py)."""
+    """Likely wrong labels from cross-validated out-of-fold predictions (label_review.py)."""
 
     enabled: bool = Field(True, description="Look for likely wrong labels.")
     action: Literal["report", "drop", "relabel"] = Field(
@@ -730,7 +730,8 @@ def parse_params(raw: dict[str, Any]) -> Params:
 def tracked_keys(dvc_yaml: Path) -> list[str]:
     """The params keys the stages of `dvc_yaml` list (DVC refuses to run or record a stage when
     one is missing from params.yaml, even where the schema has a default)."""
-    stages = (yaml.load(dvc_yaml.read_text(encoding="utf-8"), Loader=_LOADER) or {}).get("stages")
+    text = dvc_yaml.read_text(encoding="utf-8")
+    stages = (yaml.load(text, Loader=_LOADER) or {}).get("stages")  # noqa: S506 (a safe loader)
     keys = {k for stage in (stages or {}).values() for k in stage.get("params", []) or []}
     return sorted(k for k in keys if isinstance(k, str))  # {file: [keys]} entries: not ours
 

@@ -10,7 +10,8 @@ replaces the champion; the promote stage is the only writer besides the two comm
     registry/.gitignore              "*": model binaries never enter git (DVC versions models/)
 
 `registry.json` is the commit point: a version directory is complete before its entry appears,
-and the file itself is replaced atomically (tasks.core.io), so a crash leaves the old champion or the
+and the file itself is replaced atomically (tasks.core.io), so a crash leaves the old champion or
+the
 new one. Readers (the server) trust only files whose sha256 matches their entry. Writers hold an
 flock on `registry/.lock`. Standard library only: `serve/` imports this without torch.
 """

@@ -6,7 +6,8 @@ Reads `data/validated/items.parquet` (the text in column `clean.text.column`, th
 classification label, label_index; sorted by key), `data/quarantine/clean.jsonl`,
 `reports/label_issues.csv` (header only: text label review is not built) and `reports/clean.json`.
 
-* text: normalised by `tasks.core.text_norm.normalise_text` per `clean.text` (the same function serving
+* text: normalised by `tasks.core.text_norm.normalise_text` per `clean.text` (the same function
+  serving
   applies, read from the model card); shorter than `clean.text.min_chars` after that: rejected.
 * key: sha256 of the normalised text (`text_key`). Rows sharing a key are one item: the first url
   kept, the others recorded with `duplicate_of`; copies that disagree on the label are all

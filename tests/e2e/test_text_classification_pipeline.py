@@ -22,9 +22,9 @@ from fastapi.testclient import TestClient
 from crawlers.demo_site import start_demo_site
 from flows.dvc_stages import stage_names
 from serve.app import create_app
-from tasks.core.tokenizers import encode_texts, tokenizer_from_spec
 from tasks.core.models import load_model, predict_logits
 from tasks.core.params import ServeParams, load_params
+from tasks.core.tokenizers import encode_texts, tokenizer_from_spec
 from tests.project import REPO, dvc, free_port, make_project, run
 
 pytestmark = pytest.mark.e2e

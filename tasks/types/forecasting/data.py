@@ -105,7 +105,9 @@ def _split(n: int, params: SeriesCleanSection) -> np.ndarray:
     return np.array(["train"] * (n - n_val - n_test) + ["val"] * n_val + ["test"] * n_test)
 
 
-def _outliers(values: np.ndarray, params: SeriesCleanSection, column: str) -> tuple[np.ndarray, list]:
+def _outliers(
+    values: np.ndarray, params: SeriesCleanSection, column: str
+) -> tuple[np.ndarray, list]:
     """Clip, or mark missing (to be filled), the value column's outliers per `clean.outliers`."""
     rule = params.outliers[column]
     only = params.model_copy(update={"outliers": {column: rule}})

@@ -1,5 +1,5 @@
 """The export side of forecasting: run by `python -m tasks.export` when project.task is
-`forecasting` (tasks/types/forecasting/stages.py export_stage is the shell; this module is its pure core).
+`forecasting` (stages.py export_stage is the shell; this module is its pure core).
 
 ONNX: float32 raw values (batch, window) in the original unit -> forecast (batch, horizon) in the
 original unit, scaling inside the graph (the Forecaster of tasks/types/forecasting/report.py);

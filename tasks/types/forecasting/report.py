@@ -1,5 +1,5 @@
 """The evaluate side of forecasting: run by `python -m tasks.evaluate` when project.task is
-`forecasting` (tasks/types/forecasting/stages.py evaluate_stage is the shell; this module is its pure core,
+`forecasting` (stages.py evaluate_stage is the shell; this module is its pure core,
 plus the Forecaster that export and serving run too).
 
 * `Forecaster`: raw values (N, window) in the series' unit -> forecast (N, horizon) in the same

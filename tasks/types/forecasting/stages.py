@@ -4,7 +4,8 @@
               url; one row per step, split by time), quarantine, reports/clean.json
               (tasks/types/forecasting/data.py does the work)
     train     LSTM or GRU (tasks/models_seq.py) on sliding windows `train.series.window` ->
-              `train.series.horizon` of the scaled train span, through tasks.core.engine.fit; val windows
+              `train.series.horizon` of the scaled train span, through tasks.core.engine.fit; val
+              windows
               take their inputs from the end of the train span. Each window is taken relative to
               its last value, then divided by the `train.series.scaling` scale (fitted on train
               only): the network learns changes, so a trend that leaves the train range (CO2)

@@ -21,7 +21,8 @@ class TextClassificationTrainParams(TransformerTrainParams):
         if (self.model == "minilm") != (self.text.tokenizer == "minilm"):
             raise ValueError(
                 f"train.text.tokenizer {self.text.tokenizer!r} does not match train.model "
-                f"{self.model!r}: the pretrained MiniLM needs its own tokenizer 'minilm', and only it"
+                f"{self.model!r}: the pretrained MiniLM needs its own tokenizer 'minilm', "
+                "and only it"
             )
         return self
 

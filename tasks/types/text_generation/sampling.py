@@ -8,7 +8,7 @@
 * `prompt_ids`, `sample_token`, `generate`: a prompt normalised and encoded as training did, then
   continued by sampling over any `run(ids) -> logits`.
 
-Plain python/numpy, no torch: `tasks.types.text_generation.serving` uses it over either backend (ONNX Runtime
+Plain python/numpy, no torch: `serving.py` uses it over either backend (ONNX Runtime
 without torch installed, or PyTorch), and the evaluate stage samples through the same code.
 """
 
