@@ -91,14 +91,19 @@ def write_project(
 
 
 def write_trained_project(root: Path, n_items: int, train: dict[str, Any]) -> Path:
-    """`write_project` plus one real run of the train stage in it (models/ written)."""
-    from tasks import train as train_stage  # noqa: PLC0415 (torch: only for tests that train)
+    """`write_project` plus one real run of the train stage in it (models/ written): the image
+    plug-in's `train_stage` on root/params.yaml, as `python -m tasks.train` runs it (without
+    `run_stage`'s logging set-up, which would replace pytest's log capture)."""
+    from tasks.core.params import load_params  # noqa: PLC0415
+    from tasks.types.image_classification.train import (  # noqa: PLC0415 (torch: tests that train)
+        train_stage,
+    )
 
     write_project(root, n_items, train=train)
     cwd = Path.cwd()
     try:
         os.chdir(root)
-        if train_stage.main() != 0:
+        if train_stage(load_params()) != 0:
             raise RuntimeError(f"the train stage failed in {root}")
     finally:
         os.chdir(cwd)

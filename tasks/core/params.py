@@ -700,8 +700,12 @@ def _describe(error: dict[str, Any], root: type[BaseModel]) -> str:
                 prefix = ".".join(str(p) for p in loc[:-1])
                 hint = f"; did you mean '{prefix + '.' if prefix else ''}{close[0]}'?"
         return f"unknown key '{where}'{hint}"
-    if not loc:  # a check across sections (Params._fits_the_task): its message names the keys
+    if not loc:  # a check across sections (a model validator): its message names the keys
         return str(error["msg"]).removeprefix("Value error, ")
+    if isinstance(error.get("input"), dict):
+        # a check across one section's keys (e.g. a task type's train section): its message names
+        # them, and the whole section is not dumped after it
+        return f"'{where}': {str(error['msg']).removeprefix('Value error, ')}"
     return f"'{where}': {error['msg']} (got {error.get('input')!r})"
 
 

@@ -20,8 +20,9 @@ PLUGIN_STAGES = ("clean", "train", "evaluate", "export")  # what a task type imp
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """The root logger of a stage process: LOG_FORMAT on stderr, at INFO."""
-    logging.basicConfig(level=level, format=LOG_FORMAT, force=True)
+    """The root logger of a stage process: LOG_FORMAT on stderr, at INFO. Not forced: where the
+    root logger has handlers already (a stage called in process, pytest's caplog), they stay."""
+    logging.basicConfig(level=level, format=LOG_FORMAT)
 
 
 def run_stage(stage: str) -> int:

@@ -26,12 +26,13 @@ import torch
 from fastapi.testclient import TestClient
 
 from serve.app import create_app
-from serve.images import encode_png
-from tasks import registry
-from tasks.export import export_model
-from tasks.io import write_bytes, write_json
-from tasks.models import build_model, save_model
-from tasks.params import ExportParams, ServeParams
+from serve.inputs import encode_png
+from tasks.core import registry
+from tasks.core.io import write_bytes, write_json
+from tasks.core.models import build_model, save_model
+from tasks.core.params import ExportParams, ServeParams
+from tasks.types.image_classification.export import export_model
+from tasks.types.image_classification.models import ARCHITECTURES
 from tests.project import REPO, free_port
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,7 @@ PIXELS = RNG.integers(0, 256, (9, 8, 8), dtype=np.uint8)
 def _model_files(root: Path, seed: int) -> dict[str, Path]:
     """models/ + export/ files of an untrained CNN, as the train and export stages write them."""
     torch.manual_seed(seed)
-    model = build_model("cnn", CONFIG)
+    model = build_model(ARCHITECTURES, "cnn", CONFIG)
     card = save_model(model, root / "models", CARD)
     blob, info = export_model(model, card, PIXELS, ExportParams(parity_batch=9))
     write_bytes(root / "export" / "model.onnx", blob)
@@ -370,7 +371,7 @@ def test_kiln_predict_files(project: Path, sources: dict, tmp_path: Path) -> Non
 
 def test_serve_params_read_only_the_serve_section(tmp_path: Path) -> None:
     from serve.__main__ import serve_params  # noqa: PLC0415
-    from tasks.params import ParamsError  # noqa: PLC0415
+    from tasks.core.params import ParamsError  # noqa: PLC0415
 
     params = tmp_path / "params.yaml"
     # Another section that would need Great Expectations to check is not even parsed.

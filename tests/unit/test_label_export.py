@@ -16,8 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks import clean, validate
-from tasks.io import read_jsonl
+from tasks import validate
+from tasks.core.io import read_jsonl
+from tasks.core.stage import run_stage
 from tests.raw_fixture import Dirt, _digits, build_raw, write_params
 
 DIRT = Dirt(wrong_labels=4, unknown_labels=2, conflicting=1)
@@ -28,7 +29,7 @@ def test_export_then_override_fixes_labels(tmp_path: Path, monkeypatch: pytest.M
     rows = build_raw(tmp_path, 200, DIRT)
     monkeypatch.chdir(tmp_path)
     assert validate.main() == 0
-    assert clean.main() == 0
+    assert run_stage("clean") == 0
     assert len(read_jsonl(tmp_path / "data/quarantine/validate.jsonl")) == 2
     issues = list(csv.DictReader(open(tmp_path / "reports/label_issues.csv")))  # noqa: SIM115
     assert len(issues) >= 4
@@ -62,7 +63,7 @@ def test_export_then_override_fixes_labels(tmp_path: Path, monkeypatch: pytest.M
     before = json.loads((tmp_path / "reports/clean.json").read_text())
     assert validate.main() == 0
     assert read_jsonl(tmp_path / "data/quarantine/validate.jsonl") == []
-    assert clean.main() == 0
+    assert run_stage("clean") == 0
     after = json.loads((tmp_path / "reports/clean.json").read_text())
     overrides_op = next(o for o in after["operations"] if o["op"] == "label_overrides")
     # Every answer is applied (the conflicting pair shares one key, so one answer, two rows).

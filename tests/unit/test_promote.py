@@ -19,9 +19,14 @@ import torch
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks import evaluate, export, promote, registry, train
-from tasks.models import CARD_FILE, WEIGHTS_FILE, build_model, load_model, save_model
-from tasks.params import PromoteParams
+from tasks import promote
+from tasks.core import registry
+from tasks.core.models import CARD_FILE, WEIGHTS_FILE, build_model, load_model, save_model
+from tasks.core.params import PromoteParams, load_params
+from tasks.types.image_classification.evaluate import evaluate_stage
+from tasks.types.image_classification.export import export_stage
+from tasks.types.image_classification.models import ARCHITECTURES
+from tasks.types.image_classification.train import train_stage
 from tests.clean_fixture import write_params, write_project
 
 TINY = {"epochs": 4, "batch_size": 32, "channels": 4, "patience": 5}
@@ -29,11 +34,13 @@ FLOORS = {"accuracy": 0.2, "macro_f1": 0.0}  # the trained model clears them, th
 NO_FLOORS = {"accuracy": 0.0, "macro_f1": 0.0}
 
 
-def _stages(root: Path, *mains: object) -> None:
+def _stages(root: Path, *stages: object) -> None:
+    """Run the image plug-in's stages in `root` on its params.yaml, as `python -m tasks.<stage>`
+    does."""
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        for main in mains:
-            assert main() == 0, main
+        for stage in stages:
+            assert stage(load_params()) == 0, stage
 
 
 @pytest.fixture(scope="module")
@@ -42,20 +49,23 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     good = tmp_path_factory.mktemp("good")
     write_project(good, 300, train=TINY, evaluate={"min_accuracy": 0.0},
                   promote={"floors": FLOORS})
-    _stages(good, train.main, evaluate.main, export.main)
+    _stages(good, train_stage, evaluate_stage, export_stage)
     bad = tmp_path_factory.mktemp("bad")
     shutil.copytree(good, bad, dirs_exist_ok=True)
-    _, card = load_model(good / "models")
+    _, card = load_model(good / "models", ARCHITECTURES)
     torch.manual_seed(123)
     keep = {k: v for k, v in card.items() if k != "weights_sha256"}
-    save_model(build_model("cnn", card["config"]), bad / "models", keep)  # untrained
-    _stages(bad, evaluate.main, export.main)
+    save_model(build_model(ARCHITECTURES, "cnn", card["config"]), bad / "models", keep)  # untrained
+    _stages(bad, evaluate_stage, export_stage)
     return {"good": good, "bad": bad}
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
+    # promote.main() sets up the logging of a stage process (`logging.basicConfig(force=True)`),
+    # which would replace pytest's handlers, caplog's included; in process the test keeps them.
+    monkeypatch.setattr(promote, "setup_logging", lambda: None)
     return tmp_path
 
 

@@ -5,8 +5,8 @@ inside.
 `TASK` is the plug-in (pyproject.toml registers it in `kiln.task_types`).
 """
 
+from tasks.core.columns import TaskColumns
 from tasks.core.plugins import ModuleTaskType
-from tasks.core.validate_derive import TaskColumns
 from tasks.types.forecasting.params import ForecastingParams
 
 _STAGES = "tasks.types.forecasting.stages"

@@ -4,16 +4,32 @@ precision/recall and a confusion matrix; the ONNX graph takes uint8 pixels, prep
 `TASK` is the plug-in (pyproject.toml registers it in `kiln.task_types`).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from tasks.core.plugins import ModuleTaskType
-from tasks.core.validate_derive import TaskColumns
 from tasks.types.image_classification.params import ImageParams
 
+if TYPE_CHECKING:
+    from tasks.core.columns import TaskColumns
+    from tasks.core.params import Params
+
 _HERE = "tasks.types.image_classification"
+
+
+def _columns(_params: Params) -> TaskColumns:
+    # Imported here: validate_derive imports pandas, PIL and tqdm, which this package's
+    # __init__ must not (tasks.core.plugins: a serving host looks the plug-in up without them).
+    from tasks.core.columns import TaskColumns  # noqa: PLC0415
+
+    return TaskColumns(labels=True, images=True)
+
 
 TASK = ModuleTaskType(
     name="image_classification",
     params=ImageParams,
-    columns=lambda _params: TaskColumns(labels=True, images=True),
+    columns=_columns,
     implementation={
         "clean": f"{_HERE}.clean:clean_stage",
         "train": f"{_HERE}.train:train_stage",

@@ -5,8 +5,8 @@ ONNX graph takes token ids, serving tokenises as training did.
 `TASK` is the plug-in (pyproject.toml registers it in `kiln.task_types`).
 """
 
+from tasks.core.columns import TaskColumns
 from tasks.core.plugins import ModuleTaskType
-from tasks.core.validate_derive import TaskColumns
 from tasks.types.text_classification.params import TextClassificationParams
 
 _STAGES = "tasks.types.text_classification.stages"

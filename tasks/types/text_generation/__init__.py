@@ -4,8 +4,8 @@ generations; the ONNX graph takes token ids and returns next-token logits.
 `TASK` is the plug-in (pyproject.toml registers it in `kiln.task_types`).
 """
 
+from tasks.core.columns import TaskColumns
 from tasks.core.plugins import ModuleTaskType
-from tasks.core.validate_derive import TaskColumns
 from tasks.types.text_generation.params import TextGenerationParams
 
 _STAGES = "tasks.types.text_generation.stages"

@@ -255,7 +255,8 @@ def stream_loss(model: nn.Module, stream: np.ndarray, max_len: int) -> tuple[flo
     import torch  # noqa: PLC0415
     import torch.nn.functional as F  # noqa: PLC0415, N812
 
-    from tasks.core.models import pick_device, predict_logits  # noqa: PLC0415
+    from tasks.core.engine import pick_device  # noqa: PLC0415
+    from tasks.core.models import predict_logits  # noqa: PLC0415
 
     device = pick_device("auto")
     model = model.to(device)

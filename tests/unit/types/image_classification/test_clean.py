@@ -1,4 +1,4 @@
-"""Clean stage: `python -m pytest tests/unit/test_clean.py`.
+"""Clean stage: `python -m pytest tests/unit/types/image_classification/test_clean.py`.
 
 Accounting, idempotence, byte-identical reruns, stable splits and imputation (RELIABILITY.md
 "Clean") on a synthetic crawl of real digits (tests/raw_fixture.py).
@@ -20,14 +20,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.clean import CleanResult, clean_items, split_of
-from tasks.io import read_jsonl
-from tasks.params import CleanParams, LabelParams, load_params
+from tasks.core.io import read_jsonl
+from tasks.core.params import LabelParams, load_params
+from tasks.core.splits import split_of
+from tasks.types.image_classification.clean import CleanResult, clean_items
+from tasks.types.image_classification.params import ImageCleanParams
 from tests.raw_fixture import Dirt, build_raw, write_params
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 LABELS = load_params(REPO / "params.yaml").labels
-PARAMS = CleanParams(numeric_columns=["ink", "price"], impute="mean", split_salt="kiln")
+PARAMS = ImageCleanParams(numeric_columns=["ink", "price"], impute="mean", split_salt="kiln")
 CONTRACT_COLUMNS = ["key", "url", "label", "label_index", "split", "ink", "price", "first_seen"]
 MIXED = Dirt(
     duplicates=5,
@@ -46,7 +48,7 @@ def clean(
     root: Path,
     n_items: int = 120,
     dirt: Dirt = MIXED,
-    params: CleanParams = PARAMS,
+    params: ImageCleanParams = PARAMS,
     labels: LabelParams = LABELS,
 ) -> tuple[CleanResult, list[dict]]:
     rows = build_raw(root, n_items, dirt)
@@ -135,7 +137,7 @@ def test_imputation(tmp_path: Path, impute: str, fill: float) -> None:
     rows = build_raw(tmp_path, 6, Dirt())
     for row, ink in zip(rows, ["1", " 2 ", "4.5e0", "lots", None, "inf"], strict=True):
         row["ink"] = ink
-    params = CleanParams(numeric_columns=["ink", "weight"], impute=impute)
+    params = ImageCleanParams(numeric_columns=["ink", "weight"], impute=impute)
     result = clean_items(pd.DataFrame(rows), tmp_path / "data/raw/images", LABELS, params)
     ink_by_url = result.items.sort_values("url")["ink"].tolist()
     assert ink_by_url == [1.0, 2.0, 4.5, fill, fill, fill]  # "inf" is no measurement either

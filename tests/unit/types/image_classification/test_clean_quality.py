@@ -1,4 +1,5 @@
-"""Clean's data-quality operations: `python -m pytest tests/unit/test_clean_quality.py`.
+"""Clean's data-quality operations:
+`python -m pytest tests/unit/types/image_classification/test_clean_quality.py`.
 
 Near-duplicate images, missing values per column, outliers, likely wrong labels (out-of-fold
 predictions) and the labels-override file, on a synthetic crawl of real digits
@@ -14,13 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.clean import CleanResult, clean_items
-from tasks.clean_dedupe import average_hash
-from tasks.label_review import OverridesError, read_overrides
-from tasks.params import CleanParams, LabelReviewParams, MissingRule, OutlierRule, load_params
+from tasks.core.clean_dedupe import average_hash
+from tasks.core.label_review import OverridesError, read_overrides
+from tasks.core.params import LabelReviewParams, MissingRule, OutlierRule, load_params
+from tasks.types.image_classification.clean import CleanResult, clean_items
+from tasks.types.image_classification.params import ImageCleanParams
 from tests.raw_fixture import Dirt, build_raw
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 LABELS = load_params(REPO / "params.yaml").labels
 NO_REVIEW = LabelReviewParams(enabled=False)
 
@@ -28,7 +30,7 @@ NO_REVIEW = LabelReviewParams(enabled=False)
 def _clean(root: Path, rows: list[dict], overrides: dict | None = None, **params) -> CleanResult:
     params = {"numeric_columns": ["ink", "price"], "label_review": NO_REVIEW, **params}
     result = clean_items(
-        pd.DataFrame(rows), root / "data/raw/images", LABELS, CleanParams(**params), overrides
+        pd.DataFrame(rows), root / "data/raw/images", LABELS, ImageCleanParams(**params), overrides
     )
     out = Counter(result.items["url"]) + Counter(r["url"] for r in result.rejects)
     assert out == Counter(r["url"] for r in rows)  # N1, by key
@@ -99,7 +101,7 @@ def test_bad_missing_and_outlier_params_are_named() -> None:
     with pytest.raises(ValueError, match="value` is required with strategy constant"):
         MissingRule(strategy="constant")
     with pytest.raises(ValueError, match=r"not in numeric_columns: \['weight'\]"):
-        CleanParams(
+        ImageCleanParams(
             numeric_columns=["ink"],
             outliers={"weight": {"method": "iqr", "k": 1.5, "action": "clip"}},
         )
@@ -138,7 +140,7 @@ def test_outliers_clipped_or_dropped_and_clean_stays_idempotent(
         again_in,
         tmp_path / "data/raw/images",
         LABELS,
-        CleanParams(
+        ImageCleanParams(
             numeric_columns=["ink", "price"], label_review=NO_REVIEW, outliers={"price": rule}
         ),
     )

@@ -1,4 +1,5 @@
-"""Export stage: `python -m pytest tests/unit/test_export.py` (ONNX parity, refusals).
+"""Export stage: `python -m pytest tests/unit/types/image_classification/test_export.py`
+(ONNX parity, refusals).
 
 Parity tolerance: every logit of ONNX Runtime within `export.atol` (1e-4) of PyTorch's on the
 fixed batch, and the same argmax everywhere; measured differences are ~1e-6 (float32 kernels).
@@ -17,10 +18,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from tasks import export
-from tasks.dataset import read_clean
-from tasks.models import build_model, load_model, predict_logits, preprocess
-from tasks.params import ExportParams
+from tasks.core.models import build_model, load_model, predict_logits
+from tasks.core.onnx_export import ExportError
+from tasks.core.params import ExportParams, load_params
+from tasks.types.image_classification import export
+from tasks.types.image_classification.data import read_clean
+from tasks.types.image_classification.models import ARCHITECTURES, preprocess
 from tests.clean_fixture import write_clean_fixture, write_trained_project
 
 TINY = {"epochs": 2, "batch_size": 32, "channels": 4, "patience": 5}
@@ -38,11 +41,16 @@ def project(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> P
     return tmp_path
 
 
+def _export() -> int:
+    """The export stage on params.yaml of the cwd, as `python -m tasks.export` runs it."""
+    return export.export_stage(load_params())
+
+
 def test_onnx_matches_pytorch_on_a_fixed_batch(project: Path) -> None:
-    assert export.main() == 0
+    assert _export() == 0
     blob = (project / "export" / "model.onnx").read_bytes()
     info = json.loads((project / "export" / "onnx.json").read_text())
-    model, card = load_model(project / "models")
+    model, card = load_model(project / "models", ARCHITECTURES)
     assert info["onnx_sha256"] == hashlib.sha256(blob).hexdigest()
     assert info["weights_sha256"] == card["weights_sha256"]
     assert info["parity"]["max_abs_diff"] <= info["parity"]["atol"] == 1e-4
@@ -59,39 +67,39 @@ def test_onnx_matches_pytorch_on_a_fixed_batch(project: Path) -> None:
 
 
 def test_rerun_gives_byte_identical_files(project: Path) -> None:
-    assert export.main() == 0
+    assert _export() == 0
     first = {f: (project / "export" / f).read_bytes() for f in ("model.onnx", "onnx.json")}
-    assert export.main() == 0  # same models/ and data: DVC sees the same export hash
+    assert _export() == 0  # same models/ and data: DVC sees the same export hash
     assert {f: (project / "export" / f).read_bytes() for f in first} == first
 
 
 def test_a_graph_that_disagrees_fails_and_keeps_the_last_export(
     project: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert export.main() == 0
+    assert _export() == 0
     good = (project / "export" / "model.onnx").read_bytes()
-    _, card = load_model(project / "models")
+    _, card = load_model(project / "models", ARCHITECTURES)
     torch.manual_seed(99)
-    other = build_model("cnn", card["config"])  # a graph of other weights
+    other = build_model(ARCHITECTURES, "cnn", card["config"])  # a graph of other weights
     real = export.to_onnx
     monkeypatch.setattr(export, "to_onnx", lambda _m, c, opset: real(other, c, opset))
     with caplog.at_level(logging.ERROR, logger="kiln.export"):
-        assert export.main() == 1
+        assert _export() == 1
     assert "ONNX Runtime and PyTorch disagree" in caplog.text and "export.atol" in caplog.text
     assert (project / "export" / "model.onnx").read_bytes() == good
 
 
 def test_nan_difference_is_a_failure(project: Path) -> None:
-    model, card = load_model(project / "models")
+    model, card = load_model(project / "models", ARCHITECTURES)
     blob = export.to_onnx(model, card, 17)
     batch = np.zeros((2, 8, 8), np.uint8)
-    with pytest.raises(export.ExportError):
+    with pytest.raises(ExportError):
         export.check_parity(blob, model, {**card, "preprocessing": {**card["preprocessing"],
                                                                      "std": 0.0}}, batch, 1e-4)
 
 
 def test_image_size_mismatch_names_the_config(project: Path) -> None:
-    model, card = load_model(project / "models")
+    model, card = load_model(project / "models", ARCHITECTURES)
     shutil.rmtree(project / "data")
     write_clean_fixture(project, 200, upscale=2)
     pixels = read_clean(project / "data" / "clean").split("test").pixels

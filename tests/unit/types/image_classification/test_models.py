@@ -1,4 +1,5 @@
-"""Model files: `python -m pytest tests/unit/test_models.py` (shapes, card round-trip, refusals)."""
+"""The CNN and its model files (shapes, card round-trip, refusals):
+`python -m pytest tests/unit/types/image_classification/test_models.py`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.models import CARD_FILE, WEIGHTS_FILE, ModelError, build_model, load_model, save_model
+from tasks.core.models import (
+    CARD_FILE,
+    WEIGHTS_FILE,
+    ModelError,
+    build_model,
+    load_model,
+    save_model,
+)
+from tasks.types.image_classification.models import ARCHITECTURES
 
 CONFIG = {"in_channels": 1, "height": 8, "width": 8, "n_classes": 10, "channels": 4, "dropout": 0.1}
 CARD = {
@@ -25,7 +34,7 @@ CARD = {
 @pytest.fixture
 def saved(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
     torch.manual_seed(0)
-    model = build_model("cnn", CONFIG).eval()
+    model = build_model(ARCHITECTURES, "cnn", CONFIG).eval()
     save_model(model, tmp_path, CARD)
     return tmp_path, model
 
@@ -51,22 +60,22 @@ def test_output_shape_for_image_sizes(
         "n_classes": n_classes,
         "channels": channels,
     }
-    model = build_model("cnn", config).eval()
+    model = build_model(ARCHITECTURES, "cnn", config).eval()
     assert model(torch.zeros(3, in_channels, height, width)).shape == (3, n_classes)
 
 
 def test_bad_config_and_architecture_are_named() -> None:
     with pytest.raises(ModelError, match="config.channels"):
-        build_model("cnn", {**CONFIG, "channels": 0})
+        build_model(ARCHITECTURES, "cnn", {**CONFIG, "channels": 0})
     with pytest.raises(ModelError, match="'chanels'"):
-        build_model("cnn", {**CONFIG, "chanels": 4})
+        build_model(ARCHITECTURES, "cnn", {**CONFIG, "chanels": 4})
     with pytest.raises(ModelError, match="unknown architecture 'vit'"):
-        build_model("vit", CONFIG)
+        build_model(ARCHITECTURES, "vit", CONFIG)
 
 
 def test_card_round_trip(saved: tuple[Path, torch.nn.Module]) -> None:
     directory, model = saved
-    loaded, card = load_model(directory)
+    loaded, card = load_model(directory, ARCHITECTURES)
     assert card["config"] == CONFIG and card["classes"] == CARD["classes"]
     assert (
         card["weights_sha256"]
@@ -88,7 +97,7 @@ def test_damaged_weights_are_refused(saved: tuple[Path, torch.nn.Module], damage
         blob[-10] ^= 0xFF  # one weight byte: the file still parses, only the hash can tell
     (directory / WEIGHTS_FILE).write_bytes(bytes(blob))
     with pytest.raises(ModelError, match="truncated or tampered"):
-        load_model(directory)
+        load_model(directory, ARCHITECTURES)
 
 
 class _Payload:
@@ -114,7 +123,7 @@ def test_pickle_offered_as_weights_is_refused_and_never_runs(
     if card_matches_pickle:  # an attacker who also rewrote the card's hash
         _edit_card(directory, weights_sha256=hashlib.sha256(blob).hexdigest())
     with pytest.raises(ModelError, match="tampered" if not card_matches_pickle else "safetensors"):
-        load_model(directory)
+        load_model(directory, ARCHITECTURES)
     assert not marker.exists()
 
 
@@ -127,11 +136,11 @@ def test_card_config_not_matching_weights_names_the_field(
     directory, _ = saved
     _edit_card(directory, config={**CONFIG, field: value})
     with pytest.raises(ModelError, match=rf"config\.{field}={value} but the weights have"):
-        load_model(directory)
+        load_model(directory, ARCHITECTURES)
 
 
 def test_card_missing_config_field_is_named(saved: tuple[Path, torch.nn.Module]) -> None:
     directory, _ = saved
     _edit_card(directory, config={k: v for k, v in CONFIG.items() if k != "dropout"})
     with pytest.raises(ModelError, match="dropout"):
-        load_model(directory)
+        load_model(directory, ARCHITECTURES)

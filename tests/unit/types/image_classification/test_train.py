@@ -1,4 +1,5 @@
-"""Train stage: `python -m pytest tests/unit/test_train.py` (determinism, kill + resume, faults).
+"""Train stage: `python -m pytest tests/unit/types/image_classification/test_train.py`
+(determinism, kill + resume, faults).
 
 Tiny data (200 digits) and a 4-channel CNN keep each training run well under a second; the
 kill/resume test runs `python -m tasks.train` as real subprocesses (about 10 s in all).
@@ -18,14 +19,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks import checkpoint, train
-from tasks.dataset import DataError
-from tasks.models import save_model
-from tasks.params import TrainParams
-from tasks.train import TrainData, TrainError, load_train_data, train_model
+from tasks.core import checkpoint
+from tasks.core.dataset import DataError
+from tasks.core.engine import TrainError
+from tasks.core.models import save_model
+from tasks.core.params import load_params
+from tasks.types.image_classification.data import TrainData, load_train_data
+from tasks.types.image_classification.params import ImageTrainParams
+from tasks.types.image_classification.train import train_model, train_stage
 from tests.clean_fixture import CLASSES, write_clean_fixture, write_project
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 TINY = {"epochs": 3, "batch_size": 32, "channels": 4, "patience": 5}
 
 
@@ -34,6 +38,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> TrainData:
     root = tmp_path_factory.mktemp("clean")
     write_clean_fixture(root, 200)
     return load_train_data(root / "data" / "clean", CLASSES)
+
+
+def _train() -> int:
+    """The train stage on params.yaml of the cwd, as `python -m tasks.train` runs it."""
+    return train_stage(load_params())
 
 
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -46,7 +55,8 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 def test_two_runs_give_identical_weights_sha256(data: TrainData, tmp_path: Path) -> None:
     def sha(seed: int, name: str) -> str:
-        result = train_model(TrainParams(**TINY, seed=seed), data, tmp_path / name / "checkpoints")
+        cfg = ImageTrainParams(**TINY, seed=seed)
+        result = train_model(cfg, data, tmp_path / name / "checkpoints")
         return save_model(result.model, tmp_path / name, {})["weights_sha256"]
 
     first = sha(0, "first")
@@ -57,7 +67,8 @@ def test_two_runs_give_identical_weights_sha256(data: TrainData, tmp_path: Path)
 def test_nan_loss_names_epoch_and_step(data: TrainData, tmp_path: Path) -> None:
     # Decoupled weight decay with lr * weight_decay = 10 multiplies every weight by -9 per step:
     # the weights overflow float32 within a few dozen steps.
-    cfg = TrainParams(**{**TINY, "epochs": 5, "lr": 10.0, "weight_decay": 1.0, "batch_size": 16})
+    bad = {**TINY, "epochs": 5, "lr": 10.0, "weight_decay": 1.0, "batch_size": 16}
+    cfg = ImageTrainParams(**bad)
     with pytest.raises(TrainError, match=r"loss is nan at epoch \d+ step \d+ \(global step \d+\)"):
         train_model(cfg, data, tmp_path)
 
@@ -65,7 +76,7 @@ def test_nan_loss_names_epoch_and_step(data: TrainData, tmp_path: Path) -> None:
 def test_full_disk_while_checkpointing_keeps_the_previous_one(
     data: TrainData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = TrainParams(**TINY)
+    cfg = ImageTrainParams(**TINY)
     reference = _weights(train_model(cfg, data, tmp_path / "reference").model)
     real_write, calls = checkpoint.write_bytes, []
 
@@ -88,7 +99,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_one(
 def test_crash_between_checkpoint_renames_resumes_from_the_aside_copy(
     data: TrainData, tmp_path: Path
 ) -> None:
-    cfg = TrainParams(**{**TINY, "epochs": 2})
+    cfg = ImageTrainParams(**{**TINY, "epochs": 2})
     reference = _weights(train_model(cfg, data, tmp_path / "reference").model)
     train_model(cfg, data, tmp_path / "ck")
     (key_dir,) = (tmp_path / "ck").iterdir()
@@ -102,7 +113,7 @@ def test_crash_between_checkpoint_renames_resumes_from_the_aside_copy(
 
 
 def test_corrupt_checkpoint_is_refused(data: TrainData, tmp_path: Path) -> None:
-    cfg = TrainParams(**{**TINY, "epochs": 1})
+    cfg = ImageTrainParams(**{**TINY, "epochs": 1})
     train_model(cfg, data, tmp_path)
     (key_dir,) = tmp_path.iterdir()
     (key_dir / "optimizer.safetensors").write_bytes(b"not the bytes it was")
@@ -116,12 +127,12 @@ def test_labels_disagreeing_with_classes_fail(tmp_path: Path) -> None:
         load_train_data(tmp_path / "data" / "clean", list(reversed(CLASSES)))
 
 
-def test_main_writes_models_and_live_reports_then_clears_checkpoint(
+def test_stage_writes_models_and_live_reports_then_clears_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_project(tmp_path, 200, train=TINY)
     monkeypatch.chdir(tmp_path)
-    assert train.main() == 0
+    assert _train() == 0
     card = json.loads((tmp_path / "models" / "card.json").read_text())
     assert card["epochs_run"] == 3 and card["classes"] == CLASSES
     assert card["config"]["channels"] == 4 and card["train_params"]["lr"] == 0.003
@@ -133,14 +144,14 @@ def test_main_writes_models_and_live_reports_then_clears_checkpoint(
     assert not (tmp_path / "dvc.yaml").exists() and not (tmp_path / "dvclive").exists()
 
 
-def test_main_on_nan_fails_and_writes_no_model(
+def test_stage_on_nan_fails_and_writes_no_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     bad = {**TINY, "epochs": 5, "lr": 10.0, "weight_decay": 1.0, "batch_size": 16}
     write_project(tmp_path, 200, train=bad)
     monkeypatch.chdir(tmp_path)
     with caplog.at_level(logging.ERROR, logger="kiln.train"):
-        assert train.main() == 1
+        assert _train() == 1
     assert "step" in caplog.text and "nan" in caplog.text
     assert not (tmp_path / "models").exists() and not (tmp_path / "reports").exists()
 
@@ -196,14 +207,18 @@ def test_kill_then_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
         assert (victim / path).read_bytes() == (reference / path).read_bytes(), path
 
 
-# Runs train_model, save/load and evaluate_model with the optional packages made unimportable.
+# Runs train_model and save/load with the optional packages made unimportable, then evaluate_model
+# and write_reports with scikit-learn back (evaluate's metrics are scikit-learn's). The plug-in
+# package imports its params model, so pydantic and PyYAML are needed to import it at all.
 _MINIMAL = """
 import sys, types
 from pathlib import Path
-for name in ("dvclive", "sklearn", "matplotlib", "tqdm", "pydantic", "yaml", "prefect", "dvc"):
+for name in ("dvclive", "sklearn", "matplotlib", "tqdm", "prefect", "dvc"):
     sys.modules[name] = None  # `import name` now raises ImportError
-from tasks import evaluate, models, train
-from tasks.dataset import read_clean
+from tasks.core import models
+from tasks.types.image_classification import train
+from tasks.types.image_classification.data import read_clean
+from tasks.types.image_classification.models import ARCHITECTURES
 root = Path(sys.argv[1])
 data = train.load_train_data(root / "data" / "clean", [str(i) for i in range(10)])
 fields = dict(model="cnn", epochs=1, batch_size=32, lr=3e-3, weight_decay=0.0, patience=1,
@@ -214,15 +229,18 @@ result = train.train_model(cfg, data, root / "checkpoints")
 card = {"architecture": "cnn", "config": result.config, "classes": list(data.classes),
         "preprocessing": result.preprocessing}
 models.save_model(result.model, root / "models", card)
-model, card = models.load_model(root / "models")
-outcome = evaluate.evaluate_model(model, card, read_clean(root / "data" / "clean").split("test"))
-evaluate.write_reports(outcome, root / "reports")
+model, card = models.load_model(root / "models", ARCHITECTURES)
+del sys.modules["sklearn"]  # evaluate's metrics from here on
+from tasks.core.classification import write_reports
+from tasks.types.image_classification.evaluate import evaluate_model
+outcome = evaluate_model(model, card, read_clean(root / "data" / "clean").split("test"))
+write_reports(outcome, root / "reports")
 print(sorted(p.name for p in (root / "reports").iterdir()),
       sorted(p.name for p in (root / "reports" / "evaluation").iterdir()))
 """
 
 
-def test_stage_cores_need_only_torch_numpy_pandas_pyarrow_safetensors(tmp_path: Path) -> None:
+def test_stage_cores_need_no_optional_package(tmp_path: Path) -> None:
     write_clean_fixture(tmp_path, 100)
     run = subprocess.run(
         [sys.executable, "-c", _MINIMAL, str(tmp_path)],
