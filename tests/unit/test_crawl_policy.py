@@ -14,7 +14,7 @@ import yaml
 
 from crawlers.middlewares import retry_after_s
 from crawlers.settings import settings_for
-from tasks.params import CrawlParams, ParamsError, parse_params
+from tasks.core.params import CrawlParams, ParamsError, parse_params
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,7 @@ from sklearn.datasets import load_digits
 
 from crawlers.demo_server import DROP
 from crawlers.demo_site import ROBOTS_TXT, build_site, running_demo_site
-from tasks.params import DemoSiteParams
+from tasks.core.params import DemoSiteParams
 
 SMALL = DemoSiteParams(n_items=40, per_page=10, n_duplicates=3, n_broken=2, bad_label_share=0.1)
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

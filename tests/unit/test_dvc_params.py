@@ -1,7 +1,7 @@
 """Every params file the project ships holds every key dvc.yaml lists.
 
 DVC refuses to run or record a stage whose `params:` key is missing from params.yaml ("Parameters
-'clean.text' are missing"), even when tasks/params.py has a default for it; `kiln use FILE` makes
+'clean.text' are missing"), even when tasks/core/params.py has a default for it; `kiln use FILE` makes
 an example the active params.yaml, so each example must carry them too.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.params import load_params
+from tasks.core.params import load_params
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(str(p.relative_to(REPO)) for p in REPO.glob("examples/*.yaml"))

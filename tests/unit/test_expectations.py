@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from tasks import validate
-from tasks.params import ParamsError, load_params
+from tasks.core.params import ParamsError, load_params
 from tasks.validate import validate_items
 from tests.raw_fixture import Dirt, build_raw, write_params
 

@@ -18,7 +18,7 @@ from crawlers.revisit import (
     skippable,
 )
 from tasks.crawl import CrawlError, _kept_rows
-from tasks.params import load_params
+from tasks.core.params import load_params
 
 REPO = Path(__file__).resolve().parents[2]
 CFG = load_params(REPO / "params.yaml").crawl

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from flows.run_guard import RunInProgress, points_at_demo_site, single_run_lock
-from tasks.params import parse_params
+from tasks.core.params import parse_params
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crawlers.urlguard import refusal_reason
-from tasks.params import CrawlParams, FieldSelector
+from tasks.core.params import CrawlParams, FieldSelector
 
 
 def _cfg(allowed: list[str], allow_loopback: bool = False, private: bool = False) -> CrawlParams:

@@ -22,13 +22,13 @@ import yaml
 
 from crawlers.demo_sections import co2_weeks, jokes
 from tasks import validate
-from tasks.drift import compare, drift_report, not_applicable, psi
-from tasks.gx_suite import suite_specs
-from tasks.io import read_jsonl
-from tasks.params import Params, parse_params
-from tasks.text_norm import normalise_text, text_key
+from tasks.core.drift import compare, drift_report, not_applicable, psi
+from tasks.core.gx_suite import suite_specs
+from tasks.core.io import read_jsonl
+from tasks.core.params import Params, parse_params
+from tasks.core.text_norm import normalise_text, text_key
 from tasks.validate import ValidationOutcome, validate_items
-from tasks.validate_derive import TaskColumns
+from tasks.core.validate_derive import TaskColumns
 from tests.raw_fixture import write_items
 
 SITE = "http://127.0.0.1:8765"

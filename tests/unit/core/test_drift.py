@@ -1,4 +1,4 @@
-"""Drift between data versions (`tasks.drift`): `python -m pytest tests/unit/test_drift.py`.
+"""Drift between data versions (`tasks.core.drift`): `python -m pytest tests/unit/test_drift.py`.
 
 Profiles come from the validate stage's own derived columns on a synthetic crawl of real digits
 (tests/raw_fixture.py); the previous version is read from a DVC-shaped lock and cache (the real
@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from tasks.drift import compare, drift_report, previous_profile, profile_of, psi
-from tasks.params import DriftParams, load_params
-from tasks.validate_derive import _with_derived
+from tasks.core.drift import compare, drift_report, previous_profile, profile_of, psi
+from tasks.core.params import DriftParams, load_params
+from tasks.core.validate_derive import _with_derived
 from tests.raw_fixture import build_raw
 
-LABELS = load_params(Path(__file__).resolve().parents[2] / "params.yaml").labels
+LABELS = load_params(Path(__file__).resolve().parents[3] / "params.yaml").labels
 DRIFT = DriftParams()
 
 

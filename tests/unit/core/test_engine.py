@@ -1,7 +1,7 @@
-"""Training engine: `python -m pytest tests/unit/test_engine.py` (determinism, resume, stopping).
+"""Training engine: `python -m pytest tests/unit/core/test_engine.py` (determinism, resume, stopping).
 
 A 2-layer MLP on 256 synthetic points keeps every fit well under a second on one CPU core; the
-image stage's own determinism and kill/resume tests are in tests/unit/test_train.py.
+image stage's own determinism and kill/resume tests are in tests/unit/types/image_classification/test_train.py.
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 from torch import nn
 
-from tasks import engine
-from tasks.engine import EngineConfig, TaskData, TrainError, fit, lr_factor
-from tasks.objectives import OBJECTIVES
+from tasks.core import engine
+from tasks.core.engine import EngineConfig, TaskData, TrainError, fit, lr_factor
+from tasks.core.objectives import classification_metrics
 
 CFG = EngineConfig(epochs=4, batch_size=32, lr=1e-2, patience=4)
-LOSS, METRICS = OBJECTIVES["image_classification"]
+LOSS, METRICS = F.cross_entropy, classification_metrics
 
 
 class _Stop(Exception):

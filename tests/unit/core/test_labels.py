@@ -1,11 +1,11 @@
-"""Label normalisation (`tasks.labels`): `python -m pytest tests/unit/test_labels.py`."""
+"""Label normalisation (`tasks.core.labels`): `python -m pytest tests/unit/test_labels.py`."""
 
 from __future__ import annotations
 
 import pytest
 
-from tasks.labels import label_lookup, normalise_label
-from tasks.params import LabelParams
+from tasks.core.labels import label_lookup, normalise_label
+from tasks.core.params import LabelParams
 
 DIGITS = LabelParams(
     classes=[str(d) for d in range(10)], aliases={"seven": "7", " Three ": "3", "nine": "9"}

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.params import ParamsError, load_params, parse_params
+from tasks.core.params import ParamsError, load_params, parse_params
+from tasks.core.plugins import task_type
 from tests.project import merge_params
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -110,47 +111,57 @@ def test_unreadable_files(tmp_path) -> None:
         load_params(tmp_path / "params.yaml")
 
 
+def _raw(name: str) -> dict:
+    return yaml.safe_load((REPO / name).read_text())
+
+
 @pytest.mark.parametrize(
-    ("changes", "message"),
+    ("base", "changes", "message"),
     [
+        # train.model is a Literal of each task type's architectures: pydantic names the key
+        # and the valid values
+        ("params.yaml", {"train": {"model": "lstm"}}, "'train.model': Input should be 'cnn'"),
         (
-            {"train": {"model": "lstm"}},
-            "train.model 'lstm' cannot learn project.task 'image_classification'; choose one of "
-            "['cnn']",
+            "examples/co2.params.yaml",
+            {"train": {"model": "cnn"}},
+            "'train.model': Input should be 'lstm' or 'gru'",
         ),
         (
-            {"project": {"task": "forecasting"}},
-            "train.model 'cnn' cannot learn project.task 'forecasting'; choose one of "
-            "['lstm', 'gru']",
-        ),
-        (
-            {
-                "project": {"task": "text_classification"},
-                "train": {"model": "minilm", "text": {"tokenizer": "char"}},
-            },
+            "examples/jokes.params.yaml",
+            {"train": {"model": "minilm", "text": {"tokenizer": "char"}}},
             "train.text.tokenizer 'char' does not match train.model 'minilm'",
         ),
         (
-            {
-                "project": {"task": "text_classification"},
-                "train": {"model": "transformer", "text": {"tokenizer": "minilm"}},
-            },
+            "examples/jokes_minilm.params.yaml",
+            {"train": {"model": "transformer", "text": {"tokenizer": "minilm"}}},
             "train.text.tokenizer 'minilm' does not match train.model 'transformer'",
         ),
         (
-            {"project": {"task": "text_generation"}, "train": {"model": "char_transformer"}},
+            "examples/jokes_generation.params.yaml",
+            {"promote": {"metric": "macro_f1"}},
             "promote.metric 'macro_f1' is not measured for text_generation; choose one of "
             "['val_loss', 'perplexity']",
         ),
-        ({"train": {"d_model": 30, "heads": 4}}, "train.heads 4 must divide d_model 30"),
-        ({"validate": {"image_width": None}}, "image_classification needs validate.image_width"),
+        (
+            "examples/co2.params.yaml",
+            {"promote": {"metric": "accuracy"}},
+            "promote.metric 'accuracy' is not measured for forecasting; choose one of "
+            "['mae', 'rmse', 'mape']",
+        ),
+        (
+            "examples/jokes.params.yaml",
+            {"train": {"d_model": 30, "heads": 4}},
+            "train.heads 4 must divide d_model 30",
+        ),
+        # the image size is a required key of image classification's validate section
+        ("params.yaml", {"validate": {"image_width": None}}, "'validate.image_width'"),
     ],
 )
 def test_settings_that_do_not_fit_together_are_named(
-    raw: dict, changes: dict, message: str
+    base: str, changes: dict, message: str
 ) -> None:
     with pytest.raises(ParamsError) as caught:
-        parse_params(merge_params(raw, changes))
+        parse_params(merge_params(_raw(base), changes))
     assert message in str(caught.value)
     assert "(got {" not in str(caught.value)  # the whole file is not dumped into the message
 
@@ -161,3 +172,62 @@ def test_classification_needs_two_classes(raw: dict) -> None:
         ParamsError, match="image_classification needs labels.classes with at least"
     ):
         parse_params(one_class)
+
+
+# Each shipped params file and the task type it configures.
+SHIPPED = {
+    "params.yaml": "image_classification",
+    "examples/co2.params.yaml": "forecasting",
+    "examples/jokes.params.yaml": "text_classification",
+    "examples/jokes_minilm.params.yaml": "text_classification",
+    "examples/jokes_generation.params.yaml": "text_generation",
+}
+
+
+def test_every_shipped_params_file_is_listed() -> None:
+    shipped = {"params.yaml", *(str(p.relative_to(REPO)) for p in REPO.glob("examples/*.yaml"))}
+    assert shipped == set(SHIPPED)
+
+
+@pytest.mark.parametrize(("name", "task"), sorted(SHIPPED.items()))
+def test_shipped_params_parse_to_their_task_types_model(name: str, task: str) -> None:
+    params = load_params(REPO / name)
+    assert params.project.task == task
+    assert type(params) is task_type(task).params
+    assert params.promote.metric in task_type(task).headline_metrics
+
+
+@pytest.mark.parametrize(
+    ("name", "section", "key", "value"),
+    [
+        ("examples/co2.params.yaml", "train", "channels", 32),  # images
+        ("examples/co2.params.yaml", "train", "heads", 4),  # Transformers
+        ("examples/co2.params.yaml", "evaluate", "min_accuracy", 0.5),  # classification
+        ("examples/co2.params.yaml", "validate", "image_width", 8),  # images
+        ("params.yaml", "train", "series", {"window": 8}),  # forecasting
+        ("params.yaml", "train", "d_model", 64),  # Transformers, forecasting
+        ("params.yaml", "clean", "text", {"lowercase": True}),  # text
+        ("params.yaml", "evaluate", "season_length", 4),  # forecasting
+        ("examples/jokes.params.yaml", "clean", "near_duplicates", {"enabled": False}),  # images
+        ("examples/jokes.params.yaml", "clean", "series", {"fill": "ffill"}),  # forecasting
+        ("examples/jokes.params.yaml", "evaluate", "generate", {"n_samples": 1}),  # generation
+        ("examples/jokes_generation.params.yaml", "train", "channels", 32),  # images
+        ("examples/jokes_generation.params.yaml", "evaluate", "min_accuracy", 0.5),
+    ],
+)
+def test_a_key_of_another_task_type_is_an_unknown_key(
+    name: str, section: str, key: str, value: object
+) -> None:
+    bad = merge_params(_raw(name), {section: {key: value}})
+    with pytest.raises(ParamsError) as caught:
+        parse_params(bad)
+    assert f"unknown key '{section}.{key}'" in str(caught.value)
+
+
+def test_an_unknown_task_type_names_the_known_ones(raw: dict) -> None:
+    with pytest.raises(ParamsError) as caught:
+        parse_params(merge_params(raw, {"project": {"task": "image_segmentation"}}))
+    message = str(caught.value)
+    assert "'project.task'" in message and "'image_segmentation'" in message
+    for known in ("image_classification", "text_classification", "forecasting", "text_generation"):
+        assert known in message

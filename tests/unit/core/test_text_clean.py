@@ -1,4 +1,4 @@
-"""The text clean stage (tasks/kinds/text_clean.py): normalise, reject, dedupe, labels, split."""
+"""The text clean stage (tasks/core/text_clean.py): normalise, reject, dedupe, labels, split."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ import pandas as pd
 import pytest
 import yaml
 
-from tasks.kinds.text_clean import clean_texts, clean_texts_stage
-from tasks.params import Params, parse_params
-from tasks.text_norm import normalise_text, text_key
+from tasks.core.params import Params, parse_params
+from tasks.core.text_clean import clean_texts, clean_texts_stage
+from tasks.core.text_norm import normalise_text, text_key
 from tests.project import REPO, merge_params
 
 
-def _params(overrides: dict[str, Any] | None = None) -> Params:
-    raw = yaml.safe_load((REPO / "examples" / "jokes.params.yaml").read_text())
+def _params(
+    overrides: dict[str, Any] | None = None, example: str = "jokes.params.yaml"
+) -> Params:
+    raw = yaml.safe_load((REPO / "examples" / example).read_text())
     return parse_params(merge_params(raw, overrides or {}))
 
 
@@ -94,14 +96,8 @@ def test_overrides_win_by_key_of_the_normalised_text() -> None:
 
 
 def test_text_generation_has_no_labels() -> None:
-    params = _params(
-        {
-            "project": {"task": "text_generation"},
-            "labels": {"classes": []},
-            "train": {"model": "char_transformer", "text": {"tokenizer": "byte"}},
-            "promote": {"metric": "val_loss"},
-        }
-    )
+    params = _params(example="jokes_generation.params.yaml")
+    assert params.project.task == "text_generation" and not params.labels.classes
     result = clean_texts(_rows().drop(columns=["label"]), params)
     assert "label" not in result.items.columns
     # without labels the same text under two urls is one item, not a conflict
@@ -121,9 +117,9 @@ def test_stage_writes_every_output_byte_identically(tmp_path: Path) -> None:
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        assert clean_texts_stage(params) == 0
+        assert clean_texts_stage(params, classify=True) == 0
         first = (tmp_path / "data" / "clean" / "items.parquet").read_bytes()
-        assert clean_texts_stage(params) == 0
+        assert clean_texts_stage(params, classify=True) == 0
         assert (tmp_path / "data" / "clean" / "items.parquet").read_bytes() == first
     finally:
         os.chdir(cwd)

@@ -1,4 +1,4 @@
-"""Tokenizers of text classification (tasks/kinds/text_tokenizers.py): ids, specs, round trips."""
+"""Tokenizers of text classification (tasks/core/tokenizers.py): ids, specs, round trips."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tasks.kinds.models_minilm import package_dir
-from tasks.kinds.text_tokenizers import (
+from tasks.types.text_classification.minilm import package_dir
+from tasks.core.tokenizers import (
     CLS,
     PAD,
     UNK,

@@ -1,6 +1,6 @@
 """Forecasting: series cleaning, windows, scaling, training, evaluation, export and serving
-(tasks/kinds/forecasting.py, tasks/kinds/forecasting_data.py, tasks/kinds/forecasting_report.py,
-tasks/kinds/forecasting_export.py, serve/forecasting.py), small synthetic series."""
+(tasks/types/forecasting/stages.py, tasks/types/forecasting/data.py, tasks/types/forecasting/report.py,
+tasks/types/forecasting/export.py, tasks/types/forecasting/serving.py), small synthetic series."""
 
 from __future__ import annotations
 
@@ -23,12 +23,14 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 
-from serve.forecasting import SPEC
-from serve.images import InputError
-from tasks.dataset import DataError
-from tasks.io import read_jsonl
-from tasks.kinds import forecasting, forecasting_report
-from tasks.kinds.forecasting_data import (
+from serve.inputs import InputError
+from tasks.core.dataset import DataError
+from tasks.core.io import read_jsonl
+from tasks.core.models import ModelError
+from tasks.core.params import parse_params
+from tasks.types.forecasting import report as forecasting_report
+from tasks.types.forecasting import stages as forecasting
+from tasks.types.forecasting.data import (
     clean_series,
     fit_scaling,
     infer_frequency,
@@ -37,8 +39,8 @@ from tasks.kinds.forecasting_data import (
     unscale,
     windows,
 )
-from tasks.models import ModelError
-from tasks.params import CleanParams, parse_params
+from tasks.types.forecasting.params import SeriesCleanSection
+from tasks.types.forecasting.serving import SPEC
 from tests.project import REPO, merge_params
 
 WEEKS = 260  # five years of weeks: train 182, val 39, test 39 at the default 15% shares
@@ -59,8 +61,8 @@ def weekly_rows(n: int = WEEKS, seed: int = 0) -> pd.DataFrame:
     )
 
 
-def series_params(**clean: Any) -> CleanParams:
-    return CleanParams.model_validate(
+def series_params(**clean: Any) -> SeriesCleanSection:
+    return SeriesCleanSection.model_validate(
         merge_params({"series": {"time_column": "week", "value_column": "co2_ppm"}}, clean)
     )
 
@@ -257,9 +259,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_stages_write_every_output_that_their_contracts_name(
-    trained: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_stages_write_every_output_that_their_contracts_name(trained: Path) -> None:
     project, raw = trained, project_params()
     report = json.loads((project / "reports/clean.json").read_text())
     assert report["n_in"] == report["n_out"] + report["n_rejected"]
@@ -290,8 +290,7 @@ def test_stages_write_every_output_that_their_contracts_name(
     onnx_info = json.loads((project / "export/onnx.json").read_text())
     assert onnx_info["input"]["shape"] == ["batch", 12] and onnx_info["input"]["dtype"] == "float32"
     assert onnx_info["parity"]["max_abs_diff"] <= onnx_info["parity"]["atol"]
-    monkeypatch.chdir(project)  # test_metrics reads the current data/clean
-    got = forecasting.test_metrics(project / "models", parse_params(raw))
+    got = forecasting.test_metrics(project / "models", project / "data/clean", parse_params(raw))
     assert got == {k: metrics[k] for k in ("mae", "rmse", "mape", "n_test")}
 
 

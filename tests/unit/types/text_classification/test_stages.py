@@ -1,4 +1,4 @@
-"""Text classification stages (tasks/kinds/text_classification.py) on real jokes from pyjokes.
+"""Text classification stages (tasks/types/text_classification/stages.py) on real jokes from pyjokes.
 
 A data/clean/items.parquet is made by the real clean stage from a validated table of English,
 German and Spanish jokes; then train, evaluate and export run as `python -m tasks.<stage>` would
@@ -23,17 +23,22 @@ import pandas as pd
 import pyjokes
 import pytest
 import torch
+import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 import yaml
 
-from tasks import registry
-from tasks.engine import EngineConfig, TaskData, fit
-from tasks.kinds import text_classification as tc
-from tasks.kinds.models_minilm import MiniLMError, config_from_pretrained, pretrained_classifier
-from tasks.kinds.text_clean import clean_texts_stage
-from tasks.kinds.text_tokenizers import MiniLMTokenizer, fit_tokenizer
-from tasks.models import load_model, predict_logits
-from tasks.objectives import OBJECTIVES, classification_metrics
-from tasks.params import Params, ParamsError, parse_params
+from tasks.core import registry
+from tasks.core.engine import EngineConfig, TaskData, fit
+from tasks.core.models import load_model, predict_logits
+from tasks.core.objectives import classification_metrics
+from tasks.core.params import Params, ParamsError, parse_params
+from tasks.core.tokenizers import MiniLMTokenizer, fit_tokenizer
+from tasks.types.text_classification import stages as tc
+from tasks.types.text_classification.minilm import (
+    MiniLMError,
+    config_from_pretrained,
+    pretrained_classifier,
+)
+from tasks.types.text_classification.models import ARCHITECTURES
 from tests.project import REPO, merge_params
 
 LANGUAGES = ("de", "en", "es")
@@ -85,7 +90,7 @@ def project(tmp_path: Path) -> Iterator[Path]:
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        assert clean_texts_stage(_params()) == 0
+        assert tc.clean_stage(_params()) == 0
         yield tmp_path
     finally:
         os.chdir(cwd)
@@ -109,7 +114,7 @@ def test_train_evaluate_export_tiny_transformer(project: Path) -> None:
     assert list(predictions.columns) == ["actual", "predicted"]
     assert len(predictions) == metrics["n_test"]
     assert (project / "reports" / "evaluation" / "confusion_matrix.png").is_file()
-    assert tc.test_metrics(project / "models", params) == metrics
+    assert tc.test_metrics(project / "models", project / "data" / "clean", params) == metrics
 
     assert tc.export_stage(params) == 0
     info = json.loads((project / "export" / "onnx.json").read_text())
@@ -118,7 +123,7 @@ def test_train_evaluate_export_tiny_transformer(project: Path) -> None:
     assert info["weights_sha256"] == card["weights_sha256"]
 
     # serving's torch twin and the ONNX graph give the evaluate stage's predictions
-    model, card = load_model(project / "models")
+    model, card = load_model(project / "models", ARCHITECTURES)
     tokenizer = tc.card_tokenizer(card, project / "models")
     ids = tc.encode_texts(
         ["Warum hat der Programmierer ...", "Why do programmers ..."],
@@ -138,9 +143,10 @@ def test_empty_class_fails_before_writing_models(project: Path, caplog) -> None:
 
 
 def test_nan_loss_fails_naming_the_step(project: Path, caplog, monkeypatch) -> None:
-    loss, metrics = OBJECTIVES["text_classification"]
-    poisoned = {"text_classification": (lambda out, y: loss(out, y) * float("nan"), metrics)}
-    monkeypatch.setattr(tc, "OBJECTIVES", poisoned)
+    def poisoned_fit(model, data, loss_fn, metric_fn, **kw):  # type: ignore[no-untyped-def]
+        return fit(model, data, lambda out, y: loss_fn(out, y) * float("nan"), metric_fn, **kw)
+
+    monkeypatch.setattr(tc, "fit", poisoned_fit)
     assert tc.train_stage(_params()) == 1
     assert "loss is nan at epoch 1 step 1" in caplog.text
     assert not (project / "models").exists()
@@ -187,8 +193,9 @@ def test_minilm_fine_tunes_offline_and_exports(tmp_path: Path, monkeypatch) -> N
     before = classification_metrics(predict_logits(model, data.x_val), data.y_val)
     cfg = EngineConfig(epochs=1, batch_size=8, lr=1e-4, device="cpu", seed=0)
     run = fit(
-        model, data, *OBJECTIVES["text_classification"], cfg=cfg, checkpoint_path=tmp_path / "ckpt"
-    )
+        model, data, F.cross_entropy, classification_metrics, cfg=cfg,
+        checkpoint_path=tmp_path / "ckpt",
+    )  # fmt: skip
     after = run.history[-1]
     assert after["val_loss"] < before["val_loss"], (before, after)
     assert after["val_acc"] > 1 / len(LANGUAGES), after

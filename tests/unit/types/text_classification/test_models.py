@@ -1,0 +1,57 @@
+"""Text classification models: `python -m pytest tests/unit/types/text_classification/test_models.py`.
+
+The Transformer encoder classifier: shapes, a card round trip without pickle, a bad config named,
+padding ignored, and a 2-class byte-text task learnt through the engine on CPU (a few seconds).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
+
+from tasks.core.models import ModelError, build_model
+from tasks.core.objectives import classification_metrics
+from tasks.types.text_classification.models import ARCHITECTURES
+from tests.unit.types.model_checks import build, check_shape_and_card_round_trip, split, train
+
+TEXT = {"vocab_size": 64, "max_len": 20, "n_classes": 3, "d_model": 16, "n_heads": 2, "n_layers": 1}
+
+
+def test_shapes_and_card_round_trip_without_pickle(tmp_path: Path) -> None:
+    x = torch.randint(1, 64, (5, 20))
+    check_shape_and_card_round_trip(
+        ARCHITECTURES, "transformer_encoder", TEXT, x, (5, 3), tmp_path
+    )
+
+
+def test_bad_configs_are_named() -> None:
+    with pytest.raises(ModelError, match="d_model 15 not divisible by n_heads"):
+        build_model(ARCHITECTURES, "transformer_encoder", {**TEXT, "d_model": 15})
+
+
+def test_padding_is_ignored() -> None:
+    text = build(ARCHITECTURES, "transformer_encoder", TEXT).eval()
+    ids = torch.randint(1, 64, (4, 12))
+    padded = torch.cat([ids, torch.zeros(4, 8, dtype=torch.long)], 1)  # pad_id 0
+    with torch.no_grad():
+        assert torch.allclose(text(ids), text(padded), atol=1e-5)
+        assert torch.isfinite(text(torch.zeros(2, 20, dtype=torch.long))).all()  # all padding
+
+
+def test_text_classifier_learns_a_byte_task(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, 30, (480, 20), generator=g)  # class 0: bytes 2..29 only
+    label = torch.randint(0, 2, (480,), generator=g)
+    where = torch.randint(0, 14, (480,), generator=g)
+    ids[label == 1, where[label == 1]] = 40  # class 1: one byte 40 somewhere
+    ids[:, 14:] = torch.where(torch.arange(480)[:, None] % 2 == 0, 0, ids[:, 14:])  # padding
+    config = {**TEXT, "n_classes": 2, "d_model": 32, "dropout": 0.0}
+    objective = (F.cross_entropy, classification_metrics)
+    data = split(ids, label, 96)
+    result = train(
+        ARCHITECTURES, "transformer_encoder", config, objective, data, tmp_path, lr=3e-3
+    )
+    assert result.best["val_acc"] >= 0.95, result.history
