@@ -1,8 +1,8 @@
 """Every params file the project ships holds every key dvc.yaml lists.
 
 DVC refuses to run or record a stage whose `params:` key is missing from params.yaml ("Parameters
-'clean.text' are missing"), even when tasks/core/params.py has a default for it; `kiln use FILE` makes
-an example the active params.yaml, so each example must carry them too.
+'clean.text' are missing"), even when tasks/core/params.py has a default for it; `kiln use FILE`
+makes an example the active params.yaml, so each example must carry them too.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from crawlers.revisit import (
     server_fresh_s,
     skippable,
 )
-from tasks.crawl import CrawlError, _kept_rows
 from tasks.core.params import load_params
+from tasks.crawl import CrawlError, _kept_rows
 
 REPO = Path(__file__).resolve().parents[2]
 CFG = load_params(REPO / "params.yaml").crawl

@@ -21,8 +21,8 @@ from tasks import validate
 from tasks.core.gx_suite import RawItemsSuite, _raised
 from tasks.core.io import read_jsonl
 from tasks.core.params import Params, load_params
-from tasks.validate import ValidationOutcome, validate_items
 from tasks.core.validate_derive import _image_facts
+from tasks.validate import ValidationOutcome, validate_items
 from tests.raw_fixture import Dirt, build_raw, write_items, write_params
 
 REPO = Path(__file__).resolve().parents[2]

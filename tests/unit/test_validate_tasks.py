@@ -22,13 +22,14 @@ import yaml
 
 from crawlers.demo_sections import co2_weeks, jokes
 from tasks import validate
+from tasks.core.columns import TaskColumns
 from tasks.core.drift import compare, drift_report, not_applicable, psi
 from tasks.core.gx_suite import suite_specs
 from tasks.core.io import read_jsonl
 from tasks.core.params import Params, parse_params
+from tasks.core.plugins import task_type
 from tasks.core.text_norm import normalise_text, text_key
 from tasks.validate import ValidationOutcome, validate_items
-from tasks.core.validate_derive import TaskColumns
 from tests.raw_fixture import write_items
 
 SITE = "http://127.0.0.1:8765"
@@ -57,10 +58,11 @@ def params_for(task: str, **sections: Any) -> dict[str, Any]:
         "validate": {"required_columns": ["url", "content_hash", "first_seen"],
                      "non_null_columns": ["url", "content_hash"], "min_rows": 20,
                      "max_quarantine_share": 0.2},
-        "clean": {"series": {"time_column": "week", "value_column": "co2_ppm"}},
         "train": {"model": model},
         "promote": {"metric": metric},
     }  # fmt: skip
+    if task == "forecasting":  # a key of forecasting's clean section only
+        raw["clean"] = {"series": {"time_column": "week", "value_column": "co2_ppm"}}
     for name, values in sections.items():
         raw[name] = {**raw.get(name, {}), **values}
     return raw
@@ -86,12 +88,17 @@ def co2_rows(n: int = 60, start: int = 0) -> list[dict[str, Any]]:
     return [_row(f"co2/#item-{start + i}", week=w, co2_ppm=v) for i, (w, v) in enumerate(weeks)]
 
 
+def columns_of(params: Params) -> TaskColumns:
+    """What the rows of params' task type hold, as validate asks its plug-in."""
+    return task_type(params.project.task).columns(params)
+
+
 def _run(task: str, rows: list[dict], overrides: dict | None = None, **sections: Any):
     params = parse_params(params_for(task, **sections))
     frame = pd.DataFrame(rows, dtype=object)
     return validate_items(
         frame, Path("data/raw"), params.labels, params.validate_, overrides,
-        task=TaskColumns.of(params),
+        task=columns_of(params),
     )  # fmt: skip
 
 
@@ -135,7 +142,7 @@ def test_text_defaults_apply_whatever_params_list() -> None:
     """label and text need not be in required/non_null_columns: the task type adds them."""
     params = parse_params(params_for("text_classification", clean={"text": {"column": "body"}}))
     names = [(s.expectation, s.kwargs.get("column")) for s in suite_specs(
-        params.labels, params.validate_, TaskColumns.of(params))]  # fmt: skip
+        params.labels, params.validate_, columns_of(params))]  # fmt: skip
     for column in ("body", "label"):
         assert ("expect_column_to_exist", column) in names
         assert ("expect_column_values_to_be_of_type", column) in names
@@ -313,7 +320,7 @@ def test_text_stage_first_run_then_shifted_crawl(
     assert drift["checks"]["label_psi"]["verdict"] == "ok"  # the same languages
     assert drift["checks"]["image_mean_ks"] == {
         "statistic": None, "threshold": 0.3, "severity": "fail", "drifted": False,
-        "verdict": "not applicable", "note": "text_classification has no images",
+        "verdict": "not applicable", "note": "the task type's rows have no images",
     }  # fmt: skip
     assert _report(tmp_path, "validate.json")["warnings"] == [
         f"drift text_length_ks: {length['statistic']} > threshold 0.3"
@@ -355,8 +362,9 @@ def test_series_stage_first_run_then_shifted_crawl(
 
 
 def test_compare_runs_the_checks_of_the_task_type() -> None:
-    text = TaskColumns("text_generation")
     params = parse_params(params_for("text_generation"))
+    text = columns_of(params)
+    assert text == TaskColumns(text=params.clean.text)  # texts, no labels
     previous = validate_items(
         pd.DataFrame(joke_rows(80, labelled=False), dtype=object), Path("data/raw"),
         params.labels, params.validate_, task=text,
@@ -371,7 +379,7 @@ def test_compare_runs_the_checks_of_the_task_type() -> None:
 def test_previous_version_of_another_task_type_is_said_not_compared(tmp_path: Path) -> None:
     """A profile recorded before text_chars existed (an image project switched to text)."""
     params: Params = parse_params(params_for("text_classification"))
-    task = TaskColumns.of(params)
+    task = columns_of(params)
     new = _run("text_classification", joke_rows()).profile
     _record(tmp_path, new.drop(columns="text_chars"))
     report = drift_report(tmp_path, new, params.validate_.drift, task)

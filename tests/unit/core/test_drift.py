@@ -1,4 +1,4 @@
-"""Drift between data versions (`tasks.core.drift`): `python -m pytest tests/unit/test_drift.py`.
+"""Drift between data versions (tasks/core/drift.py): `pytest tests/unit/core/test_drift.py`.
 
 Profiles come from the validate stage's own derived columns on a synthetic crawl of real digits
 (tests/raw_fixture.py); the previous version is read from a DVC-shaped lock and cache (the real

@@ -1,7 +1,9 @@
-"""Training engine: `python -m pytest tests/unit/core/test_engine.py` (determinism, resume, stopping).
+"""Training engine: `python -m pytest tests/unit/core/test_engine.py` (determinism, resume,
+stopping).
 
 A 2-layer MLP on 256 synthetic points keeps every fit well under a second on one CPU core; the
-image stage's own determinism and kill/resume tests are in tests/unit/types/image_classification/test_train.py.
+image stage's own determinism and kill/resume tests are in
+tests/unit/types/image_classification/test_train.py.
 """
 
 from __future__ import annotations

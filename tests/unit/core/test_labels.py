@@ -1,4 +1,4 @@
-"""Label normalisation (`tasks.core.labels`): `python -m pytest tests/unit/test_labels.py`."""
+"""Label normalisation (`tasks.core.labels`): `python -m pytest tests/unit/core/test_labels.py`."""
 
 from __future__ import annotations
 

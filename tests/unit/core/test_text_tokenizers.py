@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tasks.types.text_classification.minilm import package_dir
 from tasks.core.tokenizers import (
     CLS,
     PAD,
@@ -21,6 +20,7 @@ from tasks.core.tokenizers import (
     tokenizer_files,
     tokenizer_from_spec,
 )
+from tasks.types.text_classification.minilm import package_dir
 
 
 def _cfg(**kw: object) -> SimpleNamespace:

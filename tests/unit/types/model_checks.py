@@ -1,4 +1,4 @@
-"""Checks every sequence architecture passes, whatever its task type (tests/unit/types/*/test_models.py).
+"""Checks every sequence architecture passes, whatever its task type (types/*/test_models.py).
 
 Each architecture is built from its config through `tasks.core.models.build_model` with its task
 type's ARCHITECTURES, round-trips through a card without pickle, and learns a tiny synthetic task
@@ -28,6 +28,7 @@ def check_shape_and_card_round_trip(
     architectures: Architectures,
     architecture: str,
     config: dict[str, object],
+    *,
     x: torch.Tensor,
     shape: tuple[int, ...],
     directory: Path,
@@ -53,6 +54,7 @@ def train(
     architectures: Architectures,
     architecture: str,
     config: dict[str, object],
+    *,
     objective: tuple[LossFn, MetricFn],
     data: TaskData,
     path: Path,

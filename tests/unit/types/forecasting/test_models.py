@@ -28,7 +28,9 @@ CASES = {  # architecture: (config, example input, output shape)
 @pytest.mark.parametrize("architecture", sorted(CASES))
 def test_shapes_and_card_round_trip_without_pickle(architecture: str, tmp_path: Path) -> None:
     config, x, shape = CASES[architecture]
-    check_shape_and_card_round_trip(ARCHITECTURES, architecture, config, x, shape, tmp_path)
+    check_shape_and_card_round_trip(
+        ARCHITECTURES, architecture, config, x=x, shape=shape, directory=tmp_path
+    )
 
 
 def test_bad_configs_are_named() -> None:
@@ -43,8 +45,10 @@ def test_forecaster_learns_a_sine_wave(architecture: str, tmp_path: Path) -> Non
     windows = series.unfold(0, 20 + 4, 1)  # 20 steps in, 4 out
     x, y = windows[:, :20, None], windows[:, 20:]
     config = {"n_features": 1, "horizon": 4, "hidden": 16, "layers": 1, "dropout": 0.0}
-    objective = (F.mse_loss, regression_metrics)
     data = split(x, y, 100)
-    result = train(ARCHITECTURES, architecture, config, objective, data, tmp_path, epochs=5)
+    result = train(
+        ARCHITECTURES, architecture, config,
+        objective=(F.mse_loss, regression_metrics), data=data, path=tmp_path, epochs=5,
+    )  # fmt: skip
     first = result.history[0]["val_loss"]
     assert result.best["val_loss"] < 0.02 < first, result.history  # mean predictor: 0.5

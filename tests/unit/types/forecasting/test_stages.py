@@ -1,6 +1,6 @@
 """Forecasting: series cleaning, windows, scaling, training, evaluation, export and serving
-(tasks/types/forecasting/stages.py, tasks/types/forecasting/data.py, tasks/types/forecasting/report.py,
-tasks/types/forecasting/export.py, tasks/types/forecasting/serving.py), small synthetic series."""
+(tasks/types/forecasting/: stages.py, data.py, report.py, export.py, serving.py), small synthetic
+series."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Text classification models: `python -m pytest tests/unit/types/text_classification/test_models.py`.
+"""Text classification models (tasks/types/text_classification/models.py).
 
 The Transformer encoder classifier: shapes, a card round trip without pickle, a bad config named,
 padding ignored, and a 2-class byte-text task learnt through the engine on CPU (a few seconds).
@@ -23,7 +23,7 @@ TEXT = {"vocab_size": 64, "max_len": 20, "n_classes": 3, "d_model": 16, "n_heads
 def test_shapes_and_card_round_trip_without_pickle(tmp_path: Path) -> None:
     x = torch.randint(1, 64, (5, 20))
     check_shape_and_card_round_trip(
-        ARCHITECTURES, "transformer_encoder", TEXT, x, (5, 3), tmp_path
+        ARCHITECTURES, "transformer_encoder", TEXT, x=x, shape=(5, 3), directory=tmp_path
     )
 
 
@@ -49,9 +49,9 @@ def test_text_classifier_learns_a_byte_task(tmp_path: Path) -> None:
     ids[label == 1, where[label == 1]] = 40  # class 1: one byte 40 somewhere
     ids[:, 14:] = torch.where(torch.arange(480)[:, None] % 2 == 0, 0, ids[:, 14:])  # padding
     config = {**TEXT, "n_classes": 2, "d_model": 32, "dropout": 0.0}
-    objective = (F.cross_entropy, classification_metrics)
     data = split(ids, label, 96)
     result = train(
-        ARCHITECTURES, "transformer_encoder", config, objective, data, tmp_path, lr=3e-3
-    )
+        ARCHITECTURES, "transformer_encoder", config,
+        objective=(F.cross_entropy, classification_metrics), data=data, path=tmp_path, lr=3e-3,
+    )  # fmt: skip
     assert result.best["val_acc"] >= 0.95, result.history

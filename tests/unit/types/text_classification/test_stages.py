@@ -1,4 +1,4 @@
-"""Text classification stages (tasks/types/text_classification/stages.py) on real jokes from pyjokes.
+"""Text classification stages (tasks/types/text_classification/stages.py) on real pyjokes.
 
 A data/clean/items.parquet is made by the real clean stage from a validated table of English,
 German and Spanish jokes; then train, evaluate and export run as `python -m tasks.<stage>` would

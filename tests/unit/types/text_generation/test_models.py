@@ -21,7 +21,9 @@ LM = {"vocab_size": 64, "block_size": 16, "d_model": 16, "n_heads": 2, "n_layers
 
 def test_shapes_and_card_round_trip_without_pickle(tmp_path: Path) -> None:
     x = torch.randint(0, 64, (5, 16))
-    check_shape_and_card_round_trip(ARCHITECTURES, "char_transformer", LM, x, (5, 16, 64), tmp_path)
+    check_shape_and_card_round_trip(
+        ARCHITECTURES, "char_transformer", LM, x=x, shape=(5, 16, 64), directory=tmp_path
+    )
 
 
 def test_bad_configs_and_inputs_are_named() -> None:
@@ -47,7 +49,10 @@ def test_char_transformer_learns_a_repeated_string(tmp_path: Path) -> None:
     windows = text[starts[:, None] + torch.arange(17)]
     config = {**LM, "vocab_size": 256}
     data = split(windows[:, :-1], windows[:, 1:], 64)
-    result = train(ARCHITECTURES, "char_transformer", config, (lm_loss, lm_metrics), data, tmp_path)
+    result = train(
+        ARCHITECTURES, "char_transformer", config,
+        objective=(lm_loss, lm_metrics), data=data, path=tmp_path,
+    )  # fmt: skip
     assert result.best["val_loss"] < 0.3 < result.history[0]["val_loss"], result.history
     prompt = torch.tensor([list(b"kiln trains ")])
     sample = bytes(result.model.generate(prompt, 12, temperature=0)[0].tolist())

@@ -1,4 +1,4 @@
-"""Text generation: `python -m pytest tests/unit/test_text_generation.py`.
+"""Text generation: `python -m pytest tests/unit/types/text_generation/test_stages.py`.
 
 The tokenizers and the id stream (every id a target exactly once), the numpy sampler (seeded,
 per-sample independent, stopping at end-of-text, never past the context), prompt normalisation,
