@@ -17,9 +17,7 @@ from tasks.core.text_norm import normalise_text, text_key
 from tests.project import REPO, merge_params
 
 
-def _params(
-    overrides: dict[str, Any] | None = None, example: str = "jokes.params.yaml"
-) -> Params:
+def _params(overrides: dict[str, Any] | None = None, example: str = "jokes.params.yaml") -> Params:
     raw = yaml.safe_load((REPO / "examples" / example).read_text())
     return parse_params(merge_params(raw, overrides or {}))
 
