@@ -1,7 +1,7 @@
 """Clean stage: `python -m pytest tests/unit/types/image_classification/test_clean.py`.
 
-Accounting, idempotence, byte-identical reruns, stable splits and imputation (RELIABILITY.md
-"Clean") on a synthetic crawl of real digits (tests/raw_fixture.py).
+Accounting (every row kept or rejected with a reason), idempotence, byte-identical reruns, stable
+splits and imputation on a synthetic crawl of real digits (tests/raw_fixture.py).
 """
 
 from __future__ import annotations
