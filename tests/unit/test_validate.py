@@ -1,8 +1,9 @@
 """Validate stage: `python -m pytest tests/unit/test_validate.py`.
 
 Each failure mode of the validate stage (missing column, nulls, unknown labels, too few rows...)
-on a synthetic crawl of real digits (tests/raw_fixture.py). Great Expectations takes about 3 s to import, paid once: this module
-imports it at collection, and `main()` runs in-process except in the two subprocess tests.
+on a synthetic crawl of real digits (tests/raw_fixture.py). Great Expectations takes about 3 s
+to import, paid once: this module imports it at collection, and `main()` runs in-process except
+in the two subprocess tests.
 """
 
 from __future__ import annotations
