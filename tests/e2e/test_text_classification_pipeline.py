@@ -25,6 +25,7 @@ from serve.app import create_app
 from tasks.core.models import load_model, predict_logits
 from tasks.core.params import ServeParams, load_params
 from tasks.core.tokenizers import encode_texts, tokenizer_from_spec
+from tasks.types.text_classification.models import ARCHITECTURES
 from tests.project import REPO, dvc, free_port, make_project, run
 
 pytestmark = pytest.mark.e2e
@@ -86,7 +87,7 @@ def test_jokes_crawl_to_served_language_classifier(tmp_path: Path) -> None:
 
 def _check_serving(project: Path, texts: list[str]) -> None:
     """The served champion gives the evaluate stage's predictions for raw texts."""
-    model, card = load_model(project / "models")
+    model, card = load_model(project / "models", ARCHITECTURES)
     tokenizer = tokenizer_from_spec(card["preprocessing"]["tokenizer"])
     want = predict_logits(
         model, torch.from_numpy(encode_texts(texts, card["preprocessing"], tokenizer))

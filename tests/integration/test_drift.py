@@ -28,7 +28,7 @@ import yaml
 
 from crawlers.demo_site import running_demo_site
 from tasks.core.io import read_jsonl
-from tasks.core.params import DemoSiteParams
+from tasks.core.params import DemoSiteParams, complete, parse_params
 from tests.project import dvc, make_project, run, write_params
 from tests.raw_fixture import build_raw
 
@@ -111,10 +111,9 @@ def site() -> Iterator[str]:
 
 def _site_project(root: Path, params: dict[str, Any]) -> Path:
     project = make_project(root)
-    # dvc.yaml's validate stage lists clean.text and clean.series: every params file has them.
-    clean = {"text": {}, "series": {}, **params.get("clean", {})}
+    # Every key dvc.yaml tracks must be in the file, as `kiln check --write` writes it.
     (project / "params.yaml").write_text(
-        yaml.safe_dump({**params, "clean": clean}, sort_keys=False)
+        yaml.safe_dump(complete(parse_params(params)), sort_keys=False)
     )
     return project
 
@@ -124,7 +123,7 @@ def _real_crawl(project: Path, crawl: dict[str, Any]) -> list[dict]:
     does."""
     params = yaml.safe_load((project / "params.yaml").read_text())
     (project / "params.yaml").write_text(
-        yaml.safe_dump({**params, "crawl": crawl}, sort_keys=False)
+        yaml.safe_dump(complete(parse_params({**params, "crawl": crawl})), sort_keys=False)
     )
     run([sys.executable, "-m", "tasks.crawl"], project)
     dvc("commit", "--force", "crawl", cwd=project)
