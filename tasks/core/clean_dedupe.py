@@ -1,11 +1,12 @@
 """Exact and near duplicates for `python -m tasks.clean`: keep one copy, record the others.
 
 Exact: rows sharing a key (sha256 of the image bytes) are one item. Near: images with the same
-average hash (8x8 grey levels thresholded at their mean: a 64-bit perceptual hash that survives
-re-encoding, small brightness changes and resizing) whose mean absolute pixel difference is at
-most `clean.near_duplicates.max_mean_abs_diff`. In both, the first row in url order is kept and
-the others are rejected with `duplicate_of`; copies that disagree on the label are all rejected
-("conflicting labels"): which one is right is a question for a person (`kiln label export`).
+average hash (imagehash's: 8x8 grey levels thresholded at their mean, a 64-bit perceptual hash
+that survives re-encoding, small brightness changes and resizing) whose mean absolute pixel
+difference is at most `clean.near_duplicates.max_mean_abs_diff`. In both, the first row in url
+order is kept and the others are rejected with `duplicate_of`; copies that disagree on the label
+are all rejected ("conflicting labels"): which one is right is a question for a person (`kiln
+label export`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import imagehash
 import numpy as np
 from PIL import Image
 
@@ -21,13 +23,9 @@ from tasks.core.params import NearDuplicateParams
 HASH_SIDE = 8  # the average hash is taken on an 8x8 thumbnail (64 bits)
 
 
-def average_hash(pixels: np.ndarray) -> bytes:
-    """64-bit average hash of a grayscale image (any size; resized to 8x8 with box filtering)."""
-    if pixels.shape != (HASH_SIDE, HASH_SIDE):
-        thumb = Image.fromarray(pixels).resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX)
-        pixels = np.asarray(thumb)
-    small = pixels.astype(np.float64)
-    return np.packbits(small > small.mean()).tobytes()
+def average_hash(pixels: np.ndarray) -> imagehash.ImageHash:
+    """64-bit average hash of a grayscale image of any size (imagehash resizes it to 8x8)."""
+    return imagehash.average_hash(Image.fromarray(pixels), hash_size=HASH_SIDE)
 
 
 def keep_first_of_each(groups: list[list[dict]], reason: str, rejects: list[dict]) -> list[dict]:
@@ -64,7 +62,7 @@ def near_duplicates(
     """One row per cluster of near-identical images; clusters are grown from the first url."""
     if not params.enabled:
         return kept
-    by_hash: dict[bytes, list[dict]] = defaultdict(list)
+    by_hash: dict[imagehash.ImageHash, list[dict]] = defaultdict(list)
     for item in kept:
         by_hash[average_hash(item["pixels"])].append(item)
     groups: list[list[dict]] = []
