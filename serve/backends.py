@@ -22,9 +22,6 @@ import numpy as np
 from tasks.core import registry
 from tasks.core.plugins import task_type
 
-# Registry entries from before task types existed have no "task": they are image models.
-LEGACY_TASK = "image_classification"
-
 BACKENDS = ("onnx", "torch")
 
 
@@ -41,7 +38,7 @@ class LoadedModel:
 
     @property
     def task(self) -> str:
-        return self.entry.get("task", LEGACY_TASK)
+        return registry.task_of(self.entry)
 
     @property
     def labels(self) -> list[str]:
@@ -84,7 +81,7 @@ def _torch_runner(root: Path, version: str, threads: int) -> Callable[[np.ndarra
     for name in ("card.json", "model.safetensors"):
         registry.verified_bytes(root, version, name)
     torch.set_num_threads(threads)
-    task = registry.entry(root, version).get("task", LEGACY_TASK)
+    task = registry.task_of(registry.entry(root, version))
     return task_type(task).torch_runner(root / "versions" / version)
 
 

@@ -203,8 +203,7 @@ def promote(project: Path, params: Params, root: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError, KeyError) as exc:
         raise PromoteError(f"cannot read {METRICS}: {exc!r}; run the evaluate stage") from None
     current, before = registry.champion(root), None
-    # Registry entries from before task types existed have no "task": they are image models.
-    their_task = current and current[1].get("task", "image_classification")
+    their_task = current and registry.task_of(current[1])
     if current and current[1]["weights_sha256"] == card["weights_sha256"]:
         decision = Decision("unchanged", f"the challenger is champion {current[0]} already")
     elif current and their_task != task:

@@ -9,7 +9,8 @@ background
 thread while the next epoch trains) with resume, fixed seeds and deterministic algorithms on CPU,
 and a per-epoch callback (DVCLive, test hooks).
 The task lives only in `loss_fn(outputs, y) -> scalar` and `metric_fn(val_outputs, y_val) ->
-{name: float}`; `OBJECTIVES` holds the ones for classification, forecasting and language models.
+{name: float}`; tasks/core/objectives.py has the ones for classification, regression and language
+models.
 Needs only torch and safetensors; tqdm is used when installed.
 """
 

@@ -75,6 +75,12 @@ def champion(root: Path | str = REGISTRY_DIR) -> tuple[str, dict[str, Any]] | No
     return None if version is None else (version, data["versions"][version])
 
 
+def task_of(entry: dict[str, Any]) -> str:
+    """The task type an entry was trained for. Entries written before task types existed have no
+    "task": they are image classifiers."""
+    return entry.get("task", "image_classification")
+
+
 def entry(root: Path | str, version: str) -> dict[str, Any]:
     if not VERSION_RE.match(version):
         raise RegistryError(f"{version!r} is not a version name (v0001, v0002, ...)")

@@ -1,5 +1,5 @@
 """Clean stage of the text task types: `python -m tasks.clean` with project.task
-text_classification or text_generation (tasks/clean.py hands over to `clean_texts_stage`).
+text_classification or text_generation (their plug-ins' clean calls `clean_texts_stage`).
 
 Reads `data/validated/items.parquet` (the text in column `clean.text.column`, the label in
 `label`) and writes `data/clean/items.parquet` (key, url, text, split, first_seen, and for
