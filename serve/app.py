@@ -39,8 +39,12 @@ from tasks.core.params import ServeParams
 
 logger = logging.getLogger("kiln.serve")
 # OpenAPI for a raw-bytes body (FastAPI documents JSON bodies only by itself).
-_PNG_BODY = {"requestBody": {"required": True, "content": {
-    "image/png": {"schema": {"type": "string", "format": "binary"}}}}}
+_PNG_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
 class BodyLimit:
@@ -226,8 +230,13 @@ def create_app(
             """One image sent as the raw PNG body (`Content-Type: image/png`), for the champion."""
             media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if media_type != "image/png":
-                detail = [{"loc": ["header", "content-type"], "type": "value_error",
-                           "msg": f"expected image/png, got {media_type or 'nothing'!r}"}]
+                detail = [
+                    {
+                        "loc": ["header", "content-type"],
+                        "type": "value_error",
+                        "msg": f"expected image/png, got {media_type or 'nothing'!r}",
+                    }
+                ]
                 return JSONResponse({"detail": detail}, status_code=415)
             raw = await request.body()  # BodyLimit has already bounded its size
             result = await asyncio.to_thread(spec.predict_png, raw, state.current)

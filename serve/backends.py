@@ -55,7 +55,6 @@ class LoadedModel:
         return {k: prep[k] for k in keys if k in prep and not isinstance(prep[k], dict | list)}
 
 
-
 def _onnx_runner(root: Path, version: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     import onnxruntime as ort  # noqa: PLC0415 (the torch backend does not need it)
 

@@ -2,11 +2,11 @@
 
 A task type is a `TaskSpec`: its request model (built for the server's batch limit, so OpenAPI at
 /docs shows the real bounds), its response model and `predict` (validated request + the loaded model
--> the response: preprocessing, `loaded.run`, postprocessing). Image classification lives here;
-every other task type has `serve/<task type>.py` with a `SPEC`, found by `task_spec`, and the app
-serves the one the champion's registry entry names. Every model rejects unknown fields
-(`extra="forbid"`) and wrong types (strict ints, no string to number coercion), so a bad request
-fails with the path of the offending field.
+-> the response: preprocessing, `loaded.run`, postprocessing). Each task-type plug-in defines its
+spec in its `serving` module from the shared parts here (Strict, Request, ClassPrediction); the
+app serves the one the champion's registry entry names (`task_spec`). Every model rejects unknown
+fields (`extra="forbid"`) and wrong types (strict ints, no string to number coercion), so a bad
+request fails with the path of the offending field.
 """
 
 from __future__ import annotations
@@ -49,6 +49,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax of float logits (N, K), shifted for stability."""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def class_predictions(logits: np.ndarray, labels: list[str]) -> list[ClassPrediction]:
+    """One ClassPrediction per row of logits (N, K): the most probable label and the softmax."""
+    probs = softmax(np.asarray(logits))
+    return [
+        ClassPrediction(
+            label=labels[k], index=int(k), probability=float(p[k]), probabilities=p.tolist()
+        )
+        for k, p in zip(probs.argmax(axis=1), probs, strict=True)
+    ]
 
 
 @dataclass(frozen=True)

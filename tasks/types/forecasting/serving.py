@@ -14,21 +14,17 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from serve.inputs import InputError
-from serve.schemas import MODEL_NAME, TaskSpec
+from serve.schemas import Request, Strict, TaskSpec
 
 MAX_WINDOW = 10_000  # train.series.window's upper bound (tasks/core/params.py)
 
 Value = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # no "1.5", no NaN, no true
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SeriesInstance(_Strict):
+class SeriesInstance(Strict):
     values: list[Value] = Field(
         min_length=1,
         max_length=MAX_WINDOW,
@@ -37,26 +33,21 @@ class SeriesInstance(_Strict):
     )
 
 
-class Forecast(_Strict):
+class Forecast(Strict):
     forecast: list[float] = Field(description="The next `horizon` values, in the series' unit.")
 
 
-class ForecastingResponse(_Strict):
+class ForecastingResponse(Strict):
     task: Literal["forecasting"] = "forecasting"
     model_version: str = Field(description="The registry version that made the forecasts.")
     predictions: list[Forecast] = Field(description="One per instance, in order.")
 
 
-def forecasting_request(max_batch: int) -> type[BaseModel]:
-    class ForecastingRequest(_Strict):
+def forecasting_request(max_batch: int) -> type[Request]:
+    class ForecastingRequest(Request):
         """A batch of windows (a single window is a batch of one)."""
 
         task: Literal["forecasting"] = "forecasting"
-        model: str = Field(
-            "champion",
-            pattern=MODEL_NAME,
-            description="`champion` (the default), or a registry version such as `v0002`.",
-        )
         instances: list[SeriesInstance] = Field(
             min_length=1, max_length=max_batch, description=f"1 to {max_batch} windows."
         )

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from serve.inputs import decode_instance, decode_png
-from serve.schemas import ClassPrediction, Request, Strict, TaskSpec, softmax
+from serve.schemas import ClassPrediction, Request, Strict, TaskSpec, class_predictions
 
 MAX_PNG_CHARS = 1 << 18  # base64 characters per image (192 KiB of PNG): far above 8x8 digits
 MAX_SIDE = 4096  # pixels per row / rows per image, as validate's image_width/height bound
@@ -71,16 +71,8 @@ def decode_images(request: Any, height: int, width: int) -> np.ndarray:
 
 
 def encode_classes(logits: np.ndarray, labels: list[str], version: str) -> BaseModel:
-    probs = softmax(logits)
-    best = probs.argmax(axis=1)
     return ImageClassificationResponse(
-        model_version=version,
-        predictions=[
-            ClassPrediction(
-                label=labels[k], index=int(k), probability=float(p[k]), probabilities=p.tolist()
-            )
-            for k, p in zip(best, probs, strict=True)
-        ],
+        model_version=version, predictions=class_predictions(logits, labels)
     )
 
 

@@ -17,20 +17,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from serve.schemas import MODEL_NAME, ClassPrediction, TaskSpec
+from serve.schemas import ClassPrediction, Request, Strict, TaskSpec, class_predictions
 from tasks.core import registry
 from tasks.core.tokenizers import Tokenizer, encode_texts, tokenizer_from_spec
 
 MAX_TEXT_CHARS = 10_000  # characters per text; models read at most a few hundred tokens
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TextInstance(_Strict):
+class TextInstance(Strict):
     text: str = Field(
         max_length=MAX_TEXT_CHARS,
         description=f"The text to classify, at most {MAX_TEXT_CHARS} characters; normalised as "
@@ -38,22 +34,17 @@ class TextInstance(_Strict):
     )
 
 
-class TextClassificationResponse(_Strict):
+class TextClassificationResponse(Strict):
     task: Literal["text_classification"] = "text_classification"
     model_version: str = Field(description="The registry version that made the predictions.")
     predictions: list[ClassPrediction] = Field(description="One per instance, in order.")
 
 
-def text_classification_request(max_batch: int) -> type[BaseModel]:
-    class TextClassificationRequest(_Strict):
+def text_classification_request(max_batch: int) -> type[Request]:
+    class TextClassificationRequest(Request):
         """A batch of texts (a single text is a batch of one)."""
 
         task: Literal["text_classification"] = "text_classification"
-        model: str = Field(
-            "champion",
-            pattern=MODEL_NAME,
-            description="`champion` (the default), or a registry version such as `v0002`.",
-        )
         instances: list[TextInstance] = Field(
             min_length=1, max_length=max_batch, description=f"1 to {max_batch} texts."
         )
@@ -79,23 +70,12 @@ def _tokenizer(loaded: Any) -> Tokenizer:
         return _tokenizers[key]
 
 
-def softmax_predictions(logits: np.ndarray, labels: list[str]) -> list[ClassPrediction]:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))  # stable softmax
-    probs = shifted / shifted.sum(axis=1, keepdims=True)
-    return [
-        ClassPrediction(
-            label=labels[k], index=int(k), probability=float(p[k]), probabilities=p.tolist()
-        )
-        for k, p in zip(probs.argmax(axis=1), probs, strict=True)
-    ]
-
-
 def predict(request: Any, loaded: Any) -> TextClassificationResponse:
     texts = [instance.text for instance in request.instances]
     ids = encode_texts(texts, loaded.card["preprocessing"], _tokenizer(loaded))
     logits = np.asarray(loaded.run(ids), dtype=np.float32)
     return TextClassificationResponse(
-        model_version=loaded.version, predictions=softmax_predictions(logits, loaded.labels)
+        model_version=loaded.version, predictions=class_predictions(logits, loaded.labels)
     )
 
 

@@ -9,16 +9,16 @@ The prompt is normalised and tokenised as training did (models/card.json `prepro
 of `tasks.types.text_generation.sampling`); sampling is numpy over `loaded.run` (ids -> logits), so
 the ONNX and the torch backends share it and nothing here imports torch. With a seed, a request is
 deterministic, and equals the evaluate stage's sample 0 for that prompt and seed (up to float
-rounding between backends); without one, each request draws fresh randomness. """
+rounding between backends); without one, each request draws fresh randomness."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from serve.schemas import MODEL_NAME, TaskSpec
+from serve.schemas import Request, Strict, TaskSpec
 from tasks.types.text_generation.sampling import Tokenizer, generate, prompt_ids
 
 MAX_PROMPT_CHARS = 2000  # characters; the model sees only its last block_size tokens anyway
@@ -26,11 +26,7 @@ MAX_NEW_TOKENS = 1000  # tokens per instance: each is one forward pass of up to 
 MAX_INSTANCES = 64  # per request, below serve.max_batch: generation is ~max_new_tokens passes
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class GenerationInstance(_Strict):
+class GenerationInstance(Strict):
     prompt: str = Field(
         max_length=MAX_PROMPT_CHARS,
         description=f"Text to continue (may be empty: a text from scratch), at most "
@@ -49,29 +45,24 @@ class GenerationInstance(_Strict):
     )
 
 
-class Generation(_Strict):
+class Generation(Strict):
     prompt: str = Field(description="The prompt as sent.")
     text: str = Field(description="The generated continuation (without the prompt).")
 
 
-class TextGenerationResponse(_Strict):
+class TextGenerationResponse(Strict):
     task: Literal["text_generation"] = "text_generation"
     model_version: str = Field(description="The registry version that generated the texts.")
     generations: list[Generation] = Field(description="One per instance, in order.")
 
 
-def text_generation_request(max_batch: int) -> type[BaseModel]:
+def text_generation_request(max_batch: int) -> type[Request]:
     most = min(max_batch, MAX_INSTANCES)
 
-    class TextGenerationRequest(_Strict):
+    class TextGenerationRequest(Request):
         """A batch of prompts (a single prompt is a batch of one)."""
 
         task: Literal["text_generation"] = "text_generation"
-        model: str = Field(
-            "champion",
-            pattern=MODEL_NAME,
-            description="`champion` (the default), or a registry version such as `v0002`.",
-        )
         instances: list[GenerationInstance] = Field(
             min_length=1, max_length=most, description=f"1 to {most} prompts."
         )
