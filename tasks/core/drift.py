@@ -6,8 +6,10 @@ image intensity (images), text length in characters after clean's normalisation 
 text tasks) and parsed numeric columns (`<column>_number`, with the series' value column for
 forecasting). The previous version is the `data/validated` that DVC recorded in `dvc.lock` for the
 last successful `validate` (a failed run never updates dvc.lock), read from the DVC cache by the
-md5 the lock names, so no second copy of the data is kept. No lock entry, or a cache without that
-version, is "no previous version": the run says so and passes.
+md5 the lock names, so no second copy of the data is kept. DVC's Python API reads it
+(`previous_profile`: the stage loaded from dvc.yaml with its lock entry, the output's cache), with
+no repository lock taken, since the lock is held while this stage runs. No lock entry, or a cache
+without that version, is "no previous version": the run says so and passes.
 
 Checks (thresholds and warn|fail in `validate.drift`): label shares (PSI, classification), the
 two-sample Kolmogorov-Smirnov statistic D of the mean image intensity (images), of the text length
@@ -18,15 +20,12 @@ type has no data for is in the report as "not applicable".
 
 from __future__ import annotations
 
-import configparser
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy.stats import ks_2samp
 
 from tasks.core.params import DriftCheck, DriftParams
@@ -64,39 +63,52 @@ def profile_of(
     return out.rename(columns=renamed).reset_index(drop=True)
 
 
-def _cache_dir(project: Path) -> Path:
-    """The local DVC cache: `cache.dir` of .dvc/config.local or .dvc/config, else .dvc/cache."""
-    for name in ("config.local", "config"):
-        config = configparser.ConfigParser()
-        config.read(project / ".dvc" / name, encoding="utf-8")
-        if config.has_option("cache", "dir"):
-            # DVC resolves a relative cache dir against the .dvc directory.
-            return (project / ".dvc" / config.get("cache", "dir")).resolve()
-    return project / ".dvc" / "cache"
-
-
 def previous_profile(project: Path) -> tuple[pd.DataFrame | None, str]:
-    """(profile of the DVC-recorded data/validated, where it came from) or (None, why not)."""
-    lock_file = project / "dvc.lock"
-    if not lock_file.is_file():
+    """(profile of the DVC-recorded data/validated, where it came from) or (None, why not).
+
+    DVC's own reading of the project: the `validate` stage as dvc.yaml declares it, filled from
+    its dvc.lock entry (`load_one`), then that output's hash looked up in the cache DVC would use
+    for it (`Output.cache`: cache.dir from any DVC config level; DVC 2 hashes in the old layout).
+    Only dvc.yaml (with params.yaml, its template variables) and dvc.lock are read, not the whole
+    pipeline. The workspace's data/validated is never looked at: the running stage may be
+    rewriting it, and it is dvc.lock that says what the last successful validate produced.
+
+    No repository lock is taken, so this runs inside a stage while DVC's lock is held (Kiln's
+    runner, flows/dvc_stages.py, holds it in another process for the whole stage): DVC takes the
+    lock in its commands (repro, commit, status...), not in opening a Repo or loading a stage.
+    The Repo is opened without git (`no_scm`): nothing here needs git, and without it opening the
+    Repo neither reads the git repository nor adds DVC's entries to .gitignore.
+    """
+    if not (project / "dvc.lock").is_file():
         return None, "no previous version (no dvc.lock)"
-    lock = yaml.safe_load(lock_file.read_text(encoding="utf-8")) or {}
-    outs = ((lock.get("stages") or {}).get("validate") or {}).get("outs") or []
-    md5 = next((o.get("md5") for o in outs if o.get("path") == VALIDATED), None)
-    if not md5:
-        return None, "no previous version (dvc.lock records no data/validated)"
-    cache = _cache_dir(project) / "files" / "md5"  # DVC 3's local cache layout
-    manifest = cache / md5[:2] / md5[2:]
-    if not manifest.is_file():
-        log.warning(
-            "dvc.lock records data/validated %s but the DVC cache at %s lacks it", md5, cache
-        )
-        return None, f"no previous version (data/validated {md5} not in the local DVC cache)"
-    entries = {e["relpath"]: e["md5"] for e in json.loads(manifest.read_text(encoding="utf-8"))}
-    if PROFILE not in entries:
-        return None, f"no previous version (data/validated {md5} has no {PROFILE})"
-    path = cache / entries[PROFILE][:2] / entries[PROFILE][2:]
-    return pd.read_parquet(path), f"data/validated {md5} (dvc.lock)"
+    # A heavy import, paid only when there is a previous version to read.
+    from dvc.repo import Repo  # noqa: PLC0415
+    from dvc.scm import SCM  # noqa: PLC0415
+
+    root = str(project.resolve())
+    with Repo(root, scm=SCM(root, no_scm=True)) as repo:
+        stage = repo.stage.load_one(str(Path(root) / "dvc.yaml"), "validate")
+        out = next((o for o in stage.outs if o.def_path == VALIDATED), None)
+        if out is None or not out.hash_info:
+            return None, "no previous version (dvc.lock records no data/validated)"
+        md5 = out.hash_info.value
+        if not out.hash_info.isdir:  # dvc.yaml's data/validated is a directory; a file has none
+            return None, f"no previous version (data/validated {md5} has no {PROFILE})"
+        cache = out.cache
+        manifest = out.get_obj()  # the .dir manifest from the cache, None if the cache lacks it
+        entry = None if manifest is None else manifest.get((PROFILE,))
+        if manifest is not None and entry is None:
+            return None, f"no previous version (data/validated {md5} has no {PROFILE})"
+        oid = None if entry is None else entry[1].value
+        if oid is None or not cache.exists(oid):
+            log.warning(
+                "dvc.lock records data/validated %s but the DVC cache at %s lacks it",
+                md5,
+                cache.path,
+            )
+            return None, f"no previous version (data/validated {md5} not in the local DVC cache)"
+        previous = pd.read_parquet(cache.oid_to_path(oid))
+    return previous, f"data/validated {md5} (dvc.lock)"
 
 
 def psi(previous: pd.Series, new: pd.Series) -> float:

@@ -1,18 +1,20 @@
 """Drift between data versions (tasks/core/drift.py): `pytest tests/unit/core/test_drift.py`.
 
 Profiles come from the validate stage's own derived columns on a synthetic crawl of real digits
-(tests/raw_fixture.py); the previous version is read from a DVC-shaped lock and cache (the real
-`dvc repro` round trip is tests/integration/test_drift.py).
+(tests/raw_fixture.py); the previous version is recorded by DVC itself (a one-stage dvc.yaml
+committed into dvc.lock and the cache; the real `dvc repro` round trip is
+tests/integration/test_drift.py).
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from dvc.repo import Repo, lock_repo
 
 from tasks.core.drift import compare, drift_report, previous_profile, profile_of, psi
 from tasks.core.params import DriftParams, load_params
@@ -70,17 +72,23 @@ def test_shifted_crawl_drifts(tmp_path: Path, base: pd.DataFrame) -> None:
     assert not checks["image_mean_ks"]["drifted"]  # same kind of images
 
 
-def _record(project: Path, profile: pd.DataFrame, cache_root: str = ".dvc/cache") -> None:
-    """Lay `profile` out as DVC 3 records data/validated: dvc.lock -> .dir manifest -> file."""
-    cache = project / cache_root / "files/md5"
-    (cache / "ab").mkdir(parents=True)
-    profile.to_parquet(cache / "ab" / "cdef")
-    (cache / "12").mkdir()
-    (cache / "12" / "3456.dir").write_text(
-        json.dumps([{"md5": "abcdef", "relpath": "profile.parquet"}])
-    )
-    lock = {"stages": {"validate": {"outs": [{"path": "data/validated", "md5": "123456.dir"}]}}}
-    (project / "dvc.lock").write_text(yaml.safe_dump(lock))
+def _record(project: Path, profile: pd.DataFrame, cache_dir: str | None = None) -> str:
+    """Record `profile` as a successful validate leaves it: a DVC repository whose dvc.yaml
+    declares data/validated, committed by DVC into dvc.lock and the cache. Returns the lock's md5
+    of data/validated."""
+    if not (project / ".dvc").is_dir():
+        Repo.init(str(project), no_scm=True)
+    if cache_dir:
+        with (project / ".dvc/config").open("a") as config:
+            config.write(f"[cache]\n    dir = {cache_dir}\n")
+    stage = {"cmd": "python -m tasks.validate", "outs": [{"data/validated": {"persist": True}}]}
+    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"validate": stage}}))
+    (project / "data/validated").mkdir(parents=True, exist_ok=True)
+    profile.to_parquet(project / "data/validated/profile.parquet")
+    with Repo(str(project)) as repo:
+        repo.commit(f"{project / 'dvc.yaml'}:validate", force=True)
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return lock["stages"]["validate"]["outs"][0]["md5"]
 
 
 def test_previous_version_comes_from_dvc_lock_and_cache(tmp_path: Path, base: pd.DataFrame) -> None:
@@ -91,10 +99,11 @@ def test_previous_version_comes_from_dvc_lock_and_cache(tmp_path: Path, base: pd
         "previous": "no previous version (no dvc.lock)",
         "n_new": 300,
     }
-    _record(tmp_path, base)
+    md5 = _record(tmp_path, base)
+    assert md5.endswith(".dir")  # a directory output: its manifest names profile.parquet
     previous, source = previous_profile(tmp_path)
     pd.testing.assert_frame_equal(previous, base)
-    assert source == "data/validated 123456.dir (dvc.lock)"
+    assert source == f"data/validated {md5} (dvc.lock)"
     assert drift_report(tmp_path, base, DRIFT)["status"] == "ok"
     smaller = base.iloc[:100]
     report = drift_report(tmp_path, smaller, DRIFT)
@@ -106,12 +115,54 @@ def test_previous_version_comes_from_dvc_lock_and_cache(tmp_path: Path, base: pd
     assert drift_report(tmp_path, smaller, strict)["status"] == "fail"
 
 
-def test_a_configured_cache_dir_is_followed(tmp_path: Path, base: pd.DataFrame) -> None:
-    (tmp_path / ".dvc").mkdir()
-    (tmp_path / ".dvc/config").write_text("[cache]\n    dir = ../shared-cache\n")
-    _record(tmp_path, base, cache_root="shared-cache")
+def test_the_locked_version_is_read_not_the_workspace(tmp_path: Path, base: pd.DataFrame) -> None:
+    """The running validate rewrites data/validated (atomically, as the stage does) while DVC's
+    repository lock is held for the stage: drift reads what dvc.lock records, without the lock.
+    (DVC's lock is a file lock: another Repo taking it, in this process too, fails after 3 s.)"""
+    md5 = _record(tmp_path, base)
+    rewritten = tmp_path / "data/validated/profile.parquet.tmp"
+    base.iloc[:10].to_parquet(rewritten)
+    rewritten.replace(tmp_path / "data/validated/profile.parquet")
+    with Repo(str(tmp_path)) as repo, lock_repo(repo):  # as flows/dvc_stages.py holds it
+        previous, source = previous_profile(tmp_path)
+    pd.testing.assert_frame_equal(previous, base)
+    assert source == f"data/validated {md5} (dvc.lock)"
+
+
+def test_a_lock_without_data_validated_is_no_previous_version(
+    tmp_path: Path, base: pd.DataFrame
+) -> None:
+    _record(tmp_path, base)
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {}}))
+    assert previous_profile(tmp_path) == (
+        None,
+        "no previous version (dvc.lock records no data/validated)",
+    )
+    _record(tmp_path, base)
+    (tmp_path / "data/validated/profile.parquet").unlink()  # a version recorded without one
+    (tmp_path / "data/validated/items.parquet").write_bytes(b"items")
+    with Repo(str(tmp_path)) as repo:
+        repo.commit(f"{tmp_path / 'dvc.yaml'}:validate", force=True)
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
+    md5 = lock["stages"]["validate"]["outs"][0]["md5"]
+    assert previous_profile(tmp_path) == (
+        None,
+        f"no previous version (data/validated {md5} has no profile.parquet)",
+    )
+
+
+def test_a_configured_cache_dir_is_followed(
+    tmp_path: Path, base: pd.DataFrame, caplog: pytest.LogCaptureFixture
+) -> None:
+    md5 = _record(tmp_path, base, cache_dir="../shared-cache")
+    assert (tmp_path / "shared-cache/files/md5" / md5[:2] / md5[2:]).is_file()
     previous, _ = previous_profile(tmp_path)
     pd.testing.assert_frame_equal(previous, base)
-    (tmp_path / ".dvc/config").write_text("[cache]\n    dir = ../elsewhere\n")
-    assert previous_profile(tmp_path)[0] is None  # recorded, but not in that cache: says so
-    assert "not in the local DVC cache" in previous_profile(tmp_path)[1]
+    config = tmp_path / ".dvc/config"
+    config.write_text(config.read_text().replace("../shared-cache", "../elsewhere"))
+    with caplog.at_level(logging.WARNING, logger="kiln.validate"):
+        previous, source = previous_profile(tmp_path)  # recorded, but not in that cache: says so
+    assert previous is None
+    assert source == f"no previous version (data/validated {md5} not in the local DVC cache)"
+    assert f"dvc.lock records data/validated {md5} but the DVC cache at" in caplog.text
+    assert str(tmp_path / "elsewhere") in caplog.text
