@@ -170,18 +170,21 @@ def test_likely_wrong_labels_are_found(mislabelled: tuple[Path, list[dict]], act
     review = LabelReviewParams(action=action)
     result = _clean(root, rows, label_review=review)
     flagged = {i["url"] for i in result.label_issues}
-    assert wrong <= flagged  # every planted error is found
-    assert len(flagged) <= 12  # and few real digits are accused
+    # Confident learning (cleanlab) flags only rows the model confidently puts in another class:
+    # one look finds 3 of the 6 planted errors; drop and relabel look again on their cleaner
+    # result, round after round, and find 5 (the hand-written rule before cleanlab found all 6,
+    # accusing 3-4 real digits).
+    assert len(wrong & flagged) >= (3 if action == "report" else 5)
+    assert len(flagged - wrong) <= 2  # and few real digits are accused (a 5 that looks like a 9)
     planted = [i for i in result.label_issues if i["url"] in wrong]
     assert all(i["p_label"] < i["threshold"] for i in planted)
-    # The model's class is the true digit for most (one 5 looks like a 9 to it).
-    assert sum(i["suggested"] == truth[i["url"]] for i in planted) >= 5
+    assert all(i["suggested"] == truth[i["url"]] for i in planted)  # the model's class is right
     assert _op(result, "label_review")["rows"] == len(flagged)
     labels = dict(zip(result.items["url"], result.items["label"], strict=True))
     if action == "report":
         assert result.report["n_out"] == 300 and all(labels[u] != truth[u] for u in wrong)
     if action == "drop":
-        assert result.report["n_out"] == 300 - len(flagged) and not wrong & set(labels)
+        assert result.report["n_out"] == 300 - len(flagged) and not flagged & set(labels)
         assert all(r["reason"].startswith("suspected label error") for r in result.rejects)
     if action == "relabel":
         assert sum(labels[u] == truth[u] for u in wrong) >= 5
