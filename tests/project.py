@@ -156,3 +156,24 @@ def task_run_states(api_url: str, run_id: str) -> dict[str, str]:
     runs = prefect_api(api_url, "/task_runs/filter",
                        {"flow_runs": {"id": {"any_": [run_id]}}, "limit": 50})
     return {r["name"]: r["state"]["name"] for r in runs}
+
+
+def record_validated(project: Path, profile: Any, cache_dir: str | None = None) -> str:
+    """Record `profile` (a DataFrame) as a successful validate leaves it: a DVC repository whose
+    dvc.yaml declares data/validated, committed by DVC itself into dvc.lock and the cache (as
+    the drift check reads the previous version). Returns the lock's md5 of data/validated."""
+    from dvc.repo import Repo  # noqa: PLC0415 (only the drift tests need DVC in-process)
+
+    if not (project / ".dvc").is_dir():
+        Repo.init(str(project), no_scm=True)
+    if cache_dir:
+        with (project / ".dvc/config").open("a") as config:
+            config.write(f"[cache]\n    dir = {cache_dir}\n")
+    stage = {"cmd": "python -m tasks.validate", "outs": [{"data/validated": {"persist": True}}]}
+    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"validate": stage}}))
+    (project / "data/validated").mkdir(parents=True, exist_ok=True)
+    profile.to_parquet(project / "data/validated/profile.parquet")
+    with Repo(str(project)) as repo:
+        repo.commit(f"{project / 'dvc.yaml'}:validate", force=True)
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return lock["stages"]["validate"]["outs"][0]["md5"]

@@ -4,7 +4,7 @@ Rows are the demo site's real data, written as the crawl writes them (data/raw/i
 pyjokes' jokes labelled by language (`crawlers.demo_sections.jokes`) and the Mauna Loa weekly CO2
 record (`crawlers.demo_sections.co2_weeks`), with a few defects put in by hand. The stage runs
 in-process (`validate.main()`) against a params.yaml written per task type; the previous version
-for drift is laid out as DVC 3 records it (the real `dvc repro` round trip is
+for drift is committed by DVC itself (`record_validated`; the real `dvc repro` round trip is
 tests/integration/test_drift.py).
 """
 
@@ -30,6 +30,7 @@ from tasks.core.params import Params, parse_params
 from tasks.core.plugins import task_type
 from tasks.core.text_norm import normalise_text, text_key
 from tasks.validate import ValidationOutcome, validate_items
+from tests.project import record_validated
 from tests.raw_fixture import write_items
 
 SITE = "http://127.0.0.1:8765"
@@ -250,19 +251,6 @@ def test_forecasting_dtype_flip_is_named() -> None:
     assert outcome.failures[0].startswith("expect_column_values_to_be_of_type(week) failed on 60")
 
 
-def _record(project: Path, profile: pd.DataFrame) -> None:
-    """Lay `profile` out as DVC 3 records data/validated: dvc.lock -> .dir manifest -> file."""
-    cache = project / ".dvc/cache/files/md5"
-    (cache / "ab").mkdir(parents=True)
-    profile.to_parquet(cache / "ab/cdef")
-    (cache / "12").mkdir()
-    (cache / "12/3456.dir").write_text(
-        json.dumps([{"md5": "abcdef", "relpath": "profile.parquet"}])
-    )
-    lock = {"stages": {"validate": {"outs": [{"path": "data/validated", "md5": "123456.dir"}]}}}
-    (project / "dvc.lock").write_text(yaml.safe_dump(lock))
-
-
 def _main(root: Path, params: dict, rows: list[dict], monkeypatch: pytest.MonkeyPatch) -> int:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     write_items(root / "data/raw", rows)
@@ -307,7 +295,7 @@ def test_text_stage_first_run_then_shifted_crawl(
     assert profile.set_index("url").loc[rows[0]["url"], "label"] == "de"
 
     # The site now serves the list page's 40-character teasers instead of the whole jokes.
-    _record(tmp_path, profile)
+    record_validated(tmp_path, profile)
     teasers = joke_rows(120)
     for row in teasers:
         row["text"] = row["text"][:40] + "…"
@@ -347,7 +335,7 @@ def test_series_stage_first_run_then_shifted_crawl(
     validated = (tmp_path / "data/validated/items.parquet").read_bytes()
 
     # A later stretch of the record: CO2 rose by ~25 ppm, every value is above the old ones.
-    _record(tmp_path, profile)
+    record_validated(tmp_path, profile)
     assert _main(tmp_path, params, co2_rows(500, start=1500), monkeypatch) == 1
     drift = _report(tmp_path, "drift.json")
     assert drift["status"] == "fail"
@@ -381,7 +369,7 @@ def test_previous_version_of_another_task_type_is_said_not_compared(tmp_path: Pa
     params: Params = parse_params(params_for("text_classification"))
     task = columns_of(params)
     new = _run("text_classification", joke_rows()).profile
-    _record(tmp_path, new.drop(columns="text_chars"))
+    record_validated(tmp_path, new.drop(columns="text_chars"))
     report = drift_report(tmp_path, new, params.validate_.drift, task)
     assert report["checks"]["text_length_ks"]["verdict"] == "no data"
     assert report["checks"]["text_length_ks"]["note"] == "the previous version has no text_chars"

@@ -19,6 +19,7 @@ from dvc.repo import Repo, lock_repo
 from tasks.core.drift import compare, drift_report, previous_profile, profile_of, psi
 from tasks.core.params import DriftParams, load_params
 from tasks.core.validate_derive import _with_derived
+from tests.project import record_validated
 from tests.raw_fixture import build_raw
 
 LABELS = load_params(Path(__file__).resolve().parents[3] / "params.yaml").labels
@@ -72,25 +73,6 @@ def test_shifted_crawl_drifts(tmp_path: Path, base: pd.DataFrame) -> None:
     assert not checks["image_mean_ks"]["drifted"]  # same kind of images
 
 
-def _record(project: Path, profile: pd.DataFrame, cache_dir: str | None = None) -> str:
-    """Record `profile` as a successful validate leaves it: a DVC repository whose dvc.yaml
-    declares data/validated, committed by DVC into dvc.lock and the cache. Returns the lock's md5
-    of data/validated."""
-    if not (project / ".dvc").is_dir():
-        Repo.init(str(project), no_scm=True)
-    if cache_dir:
-        with (project / ".dvc/config").open("a") as config:
-            config.write(f"[cache]\n    dir = {cache_dir}\n")
-    stage = {"cmd": "python -m tasks.validate", "outs": [{"data/validated": {"persist": True}}]}
-    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"validate": stage}}))
-    (project / "data/validated").mkdir(parents=True, exist_ok=True)
-    profile.to_parquet(project / "data/validated/profile.parquet")
-    with Repo(str(project)) as repo:
-        repo.commit(f"{project / 'dvc.yaml'}:validate", force=True)
-    lock = yaml.safe_load((project / "dvc.lock").read_text())
-    return lock["stages"]["validate"]["outs"][0]["md5"]
-
-
 def test_previous_version_comes_from_dvc_lock_and_cache(tmp_path: Path, base: pd.DataFrame) -> None:
     assert previous_profile(tmp_path) == (None, "no previous version (no dvc.lock)")
     first = drift_report(tmp_path, base, DRIFT)
@@ -99,7 +81,7 @@ def test_previous_version_comes_from_dvc_lock_and_cache(tmp_path: Path, base: pd
         "previous": "no previous version (no dvc.lock)",
         "n_new": 300,
     }
-    md5 = _record(tmp_path, base)
+    md5 = record_validated(tmp_path, base)
     assert md5.endswith(".dir")  # a directory output: its manifest names profile.parquet
     previous, source = previous_profile(tmp_path)
     pd.testing.assert_frame_equal(previous, base)
@@ -119,7 +101,7 @@ def test_the_locked_version_is_read_not_the_workspace(tmp_path: Path, base: pd.D
     """The running validate rewrites data/validated (atomically, as the stage does) while DVC's
     repository lock is held for the stage: drift reads what dvc.lock records, without the lock.
     (DVC's lock is a file lock: another Repo taking it, in this process too, fails after 3 s.)"""
-    md5 = _record(tmp_path, base)
+    md5 = record_validated(tmp_path, base)
     rewritten = tmp_path / "data/validated/profile.parquet.tmp"
     base.iloc[:10].to_parquet(rewritten)
     rewritten.replace(tmp_path / "data/validated/profile.parquet")
@@ -132,13 +114,13 @@ def test_the_locked_version_is_read_not_the_workspace(tmp_path: Path, base: pd.D
 def test_a_lock_without_data_validated_is_no_previous_version(
     tmp_path: Path, base: pd.DataFrame
 ) -> None:
-    _record(tmp_path, base)
+    record_validated(tmp_path, base)
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {}}))
     assert previous_profile(tmp_path) == (
         None,
         "no previous version (dvc.lock records no data/validated)",
     )
-    _record(tmp_path, base)
+    record_validated(tmp_path, base)
     (tmp_path / "data/validated/profile.parquet").unlink()  # a version recorded without one
     (tmp_path / "data/validated/items.parquet").write_bytes(b"items")
     with Repo(str(tmp_path)) as repo:
@@ -154,7 +136,7 @@ def test_a_lock_without_data_validated_is_no_previous_version(
 def test_a_configured_cache_dir_is_followed(
     tmp_path: Path, base: pd.DataFrame, caplog: pytest.LogCaptureFixture
 ) -> None:
-    md5 = _record(tmp_path, base, cache_dir="../shared-cache")
+    md5 = record_validated(tmp_path, base, cache_dir="../shared-cache")
     assert (tmp_path / "shared-cache/files/md5" / md5[:2] / md5[2:]).is_file()
     previous, _ = previous_profile(tmp_path)
     pd.testing.assert_frame_equal(previous, base)
