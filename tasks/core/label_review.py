@@ -9,9 +9,8 @@
   seed) go to `cleanlab.filter.find_label_issues` with `filter_by="confident_learning"`: a row is
   a likely label error when the model's top class is not its given label and the probability of
   some other class reaches that class's threshold (its mean self-confidence: the mean probability
-  the model gives the class on rows labelled with it). `clean.label_review.margin` is an extra,
-  stricter filter on top: the probability of the given label must also be below margin x the
-  given class's threshold. Flagged rows go to `reports/label_issues.csv` (`suggested` is the
+  the model gives the class on rows labelled with it); `clean.label_review.filter_by` picks
+  another of cleanlab's rules. Flagged rows go to `reports/label_issues.csv` (`suggested` is the
   model's top class); `clean.label_review.action` reports, drops or relabels them (to that class).
   Drop and relabel repeat the review on the result until nothing is flagged, so cleaning the
   output again changes nothing.
@@ -64,15 +63,12 @@ def read_overrides(path: Path, labels: LabelParams) -> dict[str, str]:
     return out
 
 
-# cleanlab's filter: "confident_learning" flags the off-diagonal rows of cleanlab's confident
-# joint, i.e. the per-class-threshold rule this module describes, with the thresholds
-# `cleanlab.count.get_confident_thresholds` reports (the `threshold` column). Simplest honest
-# mapping of the params: `margin` stays what its description says, a necessary condition
-# (p(label) < margin x threshold), now on top of cleanlab's choice. cleanlab's default filter,
-# "prune_by_noise_rate", flagged the same rows in the runs below; "predicted_neq_given" (top class
-# != label) plus `margin` is exactly the hand-written rule this module had before cleanlab.
+# `clean.label_review.filter_by` (default "confident_learning") flags the off-diagonal rows of
+# cleanlab's confident joint: the per-class-threshold rule above, with the thresholds
+# `cleanlab.count.get_confident_thresholds` reports (the `threshold` column).
 # Measured with scikit-learn's digits (pixels 0..255 as the demo site serves them), labels flipped
-# to a random other digit (numpy default_rng(0)), default params (5 folds, margin 0.2):
+# to a random other digit (numpy default_rng(0)), 5 folds, against the hand-written rule this
+# module had before (top class != label and p(label) < 0.2 x threshold):
 #   1797 rows, 10 flipped: before 9 of 10 found + 25 correct rows flagged; now 7 of 10 + 1.
 #   300 rows, 6 flipped: before 6 of 6 + 1; now 4 of 6 + 0.
 #   The 300-row test fixture through clean (6 labels set to (true + 1) % 10): report before
@@ -80,9 +76,9 @@ def read_overrides(path: Path, labels: LabelParams) -> dict[str, str]:
 #   Time at 1797 rows: 2.3-4.5 s either way on a busy 2-core machine, all in cross_val_predict;
 #   cleanlab's filter and thresholds take 4-10 ms, importing cleanlab 0.06 s after sklearn.
 # Confident learning flags only rows the model confidently puts in another class: the flips it
-# missed had p(top class) 0.50-0.79, under that class's threshold (0.74-0.91). The default margin
-# 0.2 removed none of cleanlab's flags in these runs (their highest p(label) / threshold: 0.13).
-CLEANLAB_FILTER = "confident_learning"
+# missed had p(top class) 0.50-0.79, under that class's threshold (0.74-0.91). In relabel mode
+# that trade is the right one (the old rule would have relabelled 25 correct rows to fix 9);
+# "prune_by_noise_rate" flagged the same rows here, "predicted_neq_given" is the high-recall rule.
 
 
 def find_label_issues(
@@ -110,10 +106,9 @@ def find_label_issues(
         proba = cross_val_predict(model, x, label_index, cv=cv, method="predict_proba")
     seen = np.unique(label_index)  # proba's columns are the classes present, in order
     col = np.searchsorted(seen, label_index)  # cleanlab wants labels 0..K-1 of proba's columns
-    flagged = cleanlab_issues(col, proba, filter_by=CLEANLAB_FILTER, n_jobs=1)
+    flagged = cleanlab_issues(col, proba, filter_by=params.filter_by, n_jobs=1)
     p_label = proba[np.arange(len(x)), col]
     threshold = get_confident_thresholds(col, proba)[col]
-    flagged &= p_label < params.margin * threshold
     rows = np.flatnonzero(flagged)
     issues = pd.DataFrame(
         {

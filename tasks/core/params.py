@@ -399,10 +399,12 @@ class LabelReviewParams(_Section):
         "report", description="report: list in reports/label_issues.csv only; drop or relabel."
     )
     folds: int = Field(5, ge=2, le=20, description="Cross-validation folds.")
-    # Confident learning flags a row when p(given label) < its class's mean self-confidence. On
-    # sklearn's 1797 digits with 10 labels flipped, margin 0.2 flags all 10 plus 24 others
-    # (0.5: 10 + 64; 0.1: 10 + 9 at 1797 rows but only 9 of 10 at 200 rows).
-    margin: float = Field(0.2, ge=0.0, le=1.0, description="Flag if p(label) < margin x threshold.")
+    # On scikit-learn's 1797 digits with 10 labels flipped: confident_learning finds 7 of the 10
+    # and flags 1 correct label; predicted_neq_given flags every row the model gets wrong out of
+    # fold (high recall, many correct labels). Figures in tasks/core/label_review.py.
+    filter_by: Literal[
+        "confident_learning", "prune_by_noise_rate", "prune_by_class", "both", "predicted_neq_given"
+    ] = Field("confident_learning", description="cleanlab's rule for a likely label error.")
     min_rows: int = Field(50, ge=10, description="Skip the review below this many rows.")
 
 
@@ -534,7 +536,8 @@ class PromoteParams(_Section):
             "macro_f1",
             description="Compared between challenger and champion, both on the current test "
             "split: accuracy/macro_f1 (classification, higher is better), mae/rmse/mape "
-            "(forecasting) or val_loss/perplexity (generation), lower is better.",
+            "(forecasting) or val_loss/perplexity (generation), lower is better. Default: the "
+            "task type's first headline metric (macro_f1, mae, val_loss).",
         )
     )
     min_improvement: float = Field(
@@ -581,13 +584,14 @@ class Params(_Section):
     in a key of another task type is an unknown key. `parse_params` picks the subclass by
     `project.task`: a union discriminated by that key."""
 
-    # The test metrics this task type reports that promote can compare (promote.metric).
+    # The test metrics this task type reports that promote can compare (promote.metric); the
+    # first is promote.metric's default.
     HEADLINE_METRICS: ClassVar[tuple[str, ...]] = ()
 
     project: ProjectParams
     demo_site: DemoSiteParams = DemoSiteParams()
     crawl: CrawlParams
-    labels: LabelParams
+    labels: LabelParams = LabelParams()
     validate_: ValidateParams = Field(alias="validate")
     clean: CleanParams = CleanParams()
     train: TrainParams
@@ -598,6 +602,14 @@ class Params(_Section):
     schedule: ScheduleParams = ScheduleParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _promote_metric_defaults_to_the_headline(cls, data: Any) -> Any:
+        promote = data.get("promote", {}) if isinstance(data, dict) else None
+        if cls.HEADLINE_METRICS and isinstance(promote, dict) and "metric" not in promote:
+            return {**data, "promote": {**promote, "metric": cls.HEADLINE_METRICS[0]}}
+        return data
 
     @model_validator(mode="after")
     def _promote_metric_is_measured(self) -> Params:
@@ -641,7 +653,7 @@ class ClassificationEvaluateParams(EvaluateParams):
 class ClassificationParams(Params):
     """The base of the task types that learn labels.classes (images, texts)."""
 
-    HEADLINE_METRICS: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1")
+    HEADLINE_METRICS: ClassVar[tuple[str, ...]] = ("macro_f1", "accuracy")
 
     evaluate: ClassificationEvaluateParams = ClassificationEvaluateParams()
 

@@ -88,9 +88,37 @@ def test_out_of_range_value_names_field_and_bound(raw, section, key, value, boun
 
 def test_missing_section_is_named(raw) -> None:
     bad = copy.deepcopy(raw)
-    del bad["labels"]
-    with pytest.raises(ParamsError, match="'labels': Field required"):
+    del bad["crawl"]
+    with pytest.raises(ParamsError, match="'crawl': Field required"):
         parse_params(bad)
+
+
+def test_classification_without_labels_names_the_classes(raw) -> None:
+    bad = copy.deepcopy(raw)
+    del bad["labels"]  # optional for the task types that have no labels, not for these
+    with pytest.raises(ParamsError, match="needs labels.classes with at least 2 classes"):
+        parse_params(bad)
+
+
+@pytest.mark.parametrize(
+    ("task", "metric"),
+    [("image_classification", "macro_f1"), ("forecasting", "mae"), ("text_generation", "val_loss")],
+)
+def test_promote_metric_defaults_to_the_first_headline_metric(task: str, metric: str) -> None:
+    crawl = {"start_urls": ["http://a/"], "allowed_domains": ["a"], "item_url_pattern": "/i/"}
+    minimal = {
+        "project": {"name": "x", "task": task},
+        "crawl": {**crawl, "fields": {"text": {"css": "p::text"}}},
+        "labels": {"classes": ["a", "b"]} if task.endswith("classification") else {},
+        "validate": {"min_rows": 10, "required_columns": [], "non_null_columns": []}
+        | ({"image_width": 8, "image_height": 8} if task.startswith("image") else {}),
+        "clean": {"series": {"time_column": "t", "value_column": "v"}}
+        if task == "forecasting"
+        else {},
+        "train": {},
+    }
+    params = parse_params(minimal)
+    assert params.promote.metric == metric == task_type(task).headline_metrics[0]
 
 
 def test_alias_to_unknown_class_is_refused(raw) -> None:
