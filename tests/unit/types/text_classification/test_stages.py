@@ -3,16 +3,19 @@
 A data/clean/items.parquet is made by the real clean stage from a validated table of English,
 German and Spanish jokes; then train, evaluate and export run as `python -m tasks.<stage>` would
 (in the test's working directory), with a tiny Transformer, and the MiniLM fine-tune is checked
-on a few dozen texts (max_len 32, offline, CPU).
+on a few dozen texts (max_len 32, offline, CPU), with its save/load and ONNX round trips and the
+pretrained encoder's sentence embeddings.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ import yaml
 
 from tasks.core import registry
 from tasks.core.engine import EngineConfig, TaskData, fit
-from tasks.core.models import load_model, predict_logits
+from tasks.core.models import load_model, predict_logits, save_model
 from tasks.core.objectives import classification_metrics
 from tasks.core.params import Params, ParamsError, parse_params
 from tasks.core.tokenizers import MiniLMTokenizer, fit_tokenizer
@@ -172,9 +175,10 @@ def _minilm_data(tokenizer: MiniLMTokenizer) -> tuple[TaskData, int]:
     return TaskData(ids[~val], y[~val], ids[val], y[val]), int(val.sum())
 
 
-def test_minilm_fine_tunes_offline_and_exports(tmp_path: Path, monkeypatch) -> None:
+def test_minilm_fine_tunes_offline_saves_and_exports(tmp_path: Path, monkeypatch) -> None:
     """The pretrained encoder + a new head: one epoch on 28 texts lowers the validation loss
-    and beats chance; the ONNX graph (ids only, mask inside) matches PyTorch."""
+    and beats chance; saved as a Kiln model, it loads back (serving's torch backend) with the
+    same logits; the ONNX graph of the loaded model (ids only, mask inside) matches PyTorch."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     params = _params(
         {
@@ -188,7 +192,12 @@ def test_minilm_fine_tunes_offline_and_exports(tmp_path: Path, monkeypatch) -> N
     tokenizer = fit_tokenizer(params.train.text, [], tc.package_dir())
     torch.manual_seed(0)
     model, architecture, config = tc.build_classifier(params, tokenizer, len(LANGUAGES))
-    assert architecture == "minilm" and config["hidden"] == 384 and config["layers"] == 6
+    assert architecture == "minilm"
+    assert config == {  # the card's config: BertModel is rebuilt from it, without the package
+        "n_classes": 3, "vocab_size": 30522, "hidden": 384, "layers": 6, "heads": 12,
+        "intermediate": 1536, "max_positions": 512, "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12, "dropout": 0.1, "pad_id": 0,
+    }  # fmt: skip
     data, n_val = _minilm_data(tokenizer)
     before = classification_metrics(predict_logits(model, data.x_val), data.y_val)
     cfg = EngineConfig(epochs=1, batch_size=8, lr=1e-4, device="cpu", seed=0)
@@ -203,11 +212,17 @@ def test_minilm_fine_tunes_offline_and_exports(tmp_path: Path, monkeypatch) -> N
 
     batch = tc.parity_batch(data.x_val.numpy(), tokenizer)
     card = {
-        "preprocessing": {"tokenizer": tokenizer.spec()},
+        "architecture": architecture,
+        "config": config,
         "classes": list(LANGUAGES),
-        "weights_sha256": "-",
+        "preprocessing": {"tokenizer": tokenizer.spec()},
     }
-    _, info = tc.export_text_model(run.model, card, batch, params.export)
+    card = save_model(run.model, tmp_path / "models", card)
+    want = predict_logits(run.model, torch.from_numpy(batch)).numpy()
+    np.testing.assert_array_equal(tc.torch_runner(tmp_path / "models")(batch), want)
+
+    loaded, card = load_model(tmp_path / "models", ARCHITECTURES)
+    _, info = tc.export_text_model(loaded, card, batch, params.export)
     assert info["parity"]["n"] == n_val + 2
     assert info["parity"]["argmax_agree"] == n_val + 2
     assert info["parity"]["max_abs_diff"] <= params.export.atol
@@ -220,18 +235,75 @@ def test_minilm_refuses_a_tokenizer_of_another_vocabulary() -> None:
         config_from_pretrained(tc.package_dir(), 3, 0.1, tokenizer_vocab=259, pad_id=0)
 
 
-def test_minilm_encoder_matches_sentence_transformers() -> None:
-    """Our plain-torch BERT gives the package's own sentence embeddings (mean pool)."""
-    st = pytest.importorskip("sentence_transformers")
-    texts = ["This is an offline sentence embedding", "Another text"]
-    tokenizer = MiniLMTokenizer.from_file(tc.package_dir() / "tokenizer.json", 16)
+def _pretrained_embedder(max_len: int) -> tuple[MiniLMTokenizer, torch.nn.Module]:
+    """The pretrained MiniLM with its head replaced: ids -> mean-pooled sentence embeddings."""
+    tokenizer = MiniLMTokenizer.from_file(tc.package_dir() / "tokenizer.json", max_len)
     model, _ = pretrained_classifier(2, 0.0, tokenizer.vocab_size, tokenizer.pad_id)
     model.classifier = torch.nn.Identity()  # the pooled embedding instead of logits
+    return tokenizer, model
+
+
+def test_pretrained_minilm_embeds_paraphrases_closer_than_unrelated_texts() -> None:
+    """The package's weights are in place: a paraphrase is far nearer than an unrelated text."""
+    tokenizer, model = _pretrained_embedder(24)
+    texts = [
+        "A man is playing a guitar.",
+        "Someone plays the guitar.",
+        "The stock market fell sharply on Monday.",
+    ]
+    vectors = predict_logits(model, torch.from_numpy(tokenizer.encode(texts)))
+    cos = F.cosine_similarity(vectors[:, None], vectors[None, :], dim=-1)
+    assert cos[0, 1] > 0.6 and cos[0, 2] < 0.2 and cos[1, 2] < 0.2, cos
+
+
+def test_minilm_encoder_matches_sentence_transformers() -> None:
+    """BertModel with the package's weights, the MiniLM tokenizer and Kiln's mean pool give the
+    package's own sentence embeddings (sentence-transformers, loaded from the package's files)."""
+    st = pytest.importorskip("sentence_transformers")
+    texts = ["This is an offline sentence embedding", "Another text"]
+    tokenizer, model = _pretrained_embedder(16)
     ours = predict_logits(model, torch.from_numpy(tokenizer.encode(texts)))
-    reference = st.SentenceTransformer(str(tc.package_dir()), device="cpu")
+    reference = st.SentenceTransformer(str(tc.package_dir()), device="cpu", local_files_only=True)
     theirs = reference.encode(texts, convert_to_tensor=True, normalize_embeddings=False)
     cos = torch.nn.functional.cosine_similarity(ours, theirs.float(), dim=-1)
     assert cos.min() > 0.9999, cos
+
+
+def test_minilm_onnx_graph_takes_any_batch_and_length() -> None:
+    """transformers' attention and mask code, traced by the TorchScript exporter, keeps batch and
+    sequence length dynamic: padded rows, an all-pad row and other lengths match PyTorch."""
+    tokenizer, model = _pretrained_embedder(16)
+    example = torch.from_numpy(tokenizer.encode(["A first text to trace", "and a second"]))
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings
+        torch.onnx.export(
+            model.eval(), (example,), buffer, dynamo=False, opset_version=17,
+            input_names=["ids"], output_names=["out"],
+            dynamic_axes={"ids": {0: "batch", 1: "tokens"}, "out": {0: "batch"}},
+        )  # fmt: skip
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    for max_len, texts in ((5, ["Hi"]), (40, ["Why did the chicken cross the road?", "", "x"])):
+        ids = MiniLMTokenizer.from_file(tc.package_dir() / "tokenizer.json", max_len).encode(texts)
+        ids = np.concatenate([ids, np.zeros((1, max_len), np.int64)])  # an all-pad row
+        got = session.run(["out"], {"ids": ids})[0]
+        want = predict_logits(model, torch.from_numpy(ids)).numpy()
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_text_stages_do_not_import_transformers() -> None:
+    """transformers (seconds to import) is imported only when a MiniLM is built."""
+    code = (
+        "import sys; import tasks.types.text_classification.stages\n"
+        "print('transformers' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False"]
 
 
 def test_serving_a_text_model_does_not_import_torch(project: Path) -> None:
