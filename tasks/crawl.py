@@ -40,13 +40,11 @@ from crawlers.revisit import PageVisit
 from crawlers.urlguard import check_crawl_config
 from tasks.core.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from tasks.core.params import CrawlParams, ParamsError, load_params
+from tasks.core.paths import CRAWL_REPORT, RAW_DIR, WORK_DIR
 from tasks.core.stage import setup_logging
 
 logger = logging.getLogger("kiln.crawl")
 
-RAW_DIR = Path("data/raw")
-REPORT_PATH = Path("reports/crawl.json")
-WORK_DIR = Path(".kiln")  # the spider's scratch output lives here, beside data/, not in /tmp
 JOB_DIR = WORK_DIR / "crawl-job"  # an unfinished crawl: its output so far and Scrapy's JOBDIR
 CACHE_DIR = WORK_DIR / "httpcache"
 STATE_PATH = WORK_DIR / "crawl-state.json"  # when each item page was checked (crawlers/revisit.py)
@@ -360,7 +358,7 @@ def main() -> int:
         result = crawl_site(cfg, previous, JOB_DIR, cache_dir=cache, resume=resume, visits=visits,
                             list_pages=ahead)  # fmt: skip
         write_raw(result)
-        write_json(REPORT_PATH, result.stats)
+        write_json(CRAWL_REPORT, result.stats)
         revisit.save_state(STATE_PATH, cfg, result.visits, result.list_pages)  # after data/raw
         if cache is not None:
             prune_http_cache(cache, int(cfg.http_cache_max_mb * 2**20))

@@ -30,6 +30,7 @@ from tasks.core.io import write_json
 from tasks.core.models import CARD_FILE, WEIGHTS_FILE, ModelError, read_card
 from tasks.core.onnx_export import ONNX_CARD, ONNX_FILE
 from tasks.core.params import ParamsError, load_params
+from tasks.core.paths import CLEAN_DIR, EXPORT_DIR, METRICS, MODELS_DIR, PROMOTION_REPORT
 from tasks.core.plugins import task_type
 from tasks.core.stage import setup_logging
 
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("kiln.promote")
 
-CLEAN_DIR, MODELS_DIR, EXPORT_DIR = Path("data/clean"), Path("models"), Path("export")
-METRICS, REPORT = Path("reports/metrics.json"), Path("reports/promotion.json")
 LABELS = {
     "accuracy": "accuracy",
     "macro_f1": "macro-F1",
@@ -287,8 +286,8 @@ def main() -> int:
     except (ParamsError, DataError, ModelError, PromoteError, registry.RegistryError) as exc:
         logger.error("promote failed (champion untouched): %s", exc)
         return 1
-    write_json(REPORT, report)
-    logger.info("%s; wrote %s", report["reason"], REPORT)
+    write_json(PROMOTION_REPORT, report)
+    logger.info("%s; wrote %s", report["reason"], PROMOTION_REPORT)
     return 0
 
 

@@ -38,6 +38,14 @@ from tasks.core.gx_suite import Check, RawItemsSuite
 from tasks.core.io import atomic_dir, read_jsonl, write_json, write_jsonl, write_parquet
 from tasks.core.label_review import OverridesError, read_overrides
 from tasks.core.params import LabelParams, ParamsError, ValidateParams, load_params
+from tasks.core.paths import (
+    DRIFT_REPORT,
+    RAW_DIR,
+    VALIDATE_QUARANTINE,
+    VALIDATE_REPORT,
+    VALIDATED_DIR,
+    VALIDATION_DIR,
+)
 from tasks.core.plugins import task_type
 from tasks.core.stage import setup_logging
 from tasks.core.validate_derive import (
@@ -50,13 +58,6 @@ from tasks.core.validate_derive import (
 from tasks.core.validate_report import validation_summary
 
 log = logging.getLogger("kiln.validate")
-
-RAW_DIR = Path("data/raw")
-VALIDATED_DIR = Path("data/validated")
-QUARANTINE = Path("data/quarantine/validate.jsonl")
-REPORT_DIR = Path("reports/validation")
-METRICS = Path("reports/validate.json")
-DRIFT = Path("reports/drift.json")
 
 
 @dataclass
@@ -289,29 +290,29 @@ def main() -> int:
     if len(outcome.valid):
         drift = drift_report(Path.cwd(), outcome.profile, params.validate_.drift, task)
         outcome.add_drift(drift)
-    with atomic_dir(REPORT_DIR) as tmp:
+    with atomic_dir(VALIDATION_DIR) as tmp:
         outcome.suite.write_docs(tmp)
-        write_json(tmp / "summary.json", validation_summary(outcome, REPORT_DIR / "index.html"))
+        write_json(tmp / "summary.json", validation_summary(outcome, VALIDATION_DIR / "index.html"))
         (tmp / "drift.csv").write_text(drift_csv(drift), encoding="utf-8")
-    write_json(METRICS, outcome.metrics)
-    write_json(DRIFT, drift)
+    write_json(VALIDATE_REPORT, outcome.metrics)
+    write_json(DRIFT_REPORT, drift)
     for warning in outcome.warnings:
         log.warning("%s", warning)
     if not outcome.success:
         log.error("validation failed: %s", "; ".join(outcome.failures))
-        log.error("%s left as it was; report: %s/index.html", VALIDATED_DIR, REPORT_DIR)
+        log.error("%s left as it was; report: %s/index.html", VALIDATED_DIR, VALIDATION_DIR)
         return 1
     with atomic_dir(VALIDATED_DIR) as tmp:
         write_parquet(outcome.valid, tmp / "items.parquet")
         write_parquet(outcome.profile, tmp / PROFILE)
-    write_jsonl(QUARANTINE, outcome.quarantine)
+    write_jsonl(VALIDATE_QUARANTINE, outcome.quarantine)
     log.info(
         "validated %d of %d rows, quarantined %d, in %.1f s; report: %s/index.html",
         len(outcome.valid),
         outcome.n_in,
         len(outcome.quarantine),
         time.perf_counter() - started,
-        REPORT_DIR,
+        VALIDATION_DIR,
     )
     return 0
 

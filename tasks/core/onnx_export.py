@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from tasks.core.io import atomic_dir, write_bytes, write_json
+from tasks.core.paths import EXPORT_DIR
 
-EXPORT_DIR = Path("export")
 ONNX_FILE, ONNX_CARD = "model.onnx", "onnx.json"
 
 

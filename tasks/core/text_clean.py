@@ -37,6 +37,13 @@ from tasks.core.clean_dedupe import keep_first_of_each
 from tasks.core.io import atomic_dir, write_json, write_jsonl, write_parquet
 from tasks.core.label_review import ISSUE_COLUMNS, OverridesError, read_overrides, write_csv
 from tasks.core.labels import normalise_label
+from tasks.core.paths import (
+    CLEAN_DIR,
+    CLEAN_QUARANTINE,
+    CLEAN_REPORT,
+    LABEL_ISSUES,
+    VALIDATED_ITEMS,
+)
 from tasks.core.splits import split_of
 from tasks.core.text_norm import dedupe_form, normalise_text, text_key
 
@@ -45,11 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kiln.clean")
 
-VALIDATED = Path("data/validated/items.parquet")
-CLEAN_DIR = Path("data/clean")
-QUARANTINE = Path("data/quarantine/clean.jsonl")
-METRICS = Path("reports/clean.json")
-LABEL_ISSUES = Path("reports/label_issues.csv")
 SPLITS = ("train", "val", "test")
 
 
@@ -209,11 +211,11 @@ def clean_texts_stage(params: Params, classify: bool) -> int:
     """The clean stage of the text task types (`classify`: the texts have labels); returns the
     exit code."""
     started = time.perf_counter()
-    if not VALIDATED.is_file():
-        log.error("%s not found: run the validate stage first", VALIDATED)
+    if not VALIDATED_ITEMS.is_file():
+        log.error("%s not found: run the validate stage first", VALIDATED_ITEMS)
         return 1
-    df = pd.read_parquet(VALIDATED)
-    log.info("read %d rows from %s", len(df), VALIDATED)
+    df = pd.read_parquet(VALIDATED_ITEMS)
+    log.info("read %d rows from %s", len(df), VALIDATED_ITEMS)
     try:
         overrides = {}
         if classify:
@@ -227,9 +229,9 @@ def clean_texts_stage(params: Params, classify: bool) -> int:
         return 1
     with atomic_dir(CLEAN_DIR) as tmp:
         write_items(result.items, tmp / "items.parquet")
-    write_jsonl(QUARANTINE, result.rejects)
+    write_jsonl(CLEAN_QUARANTINE, result.rejects)
     write_csv(LABEL_ISSUES, [], ISSUE_COLUMNS)  # no text label review: the header alone
-    write_json(METRICS, result.report)
+    write_json(CLEAN_REPORT, result.report)
     r = result.report
     for op in r["operations"]:
         log.info("  %s: %d rows", op["op"], op["rows"])

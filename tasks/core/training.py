@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("kiln.train")
 
-MODELS_DIR, REPORTS_DIR = Path("models"), Path("reports/train")
-CHECKPOINTS_DIR = Path(".kiln/checkpoints")
 MAXIMISED = ("val_acc",)  # validation metrics where higher is better; the others are losses/errors
 CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout or the training loop changes meaning
 

@@ -54,6 +54,18 @@ from tasks.core.label_review import ISSUE_COLUMNS, write_csv
 from tasks.core.models import ModelError, build_model, save_model
 from tasks.core.objectives import regression_metrics
 from tasks.core.onnx_export import write_export
+from tasks.core.paths import (
+    CHECKPOINTS_DIR,
+    CLEAN_DIR,
+    CLEAN_QUARANTINE,
+    CLEAN_REPORT,
+    EXPORT_DIR,
+    LABEL_ISSUES,
+    MODELS_DIR,
+    REPORTS_DIR,
+    TRAIN_REPORTS,
+    VALIDATED_ITEMS,
+)
 from tasks.core.training import engine_config, write_live
 from tasks.types.forecasting.data import (
     Series,
@@ -78,12 +90,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("kiln.forecasting")
 
-VALIDATED = Path("data/validated/items.parquet")
-CLEAN_DIR, QUARANTINE = Path("data/clean"), Path("data/quarantine/clean.jsonl")
-CLEAN_REPORT, LABEL_ISSUES = Path("reports/clean.json"), Path("reports/label_issues.csv")
-MODELS_DIR, TRAIN_REPORTS = Path("models"), Path("reports/train")
-REPORTS_DIR, EXPORT_DIR = Path("reports"), Path("export")
-CHECKPOINTS_DIR = Path(".kiln/checkpoints")
 CHECKPOINT_FORMAT = 1  # bump when the windows or the scaling change meaning
 STAGE_ERRORS = (DataError, ModelError, TrainError, OSError)
 
@@ -92,14 +98,14 @@ STAGE_ERRORS = (DataError, ModelError, TrainError, OSError)
 def clean_stage(params: Params) -> int:
     log = logging.getLogger("kiln.clean")
     try:
-        rows = pd.read_parquet(VALIDATED)
+        rows = pd.read_parquet(VALIDATED_ITEMS)
         result = clean_series(rows, params.clean)
     except (DataError, OSError, ValueError) as exc:
         log.error("clean failed: %s", exc)
         return 1
     with atomic_dir(CLEAN_DIR) as tmp:
         write_parquet(result.items, tmp / "items.parquet")
-    write_jsonl(QUARANTINE, result.rejects)
+    write_jsonl(CLEAN_QUARANTINE, result.rejects)
     write_csv(LABEL_ISSUES, [], ISSUE_COLUMNS)  # a series has no labels to review
     write_json(CLEAN_REPORT, result.report)
     r = result.report

@@ -51,6 +51,14 @@ from tasks.core.label_review import (
 )
 from tasks.core.labels import normalise_label
 from tasks.core.params import LabelParams
+from tasks.core.paths import (
+    CLEAN_DIR,
+    CLEAN_QUARANTINE,
+    CLEAN_REPORT,
+    LABEL_ISSUES,
+    RAW_IMAGES,
+    VALIDATED_ITEMS,
+)
 from tasks.core.splits import SPLITS, split_of
 
 if TYPE_CHECKING:
@@ -58,12 +66,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kiln.clean")
 
-VALIDATED = Path("data/validated/items.parquet")
-IMAGES_DIR = Path("data/raw/images")
-CLEAN_DIR = Path("data/clean")
-QUARANTINE = Path("data/quarantine/clean.jsonl")
-METRICS = Path("reports/clean.json")
-LABEL_ISSUES = Path("reports/label_issues.csv")
 
 REQUIRED = ("url", "label", "image_path")
 
@@ -243,26 +245,26 @@ def _write_parquet(items: pd.DataFrame, target: Path, numeric: list[str]) -> Non
 def clean_stage(params: ImageParams) -> int:
     """data/validated + data/raw/images -> data/clean/, quarantine, reports; the exit code."""
     started = time.perf_counter()
-    if not VALIDATED.is_file():
-        log.error("%s not found: run the validate stage first", VALIDATED)
+    if not VALIDATED_ITEMS.is_file():
+        log.error("%s not found: run the validate stage first", VALIDATED_ITEMS)
         return 1
-    df = pd.read_parquet(VALIDATED)
-    log.info("read %d rows from %s", len(df), VALIDATED)
+    df = pd.read_parquet(VALIDATED_ITEMS)
+    log.info("read %d rows from %s", len(df), VALIDATED_ITEMS)
     try:
         overrides = read_overrides(Path(params.labels.overrides), params.labels)
     except OverridesError as exc:
         log.error("%s", exc)
         return 1
-    result = clean_items(df, IMAGES_DIR, params.labels, params.clean, overrides)
+    result = clean_items(df, RAW_IMAGES, params.labels, params.clean, overrides)
     if result.items.empty:
         log.error("clean kept none of %d rows; %s left as it was", len(df), CLEAN_DIR)
         return 1
     with atomic_dir(CLEAN_DIR) as tmp:
         _write_parquet(result.items, tmp / "items.parquet", list(params.clean.numeric_columns))
         np.save(tmp / "pixels.npy", result.pixels, allow_pickle=False)
-    write_jsonl(QUARANTINE, result.rejects)
+    write_jsonl(CLEAN_QUARANTINE, result.rejects)
     write_csv(LABEL_ISSUES, result.label_issues, ISSUE_COLUMNS)
-    write_json(METRICS, result.report)
+    write_json(CLEAN_REPORT, result.report)
     r = result.report
     log.info(
         "kept %d of %d rows (%d duplicates, %d rejected, %d relabelled), splits %s, in %.1f s",
@@ -275,4 +277,3 @@ def clean_stage(params: ImageParams) -> int:
         time.perf_counter() - started,
     )
     return 0
-

@@ -85,4 +85,3 @@ def load_train_data(clean_dir: Path | str, classes: list[str]) -> TrainData:
             f"{clean.items['split'].value_counts().to_dict()}"
         )
     return data
-

@@ -23,6 +23,7 @@ from tasks.core.classification import EvalResult, write_reports
 from tasks.core.dataset import DataError, check_labels
 from tasks.core.engine import pick_device
 from tasks.core.models import ModelError, load_model, predict_logits
+from tasks.core.paths import CLEAN_DIR, MODELS_DIR, REPORTS_DIR
 from tasks.types.image_classification.data import Split, read_clean
 from tasks.types.image_classification.models import ARCHITECTURES, preprocess
 
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from tasks.types.image_classification.params import ImageParams
 
 logger = logging.getLogger("kiln.evaluate")
-
-CLEAN_DIR, MODELS_DIR, REPORTS_DIR = Path("data/clean"), Path("models"), Path("reports")
 
 
 def evaluate_model(model: nn.Module, card: dict[str, Any], data: Split) -> EvalResult:

@@ -20,7 +20,6 @@ import hashlib
 import io
 import logging
 import warnings
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,6 +35,7 @@ from tasks.core.onnx_export import (
     compare_logits,
     write_export,
 )
+from tasks.core.paths import CLEAN_DIR, MODELS_DIR
 from tasks.types.image_classification.data import read_clean
 from tasks.types.image_classification.models import ARCHITECTURES, preprocess
 
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("kiln.export")
 
-CLEAN_DIR, MODELS_DIR = Path("data/clean"), Path("models")
 INPUT, OUTPUT = "pixels", "logits"
 
 

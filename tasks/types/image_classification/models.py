@@ -65,8 +65,6 @@ class CNN(nn.Module):
         return {"in_channels": conv1[1], "channels": conv1[0], "n_classes": head[0]}
 
 
-
-
 ARCHITECTURES: dict[str, tuple[type, type[nn.Module]]] = {"cnn": (CNNConfig, CNN)}
 
 

@@ -32,15 +32,8 @@ from tasks.core.engine import TaskData, TrainError, fit, pick_device
 from tasks.core.io import atomic_dir
 from tasks.core.models import ModelError, build_model, save_model
 from tasks.core.objectives import classification_metrics
-from tasks.core.training import (
-    CHECKPOINTS_DIR,
-    MODELS_DIR,
-    REPORTS_DIR,
-    TrainResult,
-    checkpoint_key,
-    engine_config,
-    write_live,
-)
+from tasks.core.paths import CHECKPOINTS_DIR, CLEAN_DIR, MODELS_DIR, TRAIN_REPORTS
+from tasks.core.training import TrainResult, checkpoint_key, engine_config, write_live
 from tasks.types.image_classification.data import Split, TrainData, load_train_data
 from tasks.types.image_classification.models import ARCHITECTURES, preprocess
 
@@ -49,8 +42,6 @@ if TYPE_CHECKING:
     from tasks.types.image_classification.params import ImageParams
 
 logger = logging.getLogger("kiln.train")
-
-CLEAN_DIR = Path("data/clean")
 
 
 def _preprocessing(pixels: np.ndarray) -> dict[str, float]:
@@ -145,9 +136,12 @@ def train_stage(params: ImageParams) -> int:
     }
     with atomic_dir(MODELS_DIR) as tmp:
         card = save_model(result.model, tmp, card)
-    write_live(result, REPORTS_DIR)
+    write_live(result, TRAIN_REPORTS)
     shutil.rmtree(result.checkpoint_path, ignore_errors=True)  # done: the next run starts fresh
     logger.info(
-        "wrote %s (weights sha256 %s…) and %s", MODELS_DIR, card["weights_sha256"][:12], REPORTS_DIR
+        "wrote %s (weights sha256 %s…) and %s",
+        MODELS_DIR,
+        card["weights_sha256"][:12],
+        TRAIN_REPORTS,
     )
     return 0

@@ -39,6 +39,7 @@ from tasks.core.io import atomic_dir, write_bytes
 from tasks.core.models import ModelError, build_model, load_model, predict_logits, save_model
 from tasks.core.objectives import classification_metrics
 from tasks.core.onnx_export import ExportError, compare_logits, write_export
+from tasks.core.paths import CHECKPOINTS_DIR, CLEAN_ITEMS, EXPORT_DIR, MODELS_DIR, REPORTS_DIR
 from tasks.core.text_clean import clean_texts_stage
 from tasks.core.tokenizers import (
     Tokenizer,
@@ -48,13 +49,7 @@ from tasks.core.tokenizers import (
     tokenizer_files,
     tokenizer_from_spec,
 )
-from tasks.core.training import (
-    CHECKPOINTS_DIR,
-    TrainResult,
-    checkpoint_key,
-    engine_config,
-    write_live,
-)
+from tasks.core.training import TrainResult, checkpoint_key, engine_config, write_live
 from tasks.types.text_classification.minilm import MiniLMError, package_dir, pretrained_classifier
 from tasks.types.text_classification.models import ARCHITECTURES
 
@@ -65,8 +60,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("kiln.train")
 
-CLEAN_ITEMS, MODELS_DIR = Path("data/clean/items.parquet"), Path("models")
-REPORTS_DIR, EXPORT_DIR = Path("reports"), Path("export")
 ERRORS = (DataError, ModelError, TokenizerError, TrainError, ValueError)
 INPUT, OUTPUT = "ids", "logits"
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tasks.core.io import atomic_dir, write_json
+from tasks.core.paths import CHECKPOINTS_DIR, CLEAN_DIR, EXPORT_DIR, MODELS_DIR, REPORTS_DIR
 from tasks.types.text_generation.export import export_onnx
 from tasks.types.text_generation.sampling import (
     Tokenizer,
@@ -59,9 +60,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("kiln.text_generation")
 
-CLEAN_DIR, MODELS_DIR = Path("data/clean"), Path("models")
-REPORTS_DIR, EVALUATION_DIR = Path("reports"), Path("reports/evaluation")
-EXPORT_DIR, CHECKPOINTS_DIR = Path("export"), Path(".kiln/checkpoints")
+EVALUATION_DIR = REPORTS_DIR / "evaluation"
 ONNX_FILE, ONNX_CARD = "model.onnx", "onnx.json"
 ARCHITECTURE = "char_transformer"
 CHECKPOINT_FORMAT = 1  # bump when the stream, blocks or model input change meaning
@@ -187,7 +186,7 @@ def train_stage(params: Params) -> int:
     from tasks.core.dataset import DataError  # noqa: PLC0415
     from tasks.core.engine import TrainError  # noqa: PLC0415
     from tasks.core.models import ModelError, save_model  # noqa: PLC0415
-    from tasks.core.training import REPORTS_DIR as TRAIN_REPORTS  # noqa: PLC0415
+    from tasks.core.paths import TRAIN_REPORTS  # noqa: PLC0415
     from tasks.core.training import write_live  # noqa: PLC0415
 
     try:

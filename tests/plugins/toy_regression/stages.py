@@ -19,8 +19,9 @@ from serve.schemas import TaskSpec
 from tasks.core.io import atomic_dir, write_json, write_jsonl, write_parquet
 from tasks.core.models import load_model, save_model
 from tasks.core.onnx_export import compare_logits, write_export
+from tasks.core.paths import TRAIN_REPORTS
 from tasks.core.splits import split_of
-from tasks.core.training import REPORTS_DIR, write_live
+from tasks.core.training import write_live
 
 log = logging.getLogger("kiln.toy")
 CLEAN = Path("data/clean")
@@ -47,8 +48,10 @@ def clean(params: Any) -> int:  # noqa: D103
     rows = pd.read_parquet("data/validated/items.parquet")
     values = pd.to_numeric(rows[params.train.value_column], errors="coerce")
     bad = values.isna()
-    write_jsonl(Path("data/quarantine/clean.jsonl"),
-                [{"url": u, "reason": "no value"} for u in rows.loc[bad, "url"]])
+    write_jsonl(
+        Path("data/quarantine/clean.jsonl"),
+        [{"url": u, "reason": "no value"} for u in rows.loc[bad, "url"]],
+    )
     items = pd.DataFrame({"url": rows.loc[~bad, "url"], "value": values[~bad]})
     items["split"] = [split_of(u, params.clean) for u in items["url"]]
     with atomic_dir(CLEAN) as tmp:
@@ -68,7 +71,7 @@ def train(params: Any) -> int:
         save_model(model, tmp, card)
     train_mae = float((items["value"] - float(model.mean.detach())).abs().mean())
     run = SimpleNamespace(history=[{"epoch": 1, "val_loss": train_mae}], best_epoch=1, epochs_run=1)
-    write_live(run, REPORTS_DIR)  # reports/train/, as every task type writes it
+    write_live(run, TRAIN_REPORTS)  # reports/train/, as every task type writes it
     return 0
 
 
@@ -92,16 +95,29 @@ def evaluate(params: Any) -> int:
 def export(params: Any) -> int:
     model, card = load_model(Path("models"), ARCHITECTURES)
     buffer = io.BytesIO()
-    torch.onnx.export(model, (torch.zeros(2, 1),), buffer, dynamo=False, input_names=["x"],
-                      output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    torch.onnx.export(
+        model,
+        (torch.zeros(2, 1),),
+        buffer,
+        dynamo=False,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+    )
     import onnxruntime as ort  # noqa: PLC0415
 
     x = np.ones((3, 1), np.float32)
     got = ort.InferenceSession(buffer.getvalue()).run(["y"], {"x": x})[0]
     parity = compare_logits(got, model(torch.from_numpy(x)).detach().numpy(), 1e-5)
-    write_export(buffer.getvalue(), {
-        "onnx_sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
-        "weights_sha256": card["weights_sha256"], "output": {"name": "y"}, "parity": parity})
+    write_export(
+        buffer.getvalue(),
+        {
+            "onnx_sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
+            "weights_sha256": card["weights_sha256"],
+            "output": {"name": "y"},
+            "parity": parity,
+        },
+    )
     return 0
 
 
@@ -112,4 +128,3 @@ def serving() -> TaskSpec:
 def torch_runner(version_dir: Path) -> Any:
     model, _ = load_model(version_dir, ARCHITECTURES)
     return lambda x: model(torch.from_numpy(x)).detach().numpy()
-
