@@ -288,6 +288,8 @@ def to_onnx(model: nn.Module, max_len: int, opset: int) -> bytes:
     with warnings.catch_warnings():  # "legacy TorchScript-based ONNX export": chosen on purpose
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks fixed at max_len
+        # transformers' attention mask indexes with a boolean mask: indices are never negative
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
         torch.onnx.export(
             model.eval(),
             (torch.full((2, max_len), 2, dtype=torch.int64),),
