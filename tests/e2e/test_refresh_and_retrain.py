@@ -91,7 +91,7 @@ def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:
     artifacts = prefect_api(api, "/artifacts/filter",
                             {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
     by_key = {a["key"]: a for a in artifacts}
-    # validation/drift: their content is checked in tests/unit/test_expectations.py
+    # validation/drift: their content is checked in tests/unit/tasks/test_expectations.py
     assert {"metrics", "run-summary", "validation", "drift"} <= set(by_key)
     summary = by_key["run-summary"]["data"]
     clean_report = json.loads((project / "reports" / "clean.json").read_text())
