@@ -232,11 +232,7 @@ def _load(model_dir: Path | str) -> tuple[nn.Module, dict[str, Any], Tokenizer]:
     from tasks.core.models import ModelError, load_model  # noqa: PLC0415
     from tasks.types.text_generation.models import ARCHITECTURES  # noqa: PLC0415
 
-    model, card = load_model(model_dir, ARCHITECTURES)
-    if card["architecture"] != ARCHITECTURE:
-        raise ModelError(
-            f"{model_dir}/card.json architecture {card['architecture']!r} is not {ARCHITECTURE!r}"
-        )
+    model, card = load_model(model_dir, ARCHITECTURES)  # refuses any other architecture
     try:
         tokenizer = Tokenizer.from_spec(card["preprocessing"]["tokenizer"])
     except (KeyError, TypeError, TokenizerError) as exc:
