@@ -88,9 +88,15 @@ def plot_confusion(result: EvalResult, target: Path) -> None:
     plt.close(fig)
 
 
-def write_reports(result: EvalResult, reports_dir: Path) -> None:
-    """reports_dir/metrics.json and reports_dir/evaluation/ (predictions.csv, confusion PNG)."""
-    write_json(reports_dir / "metrics.json", result.metrics())
+def write_reports(
+    result: EvalResult, reports_dir: Path, baselines: dict[str, Any] | None = None
+) -> None:
+    """reports_dir/metrics.json (with `baselines` beside the model's metrics when given,
+    tasks/core/baselines.py) and reports_dir/evaluation/ (predictions.csv, confusion PNG)."""
+    metrics = result.metrics()
+    if baselines is not None:
+        metrics["baselines"] = baselines
+    write_json(reports_dir / "metrics.json", metrics)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["actual", "predicted"])
