@@ -49,7 +49,7 @@ def test_co2_crawl_to_forecast(tmp_path: Path) -> None:
     assert card["preprocessing"]["window"] == 52 and card["preprocessing"]["frequency"] == "7D"
 
     metrics = json.loads((project / "reports/metrics.json").read_text())
-    baseline = metrics["baseline"]
+    baseline = metrics["baselines"]["seasonal_naive"]
     assert metrics["n_test"] == round(WEEKS * 0.15) == 343
     # seasonal naive misses the ~1.5 ppm/year rise: 1.70 ppm MAE over the 1995-2001 test span
     assert baseline["mae"] == pytest.approx(1.697, abs=0.01)

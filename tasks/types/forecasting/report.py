@@ -6,12 +6,14 @@ plus the Forecaster that export and serving run too).
   unit, the card's scaling (tasks/types/forecasting/data.py) around the network; `load_forecaster`
   rebuilds it from a model directory and refuses a card that is not a forecaster's.
 * `evaluate_forecaster`: rolling-origin forecasts over the test span (every test step is an
-  origin; inputs are the actual values before it) and the seasonal-naive baseline (the value
-  `evaluate.season_length` steps earlier).
-* `ForecastEval.metrics`: MAE, RMSE, MAPE (percent) in the series' unit for the model and the
-  baseline, skill = 1 - MAE / baseline MAE, MAE per horizon step.
-* `write_reports`: reports/evaluation/forecast.csv + forecast.png (first horizon step) and
-  reports/metrics.json.
+  origin; inputs are the actual values before it) and, from the same origins, the baselines of
+  `tasks.core.baselines`: naive (the last value known at the origin) and seasonal naive (the
+  value `evaluate.season_length` steps earlier).
+* `ForecastEval.metrics`: MAE, RMSE, MAPE (percent) in the series' unit and MASE (MAE over the
+  train span's in-sample seasonal-naive MAE) for the model and, under `baselines`, for each
+  baseline; skill = 1 - MAE / seasonal-naive MAE, MAE per horizon step.
+* `write_reports`: reports/evaluation/forecast.csv + forecast.png (first horizon step, both
+  baselines beside the model) and reports/metrics.json.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from tasks.core.baselines import mase_scale, naive_forecast, seasonal_naive_forecast
 from tasks.core.dataset import DataError
 from tasks.core.io import atomic_dir, atomic_path, write_json
 from tasks.core.models import ModelError, load_model
@@ -106,23 +109,18 @@ def _errors(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     }
 
 
-def _seasonal_naive(values: np.ndarray, origins: np.ndarray, horizon: int, m: int) -> np.ndarray:
-    """(len(origins), horizon): step k (1-based) from origin o is y[o + k - m * ceil(k / m)], the
-    same season's last value known at the origin."""
-    k = np.arange(1, horizon + 1)
-    index = origins[:, None] + k[None, :] - m * np.ceil(k / m).astype(int)[None, :]
-    if index.min() < 0:
-        raise DataError(f"evaluate.season_length {m} reaches before the series' first step")
-    return values[index]
-
-
 @dataclass(frozen=True)
 class ForecastEval:
     times: pd.DatetimeIndex  # the test steps
     actual: np.ndarray  # (n_test,)
     forecasts: np.ndarray  # (n_test, horizon): from the origin at each test step
-    baseline: np.ndarray  # (n_test, horizon)
+    baseline: np.ndarray  # (n_test, horizon): seasonal naive, from the same origins
     season_length: int
+    naive: np.ndarray | None = None  # (n_test, horizon): the last value at each origin
+    mase_scale: float | None = None  # the train span's in-sample seasonal-naive MAE
+
+    def _mase(self, mae: float) -> float | None:
+        return round(mae / self.mase_scale, 6) if self.mase_scale else None
 
     def _pairs(self, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(actual, predicted, step) for every forecast whose target lies in the test span."""
@@ -140,17 +138,32 @@ class ForecastEval:
             for k in range(self.forecasts.shape[1])
         ]
         rounded = {k: round(v, 6) for k, v in model.items()}
+        n_test = len(self.actual)
+        baselines = {}
+        if self.naive is not None:
+            last = _errors(actual, self._pairs(self.naive)[1])
+            baselines["naive"] = {
+                **{k: round(v, 6) for k, v in last.items()},
+                "mase": self._mase(last["mae"]),
+                "n_test": n_test,
+                "description": "the last value known at the origin, for every step ahead",
+            }
+        baselines["seasonal_naive"] = {
+            **{k: round(v, 6) for k, v in base.items()},
+            "mase": self._mase(base["mae"]),
+            "n_test": n_test,
+            "season_length": self.season_length,
+            "description": f"the value {self.season_length} steps (one season) before each "
+            "step, the latest known at the origin",
+        }
         return {
             **rounded,
-            "n_test": len(self.actual),
+            "mase": self._mase(model["mae"]),
+            "n_test": n_test,
             "n_forecasts": len(actual),  # (origin, step) pairs inside the test span
             "horizon": self.forecasts.shape[1],
             "mae_per_step": [round(v, 6) for v in per_step],
-            "baseline": {
-                "name": "seasonal_naive",
-                "season_length": self.season_length,
-                **{k: round(v, 6) for k, v in base.items()},
-            },
+            "baselines": baselines,
             "skill_mae": round(1 - model["mae"] / base["mae"], 6) if base["mae"] else None,
         }
 
@@ -164,12 +177,20 @@ def evaluate_forecaster(forecaster: Forecaster, series: Series, season_length: i
         )
     window, horizon = int(prep["window"]), int(prep["horizon"])
     origins = np.arange(len(series.values) - series.n_test, len(series.values)) - 1
+    try:
+        seasonal = seasonal_naive_forecast(series.values, origins, horizon, season_length)
+    except ValueError:
+        raise DataError(
+            f"evaluate.season_length {season_length} reaches before the series' first step"
+        ) from None
     return ForecastEval(
         series.times[-series.n_test :],
         series.values[-series.n_test :],
         forecast(forecaster, rolling_inputs(series, window)),
-        _seasonal_naive(series.values, origins, horizon, season_length),
+        seasonal,
         season_length,
+        naive_forecast(series.values, origins, horizon),
+        mase_scale(series.values[: series.n_train], season_length),
     )
 
 
@@ -195,8 +216,18 @@ def plot_forecast(result: ForecastEval, unit: str, target: Path) -> None:
         color="tab:orange",
         lw=1.0,
         ls="--",
-        label=f"seasonal naive, {result.season_length} steps back (MAE {m['baseline']['mae']:.3g})",
+        label=f"seasonal naive, {result.season_length} steps back "
+        f"(MAE {m['baselines']['seasonal_naive']['mae']:.3g})",
     )
+    if result.naive is not None:
+        ax.plot(
+            result.times,
+            result.naive[:, 0],
+            color="tab:green",
+            lw=1.0,
+            ls=":",
+            label=f"naive, last value (MAE {m['baselines']['naive']['mae']:.3g})",
+        )
     ax.set(
         xlabel="time",
         ylabel=unit,
@@ -221,6 +252,7 @@ def write_reports(result: ForecastEval, unit: str, reports_dir: Path) -> None:
             "actual": result.actual,
             "forecast": np.round(result.forecasts[:, 0], 6),
             "seasonal_naive": result.baseline[:, 0],
+            **({"naive": result.naive[:, 0]} if result.naive is not None else {}),
         }
     )
     with atomic_dir(reports_dir / "evaluation") as tmp:

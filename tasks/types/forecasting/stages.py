@@ -13,10 +13,10 @@
               window, horizon and frequency, so evaluation, export and serving apply exactly the
               same preprocessing.
     evaluate  rolling-origin forecasts over the test span (every test step is an origin; inputs
-              are the actual values before it): MAE, RMSE, MAPE (percent) in the series' unit for
-              the model and for the seasonal-naive baseline (the value `evaluate.season_length`
-              steps earlier), skill = 1 - MAE / baseline MAE, MAE per horizon step;
-              reports/evaluation/forecast.csv + forecast.png (first horizon step)
+              are the actual values before it): MAE, RMSE, MAPE (percent) and MASE for the model
+              and, under `baselines`, for naive (the last value) and seasonal naive (the value
+              `evaluate.season_length` steps earlier), skill = 1 - MAE / seasonal-naive MAE, MAE
+              per horizon step; reports/evaluation/forecast.csv + forecast.png (first step)
               (tasks/types/forecasting/report.py does the work)
     export    ONNX: float32 raw values (batch, window) in the original unit -> forecast
               (batch, horizon) in the original unit, scaling inside the graph; parity with PyTorch
@@ -282,15 +282,18 @@ def evaluate_stage(params: Params) -> int:
     except STAGE_ERRORS as exc:
         log.error("evaluate failed: %s", exc)
         return 1
+    from tasks.core.baselines import baseline_lines  # noqa: PLC0415
+
     unit = card["preprocessing"].get("value_column", "value")
     write_reports(result, unit, REPORTS_DIR)
     m = result.metrics()
-    b = m["baseline"]
+    mase = f", MASE {m['mase']:.4f}" if m["mase"] is not None else ""
     log.info(
-        f"test MAE {m['mae']:.4f}, RMSE {m['rmse']:.4f}, MAPE {m['mape']:.3f}% on "
-        f"{m['n_test']} steps; seasonal naive MAE {b['mae']:.4f}, RMSE {b['rmse']:.4f}, "
-        f"MAPE {b['mape']:.3f}%; skill {m['skill_mae']}; wrote {REPORTS_DIR}/"
+        f"test MAE {m['mae']:.4f}, RMSE {m['rmse']:.4f}, MAPE {m['mape']:.3f}%{mase} on "
+        f"{m['n_test']} steps; skill vs seasonal naive {m['skill_mae']}; wrote {REPORTS_DIR}/"
     )
+    for line in baseline_lines(m, m["baselines"], ("mae", "rmse", "mape", "mase")):
+        log.info(line)
     return 0
 
 

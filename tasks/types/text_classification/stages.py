@@ -8,7 +8,9 @@ text_classification).
   `preprocessing.text` (clean.text normalisation) and `preprocessing.tokenizer` (the spec; char
   vocabulary inline, minilm's tokenizer.json next to the weights).
 * evaluate: accuracy, macro-F1, per-class precision/recall, confusion matrix on the test split,
-  with `tasks.core.classification` (scikit-learn's metrics), as image classification.
+  with `tasks.core.classification` (scikit-learn's metrics), as image classification; beside
+  them the baselines on the same split (`tasks.core.baselines`): the majority class and TF-IDF +
+  logistic regression on the texts normalised as the model reads them.
 * export: export/model.onnx, input `ids` int64 (batch, max_len) -> `logits` float32; written only
   after an ONNX Runtime vs PyTorch parity check.
 An empty class, a tokenizer that does not fit the model, a NaN loss fail the stage naming the
@@ -24,6 +26,7 @@ import shutil
 import warnings
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,6 +44,7 @@ from tasks.core.objectives import classification_metrics
 from tasks.core.onnx_export import ExportError, compare_logits, write_export
 from tasks.core.paths import CHECKPOINTS_DIR, CLEAN_ITEMS, EXPORT_DIR, MODELS_DIR, REPORTS_DIR
 from tasks.core.text_clean import clean_texts_stage
+from tasks.core.text_norm import normalise_text
 from tasks.core.tokenizers import (
     Tokenizer,
     TokenizerError,
@@ -210,6 +214,13 @@ def card_tokenizer(card: dict[str, Any], model_dir: Path | str) -> Tokenizer:
 
 def evaluate_dir(model_dir: Path | str, items_file: Path = CLEAN_ITEMS) -> EvalResult:
     """The model in `model_dir` on the test split of `items_file` (data/clean/items.parquet)."""
+    return evaluate_model_dir(model_dir, items_file)[0]
+
+
+def evaluate_model_dir(
+    model_dir: Path | str, items_file: Path = CLEAN_ITEMS
+) -> tuple[EvalResult, dict[str, Any]]:
+    """`evaluate_dir`, and the model's card."""
     model, card = load_model(model_dir, ARCHITECTURES)
     items, _ = read_items(items_file)
     check_labels(items, card["classes"], f"{model_dir}/card.json classes")
@@ -220,26 +231,52 @@ def evaluate_dir(model_dir: Path | str, items_file: Path = CLEAN_ITEMS) -> EvalR
         encode_texts(texts, card["preprocessing"], card_tokenizer(card, model_dir))
     )
     predicted = predict_logits(model, ids).argmax(1).numpy()
-    return EvalResult(list(card["classes"]), actual, predicted)
+    return EvalResult(list(card["classes"]), actual, predicted), card
 
 
 def test_metrics(model_dir: Path, clean_dir: Path, params: Params) -> dict[str, Any]:  # noqa: ARG001
     return evaluate_dir(model_dir, clean_dir / CLEAN_ITEMS.name).metrics()
 
 
+def text_baselines(
+    classes: list[str], text_settings: dict[str, Any], items_file: Path = CLEAN_ITEMS
+) -> dict[str, dict[str, Any]]:
+    """The baselines of reports/metrics.json on the splits of `items_file`: the majority class
+    and TF-IDF + logistic regression on the texts normalised by `text_settings` (the card's
+    preprocessing.text, as the model reads them)."""
+    from tasks.core.baselines import classification_baselines, tfidf_features  # noqa: PLC0415
+
+    items, _ = read_items(items_file)
+    check_labels(items, classes, "card.json classes")
+    settings = SimpleNamespace(**text_settings)
+    splits = {name: _split(items, name) for name in ("train", "val", "test")}
+    texts = [[normalise_text(t, settings) for t in splits[name][0]] for name in splits]
+    return classification_baselines(
+        classes,
+        *(splits[name][1] for name in ("train", "val", "test")),
+        features=tfidf_features(*texts),
+        classical=("tfidf_logreg", "TF-IDF of word 1-2-grams"),
+    )
+
+
 def evaluate_stage(params: Params) -> int:
+    from tasks.core.baselines import baseline_lines  # noqa: PLC0415
+
     log = logging.getLogger("kiln.evaluate")
     try:
-        result = evaluate_dir(MODELS_DIR)
+        result, card = evaluate_model_dir(MODELS_DIR)
+        baselines = text_baselines(list(card["classes"]), card["preprocessing"]["text"])
     except ERRORS as exc:
         log.error("evaluate failed: %s", exc)
         return 1
-    write_reports(result, REPORTS_DIR)
+    write_reports(result, REPORTS_DIR, baselines)
     metrics, bound = result.metrics(), params.evaluate.min_accuracy
     log.info(
         f"test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} on "
         f"{result.n_test} texts; wrote {REPORTS_DIR}/metrics.json, {REPORTS_DIR}/evaluation/"
     )
+    for line in baseline_lines(metrics, baselines, ("accuracy", "macro_f1")):
+        log.info(line)
     if result.accuracy < bound:
         log.error(f"test accuracy {result.accuracy:.4f} is below evaluate.min_accuracy {bound}")
         return 1

@@ -11,8 +11,10 @@
   models/card.json holds the tokenizer and the text normalisation (`preprocessing`), so
   evaluation and serving encode exactly as training did.
 * evaluate: test loss (nats per token; `val_loss`, the name promote compares), perplexity and
-  bits per UTF-8 byte over every id of the test stream; samples from `evaluate.generate` in
-  reports/evaluation/samples.md (to read) and samples.json.
+  bits per UTF-8 byte over every id of the test stream; the same figures for two baselines on the
+  same ids (`baselines` in reports/metrics.json: a unigram and an interpolated Kneser-Ney n-gram
+  fitted on the train stream, its order chosen on val; `tasks.core.baselines`); samples from
+  `evaluate.generate` in reports/evaluation/samples.md (to read) and samples.json.
 * export: export/model.onnx, int64 ids (batch, seq <= max_len) -> float32 logits (batch, seq,
   vocab), written only after ONNX Runtime matches PyTorch within `export.atol`.
 
@@ -277,6 +279,11 @@ def measure(
     if not texts:
         raise DataError(f"{clean_dir}/items.parquet has no test texts")
     total, count = stream_loss(model, token_stream(texts, tokenizer), card["config"]["block_size"])
+    return {**_figures(total, count, texts), "n_test_texts": len(texts)}
+
+
+def _figures(total: float, count: int, texts: list[str]) -> dict[str, Any]:
+    """val_loss, perplexity, bits_per_byte, n_test of `total` nats over `count` test ids."""
     # Each end-of-text counts as one byte, like the newline a plain-text file would hold.
     n_bytes = sum(len(t.encode("utf-8")) for t in texts) + len(texts)
     loss = total / count
@@ -285,7 +292,30 @@ def measure(
         "perplexity": round(math.exp(min(loss, 50.0)), 6),  # cap: exp(50) ~ 5e21
         "bits_per_byte": round(total / math.log(2) / n_bytes, 6),
         "n_test": count,
-        "n_test_texts": len(texts),
+    }
+
+
+def ngram_baselines(tokenizer: Tokenizer, clean_dir: Path = CLEAN_DIR) -> dict[str, Any]:
+    """The baselines of reports/metrics.json: n-gram models of the train split's id stream (the
+    model's tokenizer, so the test ids and their count are the model's), scored as `measure`
+    scores the model: `unigram` (each id's train frequency) and `kneser_ney` (interpolated
+    Kneser-Ney, the order of 1..6 with the lowest val loss)."""
+    from tasks.core.baselines import ngram_losses  # noqa: PLC0415
+
+    texts = read_texts(clean_dir)[0]
+    streams = {split: token_stream(texts[split], tokenizer) for split in SPLITS}
+    result = ngram_losses(streams["train"], streams["val"], streams["test"], tokenizer.vocab_size)
+    return {
+        "unigram": {
+            **_figures(result.unigram_test_nats, result.n_test, texts["test"]),
+            "description": f"each {tokenizer.kind} id's train frequency, absolute discounting",
+        },
+        "kneser_ney": {
+            **_figures(result.test_nats, result.n_test, texts["test"]),
+            "order": result.order,
+            "description": f"interpolated Kneser-Ney {result.order}-gram of {tokenizer.kind} ids "
+            "fitted on train, the order chosen on val",
+        },
     }
 
 
@@ -341,11 +371,15 @@ def sample_generations(
 
 
 def samples_markdown(samples: list[dict[str, Any]], metrics: dict[str, Any]) -> str:
+    baselines = "; ".join(
+        f"{name} {b['perplexity']:.3f}" for name, b in metrics.get("baselines", {}).items()
+    )
     lines = [
         "# Sample generations",
         "",
         f"Test perplexity {metrics['perplexity']:.3f}, {metrics['bits_per_byte']:.3f} bits per "
-        f"byte over {metrics['n_test']} tokens of {metrics['n_test_texts']} test texts.",
+        f"byte over {metrics['n_test']} tokens of {metrics['n_test_texts']} test texts"
+        + (f" (baselines' perplexity: {baselines})." if baselines else "."),
         "Each sample continues its prompt; ⏹ marks where the model ended the text, … where "
         "`evaluate.generate.max_new_tokens` cut it.",
     ]
@@ -359,12 +393,14 @@ def samples_markdown(samples: list[dict[str, Any]], metrics: dict[str, Any]) -> 
 
 
 def evaluate_stage(params: Params) -> int:
+    from tasks.core.baselines import baseline_lines  # noqa: PLC0415
     from tasks.core.dataset import DataError  # noqa: PLC0415
     from tasks.core.models import ModelError  # noqa: PLC0415
 
     try:
         model, card, tokenizer = _load(MODELS_DIR)
         metrics = measure(model, card, tokenizer)
+        metrics["baselines"] = ngram_baselines(tokenizer)
         samples = sample_generations(_runner(model), card, params.evaluate.generate)
     except (DataError, ModelError, TokenizerError) as exc:
         logger.error("evaluate failed: %s", exc)
@@ -378,6 +414,8 @@ def evaluate_stage(params: Params) -> int:
         f"{metrics['bits_per_byte']:.3f} bits/byte on {metrics['n_test']} tokens of "
         f"{metrics['n_test_texts']} texts; {len(samples)} samples; wrote {REPORTS_DIR}/"
     )
+    for line in baseline_lines(metrics, metrics["baselines"], ("val_loss", "perplexity")):
+        logger.info(line)
     return 0
 
 

@@ -24,6 +24,7 @@ from sklearn.metrics import (
 )
 
 from serve.inputs import InputError
+from tasks.core.baselines import naive_forecast, seasonal_naive_forecast
 from tasks.core.dataset import DataError
 from tasks.core.io import read_jsonl
 from tasks.core.models import ModelError
@@ -280,9 +281,22 @@ def test_stages_write_every_output_that_their_contracts_name(trained: Path) -> N
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert metrics["n_test"] == 39 and len(metrics["mae_per_step"]) == 3
     assert metrics["rmse"] >= metrics["mae"] > 0
-    assert metrics["baseline"]["name"] == "seasonal_naive" and metrics["baseline"]["mae"] > 0
+    assert set(metrics["baselines"]) == {"naive", "seasonal_naive"}
+    for baseline in metrics["baselines"].values():
+        assert baseline["mae"] > 0 and baseline["n_test"] == 39
+        assert {"rmse", "mape", "mase", "description"} <= set(baseline)
     forecast_csv = pd.read_csv(project / "reports/evaluation/forecast.csv")
-    assert list(forecast_csv.columns) == ["time", "actual", "forecast", "seasonal_naive"]
+    assert list(forecast_csv.columns) == ["time", "actual", "forecast", "seasonal_naive", "naive"]
+    # MASE: each MAE over the same scale, the train span's in-sample seasonal-naive MAE
+    values = pd.read_parquet(project / "data/clean/items.parquet")
+    train = values.loc[values["split"] == "train", "value"].to_numpy()
+    scale = np.mean(np.abs(train[52:] - train[:-52]))
+    assert metrics["mase"] == pytest.approx(metrics["mae"] / scale, rel=1e-4)
+    naive = metrics["baselines"]["naive"]
+    assert naive["mase"] == pytest.approx(naive["mae"] / scale, rel=1e-4)
+    # naive: every step ahead is the last value known at the origin
+    first_steps = (forecast_csv["naive"] - forecast_csv["actual"].shift(1)).dropna()
+    assert np.abs(first_steps).max() < 1e-9
     assert len(forecast_csv) == 39
     errors = (forecast_csv["forecast"] - forecast_csv["actual"]).abs()
     assert errors.mean() == pytest.approx(metrics["mae_per_step"][0], abs=1e-5)
@@ -307,8 +321,9 @@ def test_onnx_and_torch_runner_agree_on_raw_values(trained: Path) -> None:
 def test_seasonal_naive_reaches_back_whole_seasons() -> None:
     values = np.arange(20.0)
     origins = np.array([9])  # last known step 9; steps 10, 11, 12 ahead with m = 2
-    naive = forecasting_report._seasonal_naive(values, origins, horizon=3, m=2)
+    naive = seasonal_naive_forecast(values, origins, horizon=3, season=2)
     assert naive.tolist() == [[8.0, 9.0, 8.0]]
+    assert naive_forecast(values, np.array([9, 4]), horizon=3).tolist() == [[9.0] * 3, [4.0] * 3]
 
 
 def test_metrics_match_scikit_learn() -> None:

@@ -66,7 +66,7 @@ def test_writes_three_sane_reports(project: Path) -> None:
     assert 0.2 < metrics["accuracy"] < 0.99
     assert metrics["accuracy"] == pytest.approx(np.mean(np.array(actual) == predicted), abs=1e-6)
     assert 0.0 < metrics["macro_f1"] <= 1.0
-    assert set(metrics) == {"accuracy", "macro_f1", "n_test", "per_class"}
+    assert set(metrics) == {"accuracy", "macro_f1", "n_test", "per_class", "baselines"}
     assert sorted(metrics["per_class"]) == CLASSES
     for name in CLASSES:
         got = metrics["per_class"][name]
@@ -78,6 +78,29 @@ def test_writes_three_sane_reports(project: Path) -> None:
             assert got["recall"] == pytest.approx(hits / got["support"], abs=1e-6)
     png = (project / "reports" / "evaluation" / "confusion_matrix.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_baselines_on_the_same_split_beside_the_model(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="kiln.evaluate"):
+        assert _evaluate() == 0
+    baselines = _metrics(project)["baselines"]
+    assert set(baselines) == {"majority_class", "logreg_pixels"}
+    clean = read_clean(project / "data" / "clean")
+    train = clean.items.loc[clean.items["split"] == "train", "label"]
+    test = clean.items.loc[clean.items["split"] == "test", "label"]
+    commonest = train.value_counts().sort_index(kind="stable").idxmax()  # first on a tie
+    majority = baselines["majority_class"]
+    assert majority["accuracy"] == pytest.approx((test == commonest).mean(), abs=1e-6)
+    assert majority["n_test"] == len(test) and repr(commonest) in majority["description"]
+    # 8x8 digits: a linear model on the raw pixels is far above chance
+    logreg = baselines["logreg_pixels"]
+    assert logreg["accuracy"] > 0.7 and logreg["n_test"] == len(test)
+    assert "64 block means of the 8x8 pixels" in logreg["description"]
+    assert "chosen on val" in logreg["description"]
+    assert "baseline logreg_pixels: accuracy" in caplog.text
+    assert "the best baseline logreg_pixels" in caplog.text
 
 
 def test_below_min_accuracy_fails_naming_value_and_bound(

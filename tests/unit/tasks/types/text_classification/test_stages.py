@@ -117,7 +117,16 @@ def test_train_evaluate_export_tiny_transformer(project: Path) -> None:
     assert list(predictions.columns) == ["actual", "predicted"]
     assert len(predictions) == metrics["n_test"]
     assert (project / "reports" / "evaluation" / "confusion_matrix.png").is_file()
+    baselines = metrics.pop("baselines")
     assert tc.test_metrics(project / "models", project / "data" / "clean", params) == metrics
+    # beside the model: the majority class and TF-IDF + logistic regression on the same split
+    assert set(baselines) == {"majority_class", "tfidf_logreg"}
+    items = pd.read_parquet(project / "data" / "clean" / "items.parquet")
+    train, test = (items.loc[items["split"] == s, "label"] for s in ("train", "test"))
+    commonest = train.value_counts().sort_index(kind="stable").idxmax()
+    assert baselines["majority_class"]["accuracy"] == pytest.approx((test == commonest).mean())
+    assert baselines["tfidf_logreg"]["n_test"] == metrics["n_test"]
+    assert baselines["tfidf_logreg"]["accuracy"] > 1 / len(LANGUAGES)  # words tell languages
 
     assert tc.export_stage(params) == 0
     info = json.loads((project / "export" / "onnx.json").read_text())

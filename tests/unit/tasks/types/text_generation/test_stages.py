@@ -263,9 +263,17 @@ def test_evaluate_measures_the_test_stream_and_writes_samples(
     assert 1.0 < metrics["perplexity"] < 257  # learnt something: better than uniform bytes
     assert metrics["perplexity"] == pytest.approx(math.exp(metrics["val_loss"]), rel=1e-5)
     assert metrics["bits_per_byte"] == pytest.approx(metrics["val_loss"] / math.log(2), rel=1e-5)
+    baselines = metrics.pop("baselines")
     monkeypatch.chdir(project)
     got = tg.test_metrics(project / "models", project / "data/clean", _params())
     assert got == metrics  # what promote measures
+    # n-gram baselines on the same test ids: Kneser-Ney uses context, the unigram none
+    assert set(baselines) == {"unigram", "kneser_ney"}
+    for baseline in baselines.values():
+        assert baseline["n_test"] == metrics["n_test"]
+        assert baseline["perplexity"] == pytest.approx(math.exp(baseline["val_loss"]), rel=1e-5)
+    assert 1 <= baselines["kneser_ney"]["order"] <= 6
+    assert baselines["kneser_ney"]["perplexity"] < baselines["unigram"]["perplexity"] < 257
     samples = json.loads((project / "reports/evaluation/samples.json").read_text())
     assert [(s["prompt"], s["sample"]) for s in samples] == [
         ("", 0),
