@@ -1,16 +1,21 @@
 """Promote stage: `python -m tasks.promote` (DVC stage `promote`: models/ + export/ -> registry/).
 
 The newly trained model (the challenger: models/ with its ONNX export in export/) replaces the
-champion of registry/ (tasks/core/registry.py) only if it clears `promote.floors` and does not
-lose to
-the champion on `promote.metric` by more than `promote.min_improvement` allows. Both are measured
-on the same items: the challenger's figures are reports/metrics.json (the evaluate stage on the
-current test split), and the champion is re-evaluated here with the evaluate stage's code on that
-same split, because splits are stable per item but a refresh may add items.
+champion of registry/ (tasks/core/registry.py) only if it clears `promote.floors`, beats the best
+baseline of reports/metrics.json on `promote.metric` by `promote.min_margin_over_baseline`
+(absolute points for accuracy/macro-F1, relative for the lower-is-better metrics; the baselines are
+the evaluate stage's, on the same train and test split: tasks/core/baselines.py), and does not lose
+to the champion on `promote.metric` by more than `promote.min_improvement` allows. Champion and
+challenger are measured on the same items: the challenger's figures are reports/metrics.json (the
+evaluate stage on the current test split), and the champion is re-evaluated here with the evaluate
+stage's code on that same split, because splits are stable per item but a refresh may add items.
+`promote.baseline_gate: false` reports the baseline comparison without refusing on it; with the
+gate on, metrics.json without baselines is refused.
 
 The decision and its reason ("macro-F1 0.9120 vs champion v0001 0.9050 on the same 270 test
-items, +0.0070 ≥ 0.005: promoted as v0002") go to reports/promotion.json, written whatever the
-outcome; the stage fails (exit 1) only when it cannot decide. A worse challenger, a failure
+items, +0.0070 ≥ 0.005; macro-F1 0.9120 vs best baseline logreg_pixels 0.8900, +0.0220 ≥ margin
+0.01: promoted as v0002") go to reports/promotion.json, written whatever the outcome; the stage
+fails (exit 1) only when it cannot decide. A worse challenger, a failure
 before this stage or a crash in it leaves the champion untouched. `kiln promote --force --reason`
 calls `force_promote`, recorded in the registry as forced.
 """
@@ -19,12 +24,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.core import registry
+from tasks.core.baselines import HIGHER_IS_BETTER, best_baseline
 from tasks.core.dataset import DataError
 from tasks.core.io import write_json
 from tasks.core.models import CARD_FILE, WEIGHTS_FILE, ModelError, read_card
@@ -48,16 +55,6 @@ LABELS = {
     "val_loss": "test loss",
     "perplexity": "perplexity",
 }
-# Whether a higher value of a headline metric is better (promote's comparisons and floors).
-HIGHER_IS_BETTER = {
-    "accuracy": True,
-    "macro_f1": True,
-    "mae": False,
-    "rmse": False,
-    "mape": False,
-    "val_loss": False,
-    "perplexity": False,
-}
 
 
 class PromoteError(RuntimeError):
@@ -77,6 +74,48 @@ class Decision:
 def headline(metrics: dict[str, Any], task: str) -> dict[str, Any]:
     """The metrics promote compares (the task type's headline metrics) and n_test."""
     return {k: metrics[k] for k in (*task_type(task).headline_metrics, "n_test")}
+
+
+def baseline_headlines(metrics: dict[str, Any], task: str) -> dict[str, dict[str, Any]]:
+    """metrics.json's `baselines`, each cut to the headline metrics it reports ({} if none)."""
+    names = (*task_type(task).headline_metrics, "n_test")
+    baselines = metrics.get("baselines")
+    if not isinstance(baselines, dict):
+        return {}
+    return {
+        name: {k: b[k] for k in names if k in b}
+        for name, b in baselines.items()
+        if isinstance(b, dict)
+    }
+
+
+def baseline_gate(
+    cfg: PromoteParams, challenger: dict[str, Any], baselines: dict[str, dict[str, Any]]
+) -> tuple[bool, str]:
+    """(passes, the comparison as text): the challenger against the best baseline on
+    `cfg.metric`. The gain is in the metric's good direction: absolute for accuracy/macro-F1,
+    relative to the baseline for the lower-is-better metrics; it must reach
+    `cfg.min_margin_over_baseline` (always passes with `cfg.baseline_gate` off)."""
+    name, new, margin = LABELS[cfg.metric], challenger[cfg.metric], cfg.min_margin_over_baseline
+    best = best_baseline(baselines, cfg.metric)
+    if best is None:
+        text = f"{METRICS} reports no baseline with {name} to beat"
+        if not cfg.baseline_gate:
+            return True, f"{text} (baseline gate off)"
+        return False, f"{text} (promote.baseline_gate: false promotes without one)"
+    base_name, base = best
+    if HIGHER_IS_BETTER[cfg.metric]:
+        gain = round(new - base, 6)
+        ok, shown = gain >= margin, f"{gain:+.4f} {{}} margin {margin:g}"
+    else:  # relative: "1% lower" means the same for a perplexity of 8 or an MAE of 0.3 ppm
+        gain = round((base - new) / abs(base), 6) if base else (0.0 if new == base else -math.inf)
+        ok, shown = gain >= margin, f"{gain:+.2%} better {{}} margin {margin * 100:g}%"
+    text = f"{name} {new:.4f} vs best baseline {base_name} {base:.4f}, " + shown.format(
+        "≥" if ok else "<"
+    )
+    if not cfg.baseline_gate:
+        return True, f"{text} (baseline gate off)"
+    return ok, text
 
 
 def _floors(cfg: PromoteParams, challenger: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -101,17 +140,24 @@ def decide(
     challenger: dict[str, Any],
     champion: dict[str, Any] | None,
     champion_version: str | None = None,
+    baselines: dict[str, dict[str, Any]] | None = None,
 ) -> Decision:
-    """Pure: compare headline metrics measured on the same test items."""
+    """Pure: the floors, then the best of `baselines` (None: not judged), then the champion;
+    headline metrics measured on the same test items."""
     missed, cleared = _floors(cfg, challenger)
     keeps = f"champion {champion_version} kept" if champion_version else "no champion yet"
     if missed:
         return Decision("kept", f"{', '.join(missed)}: not promoted ({keeps})")
+    gate = None if baselines is None else baseline_gate(cfg, challenger, baselines)
+    if gate is not None and not gate[0]:
+        return Decision("kept", f"{gate[1]}: not promoted ({keeps})")
+    beats = f"; {gate[1]}" if gate else ""
     name, new = LABELS[cfg.metric], challenger[cfg.metric]
     if champion is None:
         return Decision(
             "promoted",
-            f"no champion yet; floors cleared ({', '.join(cleared) or 'none set'}): promoted",
+            f"no champion yet; floors cleared ({', '.join(cleared) or 'none set'}){beats}: "
+            "promoted",
         )
     old = champion[cfg.metric]
     # The gain in the metric's good direction; rounded to 6 places: no float-noise ties.
@@ -121,8 +167,8 @@ def decide(
         f"{challenger['n_test']} test items, {delta:+.4f}"
     )
     if delta >= cfg.min_improvement:
-        return Decision("promoted", f"{head} ≥ {cfg.min_improvement:g}: promoted")
-    return Decision("kept", f"{head} < {cfg.min_improvement:g}: not promoted ({keeps})")
+        return Decision("promoted", f"{head} ≥ {cfg.min_improvement:g}{beats}: promoted")
+    return Decision("kept", f"{head} < {cfg.min_improvement:g}{beats}: not promoted ({keeps})")
 
 
 def champion_on(
@@ -198,9 +244,11 @@ def promote(project: Path, params: Params, root: Path) -> dict[str, Any]:
     files, card = challenger_files(project)
     task = params.project.task
     try:
-        metrics = headline(json.loads((project / METRICS).read_text(encoding="utf-8")), task)
+        reported = json.loads((project / METRICS).read_text(encoding="utf-8"))
+        metrics = headline(reported, task)
     except (OSError, json.JSONDecodeError, KeyError) as exc:
         raise PromoteError(f"cannot read {METRICS}: {exc!r}; run the evaluate stage") from None
+    baselines = baseline_headlines(reported, task)
     current, before = registry.champion(root), None
     their_task = current and registry.task_of(current[1])
     if current and current[1]["weights_sha256"] == card["weights_sha256"]:
@@ -208,7 +256,7 @@ def promote(project: Path, params: Params, root: Path) -> dict[str, Any]:
     elif current and their_task != task:
         # The project switched task type (`kiln use`): no champion of this task type to beat,
         # only the floors; the old champion stays in the registry (`kiln models rollback`).
-        first = decide(params.promote, metrics, None, None)
+        first = decide(params.promote, metrics, None, None, baselines)
         decision = Decision(
             first.outcome,
             f"champion {current[0]} is a {their_task} model and the project is {task} now: "
@@ -229,7 +277,7 @@ def promote(project: Path, params: Params, root: Path) -> dict[str, Any]:
                 "--reason ...` overrides",
             )
         else:
-            decision = decide(params.promote, metrics, theirs, current and current[0])
+            decision = decide(params.promote, metrics, theirs, current and current[0], baselines)
             before = theirs
     after = current[0] if current else None
     if decision.promoted:
@@ -245,14 +293,23 @@ def promote(project: Path, params: Params, root: Path) -> dict[str, Any]:
         "metric": params.promote.metric,
         "min_improvement": params.promote.min_improvement,
         "floors": params.promote.floors.model_dump(),
+        "baseline_gate": params.promote.baseline_gate,
+        "min_margin_over_baseline": params.promote.min_margin_over_baseline,
+        "best_baseline": _best(baselines, params.promote.metric),
         "challenger": {
             "weights_sha256": card["weights_sha256"],
             "data_version": card.get("data_version"),
             "metrics": metrics,
+            "baselines": baselines,
         },
         "champion_before": current and {"version": current[0], "metrics_now": before},
         "champion_after": after,
     }
+
+
+def _best(baselines: dict[str, dict[str, Any]], metric: str) -> dict[str, Any] | None:
+    best = best_baseline(baselines, metric)
+    return best and {"name": best[0], metric: best[1]}
 
 
 def force_promote(project: Path, params: Params, root: Path, reason: str) -> str:

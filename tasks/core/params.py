@@ -548,6 +548,21 @@ class PromoteParams(_Section):
         "tie promotes the newer model), 0.005 means half a point better.",
     )
     floors: PromoteFloors = Field(PromoteFloors(), description="Absolute minimums.")
+    min_margin_over_baseline: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="How much the challenger must beat the best baseline of reports/metrics.json "
+        "(majority class, a classical model, naive forecasts, an n-gram model) on `metric`: for "
+        "accuracy/macro_f1 in absolute points (0.01: one point above), for the lower-is-better "
+        "metrics relative to the baseline (0.01: at least 1% lower). 0: a tie is enough.",
+    )
+    baseline_gate: bool = Field(
+        True,
+        description="Refuse a challenger that does not beat the best baseline by "
+        "min_margin_over_baseline. false: the baselines are reported only (tests of the plumbing "
+        "with one-epoch models; a task type that reports no baselines).",
+    )
 
 
 class ServeParams(_Section):

@@ -6,7 +6,9 @@ what a user must say: the project (name and task type), the crawl of the demo si
 that type, the facts of its data that Kiln cannot guess (the classes and label spellings of a
 classifier, the columns of a series, the image size, the keys of `validate` that have no
 default), and the settings that keep the run short on a 2-core CPU (a small demo site or a few
-pages, a tiny model, one epoch). Then, through the `kiln` command line and a real Prefect server:
+pages, a tiny model, one epoch; a one-epoch model is not expected to beat the baselines its
+evaluation reports, so `promote.baseline_gate` is off). Then, through the `kiln` command line and
+a real Prefect server:
 
 1. `kiln run` refuses before any work: exit code 2, naming the keys dvc.yaml tracks that the
    file lacks (DVC refuses a stage whose params are not in the file, defaults or not), and
@@ -14,8 +16,9 @@ pages, a tiny model, one epoch). Then, through the `kiln` command line and a rea
 2. `kiln check --write` completes the file with every key and its default; the hand-written file
    is kept as params.yaml.bak and the new one loads beside dvc.yaml.
 3. `kiln run` runs every stage of dvc.yaml: the flow run completes, reports/metrics.json holds
-   the task type's headline metrics as finite numbers, export/model.onnx exists, the model is
-   promoted to champion v0001, and `dvc status` has nothing to do.
+   the task type's headline metrics as finite numbers, and the same metrics of its baselines,
+   export/model.onnx exists, the model is promoted to champion v0001, and `dvc status` has
+   nothing to do.
 4. The served champion (the app of `kiln serve`, ONNX Runtime) answers one real request in that
    task type's schema.
 """
@@ -136,7 +139,11 @@ def _minimal_params(task: str, port: int) -> dict[str, Any]:
             f"task type {task!r} is registered but has no minimal params.yaml here: add "
             "one to MINIMAL (its crawl of the demo site and the keys it truly needs)"
         )
-    return {"project": {"name": f"every-{task}", "task": task}, **MINIMAL[task](port)}
+    return {
+        "project": {"name": f"every-{task}", "task": task},
+        **MINIMAL[task](port),
+        "promote": {"baseline_gate": False},  # one epoch: the plumbing is under test
+    }
 
 
 def _request(task: str, project: Path) -> dict[str, Any]:
@@ -213,9 +220,16 @@ def test_minimal_params_run_every_stage(task: str, tmp_path: Path, prefect_serve
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     headline = task_type(task).headline_metrics
     assert headline and all(math.isfinite(float(metrics[m])) for m in headline), metrics
+    baselines = metrics["baselines"]  # beside the model, on the same test split
+    assert len(baselines) >= 2, baselines
+    for baseline in baselines.values():
+        assert all(math.isfinite(float(baseline[m])) for m in headline), baselines
+        assert baseline["n_test"] == metrics["n_test"]
     assert (project / "export" / "model.onnx").is_file()
     promotion = json.loads((project / "reports" / "promotion.json").read_text())
     assert promotion["outcome"] == "promoted", promotion
+    assert "vs best baseline" in promotion["reason"] and "(baseline gate off)" in (
+        promotion["reason"])
     assert json.loads((project / "registry" / "registry.json").read_text())["champion"] == "v0001"
     assert json.loads(dvc("status", "--json", cwd=project).stdout or "{}") == {}
 

@@ -44,7 +44,9 @@ def _overrides(port: int) -> dict:
                   "lr": 0.003, "text": {"max_len": 96, "vocab_size": 120}},
         "evaluate": {"min_accuracy": 0.5},
         "export": {"parity_batch": 16},
-        "promote": {"floors": {"accuracy": 0.5, "macro_f1": 0.3}},
+        # 12 epochs of a tiny Transformer do not beat TF-IDF + logistic regression on these
+        # jokes (reports/metrics.json's baselines): the gate is off, the pipeline is under test
+        "promote": {"floors": {"accuracy": 0.5, "macro_f1": 0.3}, "baseline_gate": False},
     }  # fmt: skip
 
 
