@@ -12,8 +12,10 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.crawl_report import crawl_figures, partial_crawl_line
 from flows.dvc_stages import StageOutcome
 from tasks.core import registry
+from tasks.core.baselines import best_baseline
 
 
 def _read(project: Path, name: str) -> dict[str, Any]:
@@ -38,17 +40,58 @@ def stage_counts(project: Path) -> dict[str, Any]:
     }
 
 
+# Every task type's headline (each params model's HEADLINE_METRICS) and MASE; a project reports
+# its own.
+METRIC_NAMES = ("accuracy", "macro_f1", "mae", "rmse", "mape", "mase", "val_loss", "perplexity")
+
+
 def headline_metrics(project: Path) -> dict[str, Any]:
     metrics = _read(project, "metrics.json")
-    # Every task type's headline (each params model's HEADLINE_METRICS); a project reports its own.
-    names = ("accuracy", "macro_f1", "mae", "rmse", "mape", "val_loss", "perplexity", "n_test")
-    return {k: metrics[k] for k in names if k in metrics}
+    return {k: metrics[k] for k in (*METRIC_NAMES, "n_test") if k in metrics}
+
+
+def baseline_rows(project: Path) -> list[dict[str, Any]]:
+    """The model, then each baseline of reports/metrics.json (tasks/core/baselines.py), on the
+    metrics the model reports; [] when there are no baselines."""
+    metrics = _read(project, "metrics.json")
+    baselines = metrics.get("baselines") or {}
+    if not baselines:
+        return []
+    names = [k for k in METRIC_NAMES if isinstance(metrics.get(k), int | float)]
+    rows = [{"name": "model", **{k: metrics[k] for k in names}}]
+    rows += [{"name": name, **{k: b.get(k) for k in names}} for name, b in baselines.items()]
+    return rows
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "-" if value is None else str(value)
+
+
+def baselines_markdown(project: Path) -> list[str]:
+    """A table of the model and its baselines, the best baseline of each metric in bold."""
+    rows = baseline_rows(project)
+    if not rows:
+        return []
+    names = [k for k in rows[0] if k != "name"]
+    best = {}
+    for k in names:
+        found = best_baseline({r["name"]: r for r in rows[1:]}, k)
+        best[k] = found and found[0]
+    lines = ["| model vs baselines | " + " | ".join(names) + " |",
+             "|---" * (len(names) + 1) + "|"]
+    for row in rows:
+        cells = [f"**{_number(row[k])}**" if best[k] == row["name"] and row is not rows[0]
+                 else _number(row[k]) for k in names]
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    return ["", *lines, "", "Best baseline per metric in bold; promote gates on `promote.metric`."]
 
 
 def summary_markdown(project: Path, outcomes: list[StageOutcome], failure: str | None) -> str:
     lines = ["# refresh-and-retrain", ""]
     if failure:
         lines += [f"**Failed:** {failure.splitlines()[0]}", ""]
+    if partial := partial_crawl_line(project):  # stopped at a limit: kept or refused
+        lines += [partial, ""]
     lines += ["| stage | ran | why |", "|---|---|---|"]
     lines += [f"| {o.stage} | {'yes' if o.ran else 'skipped'} | {o.reason} |" for o in outcomes]
     lines += ["", "| records | count |", "|---|---|"]
@@ -59,6 +102,7 @@ def summary_markdown(project: Path, outcomes: list[StageOutcome], failure: str |
         lines += ["", "| test metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
                   for k, v in metrics.items()]
+    lines += baselines_markdown(project)
     lines += ["", f"**Promotion:** {promotion_line(project, outcomes)}"]
     return "\n".join(lines) + "\n"
 
@@ -136,15 +180,11 @@ def drift_markdown(project: Path) -> str | None:
     return "\n".join(lines) + "\n"
 
 
-_CRAWL_FIGURES = ("pages", "items", "rejects", "retries", "failures", "refused", "bytes",
-                  "duration_s", "pages_per_s", "not_modified", "from_cache", "kept",
-                  "fetched_ahead")  # fmt: skip
-
-
 def crawl_stats(project: Path) -> dict[str, Any]:
-    """The crawl's figures (reports/crawl.json, tasks/crawl.py), in a fixed order."""
-    crawl = _read(project, "crawl.json")
-    return {k: crawl[k] for k in _CRAWL_FIGURES if k in crawl}
+    """The last crawl's figures (reports/crawl.json, or reports/crawl_partial.json when it was
+    refused for being partial: tasks/crawl.py), in a fixed order. The crawl's task run shows them
+    as its artifact (flows/crawl_report.py)."""
+    return crawl_figures(project)
 
 
 def publish_artifacts(project: Path, outcomes: list[StageOutcome],
@@ -162,11 +202,11 @@ def publish_artifacts(project: Path, outcomes: list[StageOutcome],
             table=[{"metric": k, "value": v} for k, v in metrics.items()],
             key="metrics", description="Test-split metrics from reports/metrics.json",
         )
-    crawl = crawl_stats(project)
-    if crawl:
+    rows = baseline_rows(project)
+    if rows:
         create_table_artifact(
-            table=[{"figure": k, "value": v} for k, v in crawl.items()],
-            key="crawl", description="Crawl stats from reports/crawl.json",
+            table=rows, key="baselines",
+            description="The model and its baselines on the same test split (metrics.json)",
         )
     create_markdown_artifact(
         markdown=summary_markdown(project, outcomes, failure), key="run-summary",

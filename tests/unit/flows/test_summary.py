@@ -1,0 +1,49 @@
+"""The run summary shows the model beside its baselines: `python -m pytest
+tests/unit/flows/test_summary.py`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flows.summary import baseline_rows, baselines_markdown, headline_metrics, summary_markdown
+
+
+def _metrics(project: Path, metrics: dict) -> None:
+    (project / "reports").mkdir(parents=True, exist_ok=True)
+    (project / "reports" / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_the_summary_tables_the_model_and_each_baseline_best_in_bold(tmp_path: Path) -> None:
+    _metrics(tmp_path, {
+        "accuracy": 0.93, "macro_f1": 0.912, "n_test": 270, "per_class": {},
+        "baselines": {
+            "majority_class": {"accuracy": 0.1, "macro_f1": 0.02, "n_test": 270,
+                               "description": "always '1'"},
+            "logreg_pixels": {"accuracy": 0.95, "macro_f1": 0.94, "n_test": 270},
+        },
+    })  # fmt: skip
+    assert baseline_rows(tmp_path) == [
+        {"name": "model", "accuracy": 0.93, "macro_f1": 0.912},
+        {"name": "majority_class", "accuracy": 0.1, "macro_f1": 0.02},
+        {"name": "logreg_pixels", "accuracy": 0.95, "macro_f1": 0.94},
+    ]
+    markdown = summary_markdown(tmp_path, [], None)
+    assert "| model vs baselines | accuracy | macro_f1 |" in markdown
+    assert "| model | 0.9300 | 0.9120 |" in markdown
+    assert "| logreg_pixels | **0.9500** | **0.9400** |" in markdown
+    assert "| majority_class | 0.1000 | 0.0200 |" in markdown
+    assert "baselines" not in headline_metrics(tmp_path)  # the metric table keeps to numbers
+
+
+def test_lower_is_better_baselines_and_none_reported(tmp_path: Path) -> None:
+    _metrics(tmp_path, {
+        "mae": 0.6, "rmse": 0.8, "mape": 0.2, "mase": 0.5, "n_test": 343,
+        "baselines": {"naive": {"mae": 0.75, "rmse": 0.9, "mape": 0.21, "mase": None},
+                      "seasonal_naive": {"mae": 1.7, "rmse": 1.9, "mape": 0.46, "mase": 1.4}},
+    })  # fmt: skip
+    lines = baselines_markdown(tmp_path)
+    assert "| naive | **0.7500** | **0.9000** | **0.2100** | - |" in lines
+    assert "| seasonal_naive | 1.7000 | 1.9000 | 0.4600 | **1.4000** |" in lines
+    _metrics(tmp_path, {"mae": 0.6, "n_test": 343})
+    assert baselines_markdown(tmp_path) == [] and baseline_rows(tmp_path) == []
