@@ -27,8 +27,9 @@ def _read(project: Path, name: str) -> dict[str, Any]:
 
 def stage_counts(project: Path) -> dict[str, Any]:
     """Records per stage: crawled, rejected, quarantined, cleaned, trained on (None if unknown)."""
-    crawl, validate, clean = (_read(project, f) for f in ("crawl.json", "validate.json",
-                                                          "clean.json"))
+    crawl, validate, clean = (
+        _read(project, f) for f in ("crawl.json", "validate.json", "clean.json")
+    )
     return {
         "crawled": crawl.get("items"),
         "rejected_by_crawl": crawl.get("rejects"),
@@ -77,11 +78,14 @@ def baselines_markdown(project: Path) -> list[str]:
     for k in names:
         found = best_baseline({r["name"]: r for r in rows[1:]}, k)
         best[k] = found and found[0]
-    lines = ["| model vs baselines | " + " | ".join(names) + " |",
-             "|---" * (len(names) + 1) + "|"]
+    lines = ["| model vs baselines | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for row in rows:
-        cells = [f"**{_number(row[k])}**" if best[k] == row["name"] and row is not rows[0]
-                 else _number(row[k]) for k in names]
+        cells = [
+            f"**{_number(row[k])}**"
+            if best[k] == row["name"] and row is not rows[0]
+            else _number(row[k])
+            for k in names
+        ]
         lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
     return ["", *lines, "", "Best baseline per metric in bold; promote gates on `promote.metric`."]
 
@@ -95,13 +99,17 @@ def summary_markdown(project: Path, outcomes: list[StageOutcome], failure: str |
     lines += ["| stage | ran | why |", "|---|---|---|"]
     lines += [f"| {o.stage} | {'yes' if o.ran else 'skipped'} | {o.reason} |" for o in outcomes]
     lines += ["", "| records | count |", "|---|---|"]
-    lines += [f"| {k.replace('_', ' ')} | {v if v is not None else '-'} |"
-              for k, v in stage_counts(project).items()]
+    lines += [
+        f"| {k.replace('_', ' ')} | {v if v is not None else '-'} |"
+        for k, v in stage_counts(project).items()
+    ]
     metrics = headline_metrics(project)
     if metrics:
         lines += ["", "| test metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
-                  for k, v in metrics.items()]
+        lines += [
+            f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
+            for k, v in metrics.items()
+        ]
     lines += baselines_markdown(project)
     lines += ["", f"**Promotion:** {promotion_line(project, outcomes)}"]
     return "\n".join(lines) + "\n"
@@ -125,11 +133,17 @@ def promotion_markdown(project: Path, outcomes: list[StageOutcome]) -> str | Non
         return None
     before = report.get("champion_before") or {}
     theirs = before.get("metrics_now") or {}
-    lines = ["# promotion", "", f"**{report['outcome']}**: {report['reason']}", "",
-             f"| metric | challenger | champion {before.get('version', '(none)')} |",
-             "|---|---|---|"]
-    lines += [f"| {k} | {v} | {theirs.get(k, '-')} |"
-              for k, v in report["challenger"]["metrics"].items()]
+    lines = [
+        "# promotion",
+        "",
+        f"**{report['outcome']}**: {report['reason']}",
+        "",
+        f"| metric | challenger | champion {before.get('version', '(none)')} |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {k} | {v} | {theirs.get(k, '-')} |" for k, v in report["challenger"]["metrics"].items()
+    ]
     lines += ["", f"Champion after this run: {report.get('champion_after') or 'none'}"]
     return "\n".join(lines) + "\n"
 
@@ -145,19 +159,29 @@ def validation_markdown(project: Path) -> str | None:
     if not summary:
         return None
     docs = (project / summary["data_docs"]).resolve()
-    lines = ["# validation", "",
-             f"**{'passed' if summary['success'] else 'FAILED'}**: {summary['n_valid']} of "
-             f"{summary['n_in']} rows valid, {summary['n_quarantined']} quarantined "
-             f"(share {summary['quarantine_share']}). Data Docs: [{docs}]({docs.as_uri()})", ""]
+    lines = [
+        "# validation",
+        "",
+        f"**{'passed' if summary['success'] else 'FAILED'}**: {summary['n_valid']} of "
+        f"{summary['n_in']} rows valid, {summary['n_quarantined']} quarantined "
+        f"(share {summary['quarantine_share']}). Data Docs: [{docs}]({docs.as_uri()})",
+        "",
+    ]
     lines += [f"* failure: {_cell(m)}" for m in summary.get("failures", [])]
     lines += [f"* warning: {_cell(m)}" for m in summary.get("warnings", [])]
     failed = [e for e in summary["expectations"] if not e["success"]]
-    lines += ["", "| expectation | severity | failed rows | examples (url: value) |",
-              "|---|---|---|---|"]
-    lines += [f"| {_cell(e['expectation'])} | {e['severity']} | {e['failed_rows']} | "
-              + "; ".join(_cell(f"{x['url']}: {x['value']!r}") for x in e["examples"])
-              + (f"raised: {_cell(e['raised'])}" if e["raised"] else "") + " |"
-              for e in failed]
+    lines += [
+        "",
+        "| expectation | severity | failed rows | examples (url: value) |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {_cell(e['expectation'])} | {e['severity']} | {e['failed_rows']} | "
+        + "; ".join(_cell(f"{x['url']}: {x['value']!r}") for x in e["examples"])
+        + (f"raised: {_cell(e['raised'])}" if e["raised"] else "")
+        + " |"
+        for e in failed
+    ]
     if not failed:
         lines += [f"| all {len(summary['expectations'])} expectations passed | | 0 | |"]
     return "\n".join(lines) + "\n"
@@ -175,8 +199,10 @@ def drift_markdown(project: Path) -> str | None:
         for name, c in checks.items():
             verdict = c.get("verdict") or ("drifted" if c["drifted"] else "ok")
             statistic = "–" if c["statistic"] is None else c["statistic"]
-            lines.append(f"| {name} | {statistic} | {c['threshold']} | {c['severity']} | "
-                         f"{'**drifted**' if verdict == 'drifted' else verdict} |")
+            lines.append(
+                f"| {name} | {statistic} | {c['threshold']} | {c['severity']} | "
+                f"{'**drifted**' if verdict == 'drifted' else verdict} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -187,8 +213,9 @@ def crawl_stats(project: Path) -> dict[str, Any]:
     return crawl_figures(project)
 
 
-def publish_artifacts(project: Path, outcomes: list[StageOutcome],
-                      failure: str | None = None) -> None:
+def publish_artifacts(
+    project: Path, outcomes: list[StageOutcome], failure: str | None = None
+) -> None:
     for key, markdown, description in (
         ("validation", validation_markdown(project), "Expectations that failed, with examples"),
         ("drift", drift_markdown(project), "Drift against the last DVC-recorded data"),
@@ -200,15 +227,18 @@ def publish_artifacts(project: Path, outcomes: list[StageOutcome],
     if metrics:
         create_table_artifact(
             table=[{"metric": k, "value": v} for k, v in metrics.items()],
-            key="metrics", description="Test-split metrics from reports/metrics.json",
+            key="metrics",
+            description="Test-split metrics from reports/metrics.json",
         )
     rows = baseline_rows(project)
     if rows:
         create_table_artifact(
-            table=rows, key="baselines",
+            table=rows,
+            key="baselines",
             description="The model and its baselines on the same test split (metrics.json)",
         )
     create_markdown_artifact(
-        markdown=summary_markdown(project, outcomes, failure), key="run-summary",
+        markdown=summary_markdown(project, outcomes, failure),
+        key="run-summary",
         description="What each stage did and the records it accounted for",
     )
