@@ -32,7 +32,10 @@ Stage output: every stage logs `%(asctime)s %(levelname)s %(name)s: %(message)s`
 `%(asctime)s %(name)s %(levelname)s %(message)s` and Scrapy's `%(asctime)s [%(name)s]
 %(levelname)s: %(message)s` are read too). Each such line is logged once, at its own level, without
 its timestamp (the log record has one). Any other line (a traceback, a progress bar's last state)
-is logged at INFO.
+is logged at INFO. A progress line (`tasks.core.progress`: `progress <what> <done>/<total> <unit>
+<rate>/s eta <eta>`, at most one per loop every 10 s) is logged like any other and also handed,
+parsed, to the caller's `on_progress` (flows/stage_progress.py turns it into the task run's
+Prefect progress artifact).
 """
 
 from __future__ import annotations
@@ -44,13 +47,15 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from logging import Logger, LoggerAdapter
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tasks.core.progress import ProgressLine, parse
 
 _TIMESTAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:[,.]\d+)? "  # Scrapy: no fraction
 _LEVEL = r"(DEBUG|INFO|WARNING|ERROR|CRITICAL)"
@@ -144,13 +149,26 @@ def log_line(raw: str, logger: Logger | LoggerAdapter) -> None:
     logger.log(logging.getLevelName(level), _LEADING_TIMESTAMP.sub("", line))
 
 
-def _stream(stage: str, cmd: str, project: Path, logger: Logger | LoggerAdapter) -> None:
-    """Run `cmd` in a shell, as DVC does, logging each output line as it comes."""
+OnProgress = Callable[[ProgressLine], None]
+
+
+def _stream(
+    stage: str,
+    cmd: str,
+    project: Path,
+    logger: Logger | LoggerAdapter,
+    on_progress: OnProgress | None = None,
+) -> None:
+    """Run `cmd` in a shell, as DVC does, logging each output line as it comes and handing each
+    progress line to `on_progress`."""
     # Bytes, split on "\n" only: a text pipe would turn each "\r" of a progress bar into a line.
     proc = subprocess.Popen(cmd, cwd=project, env=_env(), shell=True,  # noqa: S602 (cmd from dvc.yaml)
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     for raw in proc.stdout or ():
-        log_line(raw.decode("utf-8", errors="replace"), logger)
+        line = raw.decode("utf-8", errors="replace")
+        log_line(line, logger)
+        if on_progress is not None and (progress := parse(line)) is not None:
+            on_progress(progress)
     if proc.wait() != 0:
         raise StageFailed(f"stage {stage}: `{cmd}` exited with status {proc.returncode}; "
                           "its output is logged above")
@@ -169,9 +187,15 @@ def _dvc_info_off() -> Iterator[None]:
         dvc_logger.setLevel(level)
 
 
-def run_stage(stage: str, project: Path, logger: Logger | LoggerAdapter) -> StageOutcome:
+def run_stage(
+    stage: str,
+    project: Path,
+    logger: Logger | LoggerAdapter,
+    on_progress: OnProgress | None = None,
+) -> StageOutcome:
     """Run `stage` if it is frozen or DVC says it is stale, and commit it; otherwise skip it.
-    DVC's repository lock is held throughout (module docstring)."""
+    DVC's repository lock is held throughout (module docstring). `on_progress` gets each
+    progress line of the stage's output, parsed."""
     from dvc.repo import Repo, lock_repo  # noqa: PLC0415 (a heavy import, paid only when a flow runs)
 
     started = time.perf_counter()
@@ -189,7 +213,7 @@ def run_stage(stage: str, project: Path, logger: Logger | LoggerAdapter) -> Stag
                 return StageOutcome(stage, False, UP_TO_DATE_REASON)
             logger.info("%s is stale (%s), %s; running it", stage, reason, checked)
         command_started = time.perf_counter()
-        _stream(stage, spec["cmd"], project, logger)
+        _stream(stage, spec["cmd"], project, logger, on_progress)
         command_s = time.perf_counter() - command_started
         logger.info("%s: command %.1f s", stage, command_s)
         with _dvc_info_off():

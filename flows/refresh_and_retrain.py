@@ -5,7 +5,8 @@ DVC by flows/dvc_stages.py, so the flow, `dvc repro` and the tests share one imp
 every stage. Each stage that runs is committed to dvc.lock as it finishes, so what succeeded is
 recorded also when a later stage fails. A frozen stage (the crawl) runs on every refresh and is
 retried on transient errors; the others are not (bad data does not get better by retrying). An
-up-to-date stage is a "Skipped" task run with DVC's reason.
+up-to-date stage is a "Skipped" task run with DVC's reason. A stage that runs shows its progress
+lines as a progress artifact of its task run (flows/stage_progress.py), 100 % when it succeeded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from prefect.states import Completed, State
 
 from flows.dvc_stages import StageOutcome, is_frozen, pipeline, run_stage
 from flows.run_guard import demo_site_if_needed, single_run_lock
+from flows.stage_progress import StageProgress
 from flows.summary import publish_artifacts
 from tasks.core.params import load_params
 
@@ -28,8 +30,16 @@ FROZEN_RETRY_DELAY_S = 5
 # DVC, not Prefect, decides whether a stage is up to date: no Prefect result caching.
 @task(retries=0, cache_policy=NO_CACHE)
 def dvc_stage(stage: str, project: Path) -> StageOutcome | State:
-    outcome = run_stage(stage, project, get_run_logger())
-    if not outcome.ran:  # shown in the UI as a "Skipped" task run with the reason
+    logger = get_run_logger()
+    progress = StageProgress(stage, logger)
+    try:
+        outcome = run_stage(stage, project, logger, on_progress=progress)
+    except BaseException:
+        progress.fail()
+        raise
+    if outcome.ran:
+        progress.finish()
+    else:  # shown in the UI as a "Skipped" task run with the reason
         return Completed(name="Skipped", message=outcome.reason)
     return outcome
 

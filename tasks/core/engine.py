@@ -7,7 +7,8 @@ gradient clipping, optional linear warmup + cosine decay, early stopping on a de
 metric, a checkpoint every epoch (`tasks.core.checkpoint`: safetensors + JSON, written on a
 background
 thread while the next epoch trains) with resume, fixed seeds and deterministic algorithms on CPU,
-and a per-epoch callback (DVCLive, test hooks).
+a per-epoch callback (DVCLive, test hooks), and per-step progress (`tasks.core.progress`: a tqdm
+bar on a terminal, else a log line with count, rate and ETA at least every 10 s, one per epoch too).
 The task lives only in `loss_fn(outputs, y) -> scalar` and `metric_fn(val_outputs, y_val) ->
 {name: float}`; tasks/core/objectives.py has the ones for classification, regression and language
 models.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +34,7 @@ from torch import nn
 from tasks.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tasks.core.models import predict_logits
 from tasks.core.objectives import LossFn, MetricFn
+from tasks.core.progress import Progress
 
 logger = logging.getLogger("kiln.train")  # the engine runs inside the train stage
 
@@ -121,11 +122,13 @@ def run_epoch(
     loss_fn: LossFn = F.cross_entropy,
     grad_clip: float = 0.0,
     lr_at: Callable[[int], float] | None = None,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
     """One pass over (x, y) in the generator's order; returns the per-step losses, on x's device.
 
     Losses stay on the device (no .item() per step: a GPU would sync every step); bf16 autocast
-    on CUDA only. `lr_at(step)` (step within this epoch) sets the learning rate before each step.
+    on CUDA only. `lr_at(step)` (step within this epoch) sets the learning rate before each step;
+    `progress` counts each step (on a GPU, steps queued: it never waits for the device).
     """
     model.train()
     perm = torch.randperm(len(x), generator=generator).to(x.device)
@@ -146,6 +149,8 @@ def run_epoch(
             nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
         optimizer.step()
         losses[step] = loss.detach()
+        if progress is not None:
+            progress.update()
     return losses
 
 
@@ -211,17 +216,6 @@ def _text(row: dict[str, float]) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in row.items() if k != "epoch")
 
 
-def _progress(total: int, initial: int) -> Any:
-    """A tqdm bar on a terminal; None (one log line per epoch instead) in logs or without tqdm."""
-    if not sys.stderr.isatty():
-        return None  # DVC and Prefect capture stderr: carriage-return bars would garble it
-    try:
-        from tqdm import tqdm  # noqa: PLC0415 (optional: the stage runs without it)
-    except ImportError:
-        return None
-    return tqdm(total=total, initial=initial, desc="train", unit="epoch", leave=False)
-
-
 def fit(
     model: nn.Module,
     data: TaskData,
@@ -254,7 +248,14 @@ def fit(
 
 
 def _epoch(
-    cfg: EngineConfig, epoch: int, model: nn.Module, *, optimizer: Any, data: TaskData, fns: tuple
+    cfg: EngineConfig,
+    epoch: int,
+    model: nn.Module,
+    *,
+    optimizer: Any,
+    data: TaskData,
+    fns: tuple,
+    progress: Progress | None = None,
 ) -> dict[str, float]:
     """Train one epoch (0-based index) and validate; returns the history row.
 
@@ -269,7 +270,8 @@ def _epoch(
         return cfg.lr * lr_factor(cfg, epoch * n_steps + step, cfg.epochs * n_steps)
 
     scheduled = lr_at if cfg.schedule != "constant" else None
-    x, y, kw = data.x_train, data.y_train, {"grad_clip": cfg.grad_clip, "lr_at": scheduled}
+    x, y = data.x_train, data.y_train
+    kw = {"grad_clip": cfg.grad_clip, "lr_at": scheduled, "progress": progress}
     losses = run_epoch(
         model, optimizer, x, y, batch_size=cfg.batch_size, generator=order, loss_fn=loss_fn, **kw
     )
@@ -311,11 +313,28 @@ def _fit(  # noqa: PLR0917 (private: fit's arguments, passed straight through)
     device = data.x_train.device
     logger.info(f"on {device}: {len(data.x_train)} train, {len(data.x_val)} val; {start}")
     better = (lambda a, b: a < b) if cfg.mode == "min" else (lambda a, b: a > b)
-    bar, started = _progress(cfg.epochs, state["epochs_run"]), time.perf_counter()
+    n_steps = math.ceil(len(data.x_train) / cfg.batch_size)
+    started = time.perf_counter()
+    bar = Progress(
+        "train",
+        cfg.epochs * n_steps,
+        unit="steps",
+        initial=state["epochs_run"] * n_steps,
+        logger=logger,
+    )
     key, writer = f"best_{cfg.monitor}", _Writer()
     try:
         while state["epochs_run"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
-            row = _epoch(cfg, state["epochs_run"], trainer, optimizer=optimizer, data=data, fns=fns)
+            bar.set_detail(f"epoch {state['epochs_run'] + 1}/{cfg.epochs}")
+            row = _epoch(
+                cfg,
+                state["epochs_run"],
+                trainer,
+                optimizer=optimizer,
+                data=data,
+                fns=fns,
+                progress=bar,
+            )
             if best is None or better(row[cfg.monitor], state[key]):
                 best = _copy(model.state_dict())
                 best_row = {f"best_{k}": v for k, v in row.items() if k != "epoch"}
@@ -325,20 +344,16 @@ def _fit(  # noqa: PLR0917 (private: fit's arguments, passed straight through)
             state["epochs_run"] = row["epoch"]
             state["history"].append(row)
             writer.save(path, model, optimizer, best, state)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(_text(row))
-            else:
-                logger.info(f"epoch {row['epoch']}/{cfg.epochs}: {_text(row)}")
+            logger.info(f"epoch {row['epoch']}/{cfg.epochs}: {_text(row)}")
             if on_epoch is not None:
                 on_epoch(row)
         writer.wait()  # the last checkpoint is complete before fit returns
     except BaseException:
+        bar.close(ok=False)
         writer.wait(raise_error=False)  # a resume must not race a half-written checkpoint
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     stopped_early = state["bad_epochs"] >= cfg.patience
     best_row = state["history"][state["best_epoch"] - 1]
     logger.info(

@@ -5,7 +5,10 @@ method for the stage called, its exit code returned.
 
 One log format for every stage, `<time> <LEVEL> <logger>: <message>`: the Prefect flow reads the
 level back from each line, so a WARNING of a stage (or of Scrapy inside the crawl) is a WARNING in
-the Prefect UI, and drops the time, which its own log record carries.
+the Prefect UI, and drops the time, which its own log record carries. A long loop reports through
+`tasks.core.progress` (`track(...)` in place of a bare loop): a tqdm bar on a terminal, else a
+`progress <what> <done>/<total> <unit> <rate>/s eta <eta>` line at least and at most every 10 s,
+which the flow also shows as the stage's Prefect progress artifact.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Training engine: `python -m pytest tests/unit/tasks/core/test_engine.py` (determinism, resume,
-stopping).
+stopping, per-step progress).
 
 A 2-layer MLP on 256 synthetic points keeps every fit well under a second on one CPU core; the
 image stage's own determinism and kill/resume tests are in
@@ -8,7 +8,9 @@ tests/unit/tasks/types/image_classification/test_train.py.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -16,9 +18,10 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 from torch import nn
 
-from tasks.core import engine
+from tasks.core import engine, progress
 from tasks.core.engine import EngineConfig, TaskData, TrainError, fit, lr_factor
 from tasks.core.objectives import classification_metrics
+from tasks.core.progress import ProgressLine, parse
 
 CFG = EngineConfig(epochs=4, batch_size=32, lr=1e-2, patience=4)
 LOSS, METRICS = F.cross_entropy, classification_metrics
@@ -122,3 +125,110 @@ def test_warmup_then_cosine_schedule() -> None:
     assert factors[60] == pytest.approx(0.5) and factors[-1] < 1e-3
     assert all(a >= b for a, b in zip(factors[9:], factors[10:], strict=False))
     assert lr_factor(CFG, 5, 10) == 1.0
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Logged(logging.Handler):
+    """kiln.train's records: each progress line with the (fake) time it was logged at."""
+
+    def __init__(self, clock: _Clock | None = None) -> None:
+        super().__init__()
+        self.clock = clock
+        self.progress: list[tuple[float, ProgressLine]] = []
+        self.other: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = parse(record.getMessage())
+        if line is None:
+            self.other.append(record.getMessage())
+        else:
+            self.progress.append((self.clock() if self.clock else time.monotonic(), line))
+
+
+@pytest.fixture
+def train_log(monkeypatch: pytest.MonkeyPatch) -> _Logged:
+    monkeypatch.setattr(progress, "_on_terminal", lambda: False)  # log lines, not a tqdm bar
+    log = logging.getLogger("kiln.train")
+    handler = _Logged()
+    log.addHandler(handler)
+    level = log.level
+    log.setLevel(logging.INFO)
+    yield handler
+    log.removeHandler(handler)
+    log.setLevel(level)
+
+
+def test_progress_per_step_with_rate_and_eta_every_10_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train_log: _Logged
+) -> None:
+    clock = _Clock()
+    train_log.clock = clock
+    monkeypatch.setattr(progress, "CLOCK", clock)
+    monkeypatch.setattr(progress, "HEARTBEAT_S", 0)  # the update-driven lines only; fake time
+
+    def slow_step(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        clock.now += 3.0  # a fake 3 s training step
+        return LOSS(out, y)
+
+    cfg = EngineConfig(epochs=2, batch_size=32, lr=1e-2, patience=2)  # 8 steps an epoch
+    fit(_model(), _data(), slow_step, METRICS, cfg=cfg, checkpoint_path=tmp_path / "ck")
+    times = [t for t, _ in train_log.progress]
+    lines = [line for _, line in train_log.progress]
+    assert lines[0] == ProgressLine("train", 0, 16, "steps", 0.0, None, "")
+    assert [line.done for line in lines] == [0, 4, 8, 12, 16, 16]  # a line every 4 steps (12 s)
+    details = [line.detail for line in lines[1:-1]]
+    assert details == ["epoch 1/2", "epoch 1/2", "epoch 2/2", "epoch 2/2"]
+    # at most one line per 10 s, and never more than 10 s plus one step without one
+    assert all(10 <= b - a <= 10 + 3 for a, b in zip(times, times[1:-1], strict=False))
+    assert (lines[1].rate, lines[1].eta_s) == (0.33, 36)  # 12 steps left at 1/3 step per s
+    assert lines[-1].finished and lines[-1].detail == "done in 48.0s epoch 2/2"
+    assert [m.split(":")[0] for m in train_log.other if m.startswith("epoch")] == [
+        "epoch 1/2",
+        "epoch 2/2",
+    ]
+
+    # a resumed run counts from where it stopped, its rate from its own steps
+    def kill_after_1(row: dict[str, float]) -> None:
+        raise _Stop
+
+    train_log.progress.clear()
+    with pytest.raises(_Stop):
+        fit(
+            _model(),
+            _data(),
+            slow_step,
+            METRICS,
+            cfg=cfg,
+            checkpoint_path=tmp_path / "r",
+            on_epoch=kill_after_1,
+        )
+    assert train_log.progress[-1][1].detail.startswith("stopped after 24.0s")
+    train_log.progress.clear()
+    fit(_model(), _data(), slow_step, METRICS, cfg=cfg, checkpoint_path=tmp_path / "r")
+    start, end = train_log.progress[0][1], train_log.progress[-1][1]
+    assert (start.done, end.done, end.rate) == (8, 16, 0.33)
+
+
+def test_a_slow_validation_is_not_silent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train_log: _Logged
+) -> None:
+    monkeypatch.setattr(progress, "EVERY_S", 0.05)  # real time, scaled down 200 times
+    monkeypatch.setattr(progress, "HEARTBEAT_S", 0.01)
+
+    def slow_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        time.sleep(0.5)  # no step counted for 10 times EVERY_S
+        return METRICS(logits, y)
+
+    cfg = EngineConfig(epochs=1, batch_size=64, lr=1e-2, patience=1)
+    fit(_model(), _data(), LOSS, slow_metrics, cfg=cfg, checkpoint_path=tmp_path / "ck")
+    during = [line for _, line in train_log.progress if line.done == 4 and not line.finished]
+    assert len(during) >= 3, train_log.progress
+    times = [t for t, _ in train_log.progress]
+    assert max(b - a for a, b in zip(times, times[1:], strict=False)) < 0.35  # slack: a busy CPU
