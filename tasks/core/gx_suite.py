@@ -64,8 +64,7 @@ def _task_specs(
     if task.has_images:
         specs += [
             _in_set("image_readable", [True]),
-            _in_set("image_width", [params.image_width]),
-            _in_set("image_height", [params.image_height]),
+            *(_image_side(s, params) for s in ("width", "height")),
         ]
     if task.has_text:  # at least one character once normalised as clean will (clean.text)
         specs.append(
@@ -74,6 +73,16 @@ def _task_specs(
     if task.is_series:
         specs += [_in_set(task.time_is_date, [True]), _in_set(task.value_is_number, [True])]
     return specs
+
+
+def _image_side(side: str, params: ValidateParams) -> ExpectationSpec:
+    """`validate.image_<side>` exactly when given, else between min_ and max_image_side."""
+    column = f"image_{side}"
+    exact = getattr(params, column, None)
+    if exact is not None:
+        return _in_set(column, [exact])
+    low, high = getattr(params, "min_image_side", 1), getattr(params, "max_image_side", None)
+    return _spec("expect_column_values_to_be_between", column=column, min_value=low, max_value=high)
 
 
 def _in_set(column: str, values: list) -> ExpectationSpec:

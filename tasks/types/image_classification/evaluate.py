@@ -39,12 +39,13 @@ BASELINE_SIDE = 16  # the logistic-regression baseline sees at most 16 x 16 pixe
 def evaluate_model(model: nn.Module, card: dict[str, Any], data: Split) -> EvalResult:
     """Predict `data` (the test split) with `model` as `card` describes it; pure, writes nothing."""
     config, classes = card["config"], list(card["classes"])
-    height, width = data.pixels.shape[1:]
-    if (config["height"], config["width"]) != (height, width) or config["in_channels"] != 1:
+    height, width = data.pixels.shape[1:3]  # (N, H, W) grayscale or (N, H, W, C)
+    channels = 1 if data.pixels.ndim == 3 else data.pixels.shape[3]
+    if (config["height"], config["width"], config["in_channels"]) != (height, width, channels):
         raise ModelError(
             f"models/card.json config.height={config['height']}, config.width={config['width']}, "
             f"config.in_channels={config['in_channels']} but the test images are {height}x{width} "
-            "grayscale (1 channel)"
+            f"with {channels} channel(s)"
         )
     if config["n_classes"] != len(classes):
         raise ModelError(

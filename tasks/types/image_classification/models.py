@@ -1,10 +1,12 @@
-"""The image classifier: `cnn`, uint8 grayscale images preprocessed to float32 (N, 1, H, W) ->
-logits (N, n_classes). Its config is a frozen dataclass saved as plain JSON in the model card.
+"""The image classifier: `cnn`, uint8 images (N, H, W) grayscale or (N, H, W, 3) RGB,
+preprocessed to float32 (N, C, H, W) -> logits (N, n_classes). Its config is a frozen dataclass
+saved as plain JSON in the model card.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
@@ -15,7 +17,7 @@ from tasks.core.models import ModelError
 
 @dataclass(frozen=True)
 class CNNConfig:
-    in_channels: int = 1  # 1: grayscale images (clean decodes to mode "L")
+    in_channels: int = 1  # 1: grayscale (clean.image.mode "L"), 3: RGB
     height: int = 8  # pixels; sklearn digits are 8x8
     width: int = 8
     n_classes: int = 10
@@ -34,8 +36,11 @@ class CNNConfig:
 class CNN(nn.Module):
     """Two conv blocks (c, then 2c channels), each halving the image, then a linear classifier.
 
-    An adaptive 2x2 average pool before the classifier makes the weights independent of the image
+    A 2x2 adaptive average pool before the classifier makes the weights independent of the image
     size, so one config works from 1x1 to large images; ceil-mode pooling keeps odd sizes whole.
+    The pool is `avg_pool_2x2`, which computes exactly what `adaptive_avg_pool2d(x, 2)` does with
+    a plain average pool, so the ONNX export works at every size (the exporter refuses an
+    adaptive pool whose output size does not divide the input's, e.g. 7x7 after 28x28 images).
     """
 
     def __init__(self, config: CNNConfig) -> None:
@@ -55,8 +60,15 @@ class CNN(nn.Module):
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2, ceil_mode=True)
         x = F.max_pool2d(F.relu(self.bn3(self.conv3(x))), 2, ceil_mode=True)
-        x = F.adaptive_avg_pool2d(x, 2).flatten(1)
+        x = avg_pool_2x2(x, self._pooled_size(x)).flatten(1)
         return self.head(self.dropout(x))
+
+    def _pooled_size(self, x: torch.Tensor) -> tuple[int, int]:
+        """(h, w) of the map reaching the pool. Traced for ONNX, the size is the config's (the
+        export's example has it), as Python ints: a traced `x.shape` holds tensors."""
+        if torch.jit.is_tracing():
+            return _halved(self.config.height), _halved(self.config.width)
+        return int(x.shape[-2]), int(x.shape[-1])
 
     @staticmethod
     def config_from_weights(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
@@ -65,10 +77,47 @@ class CNN(nn.Module):
         return {"in_channels": conv1[1], "channels": conv1[0], "n_classes": head[0]}
 
 
+def _halved(side: int) -> int:
+    """A side after the CNN's two ceil-mode 2x2 max pools."""
+    once = (side + 1) // 2
+    return (once + 1) // 2
+
+
+def avg_pool_2x2(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`F.adaptive_avg_pool2d(x, 2)` for a map of `size` (h, w), as a fixed average pool.
+
+    Adaptive pooling to 2 puts bin i over [floor(i*s/2), ceil((i+1)*s/2)): both bins are
+    ceil(s/2) wide and start floor(s/2) apart. A side of 1 gives two copies of its one value.
+    """
+    (h, w) = size
+    kernel, stride = (-(-h // 2), -(-w // 2)), (max(h // 2, 1), max(w // 2, 1))
+    x = F.avg_pool2d(x, kernel, stride)
+    return x.expand(-1, -1, 2, 2) if 1 in (h, w) else x
+
+
 ARCHITECTURES: dict[str, tuple[type, type[nn.Module]]] = {"cnn": (CNNConfig, CNN)}
 
 
-def preprocess(pixels: torch.Tensor, preprocessing: dict[str, float]) -> torch.Tensor:
-    """uint8 images (N, H, W) -> float32 (N, 1, H, W): `(pixels * scale - mean) / std`."""
-    x = pixels.to(torch.float32) * preprocessing["scale"]
-    return ((x - preprocessing["mean"]) / preprocessing["std"]).unsqueeze(1)
+def preprocess(pixels: torch.Tensor, preprocessing: dict[str, Any]) -> torch.Tensor:
+    """uint8 images (N, H, W) or (N, H, W, C) -> float32 (N, C, H, W):
+    `(pixels * scale - mean) / std`, mean and std one number or one per channel."""
+    mean, std = normalisation(preprocessing, pixels.device)
+    return normalise(pixels, preprocessing["scale"], mean, std)
+
+
+def normalisation(preprocessing: dict[str, Any], device: Any = None) -> tuple[Any, Any]:
+    """The card's mean and std as float32 tensors (0-d, or one value per channel)."""
+    return tuple(
+        torch.as_tensor(preprocessing[k], dtype=torch.float32, device=device)
+        for k in ("mean", "std")
+    )
+
+
+def normalise(
+    pixels: torch.Tensor, scale: float, mean: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
+    """`preprocess` with the tensors of `normalisation` (the ONNX graph holds them as buffers)."""
+    x = pixels.to(torch.float32) * scale
+    if x.ndim == 3:
+        x = x.unsqueeze(-1)  # grayscale: one channel
+    return ((x - mean) / std).permute(0, 3, 1, 2)

@@ -44,12 +44,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger("kiln.train")
 
 
-def _preprocessing(pixels: np.ndarray) -> dict[str, float]:
-    scaled = pixels.astype(np.float64) / 255.0  # [0, 1]; mean/std of the train split only
-    std = float(scaled.std())
-    if std < 1e-6:
+def _preprocessing(pixels: np.ndarray, image: dict[str, Any]) -> dict[str, Any]:
+    """The card's `preprocessing`: how clean fitted the images (`image`, data/clean's
+    preprocessing.json) and the normalisation `models.preprocess` applies, one mean and std per
+    channel: over the train split (normalise `dataset`) or 0 and 1 (`unit`)."""
+    channels = 1 if pixels.ndim == 3 else pixels.shape[3]
+    if image["normalise"] == "unit":
+        return {**image, "scale": 1.0 / 255.0, "mean": [0.0] * channels, "std": [1.0] * channels}
+    # [0, 1]; mean/std of the train split only, per channel
+    scaled = pixels.reshape(*pixels.shape[:3], channels).astype(np.float64) / 255.0
+    mean, std = scaled.mean(axis=(0, 1, 2)), scaled.std(axis=(0, 1, 2))
+    if std.max() < 1e-6:
         raise DataError("train images are all the same value: nothing to learn, cannot normalise")
-    return {"scale": 1.0 / 255.0, "mean": float(scaled.mean()), "std": std}
+    std = np.where(std < 1e-6, 1.0, std)  # a constant channel (no blue at all): only centred
+    return {**image, "scale": 1.0 / 255.0, "mean": mean.tolist(), "std": std.tolist()}
 
 
 def train_model(
@@ -63,11 +71,11 @@ def train_model(
     Writes nothing but checkpoints. Deterministic on CPU: same params and data, same weights.
     """
     device = pick_device(cfg.device)
-    prep = _preprocessing(data.train.pixels)
+    prep = _preprocessing(data.train.pixels, data.preprocessing)
     tensors = TaskData(*_tensors(data.train, prep, device), *_tensors(data.val, prep, device))
-    height, width = data.train.pixels.shape[1:]
+    height, width = data.train.pixels.shape[1:3]
     config = {
-        "in_channels": 1,
+        "in_channels": 1 if data.train.pixels.ndim == 3 else int(data.train.pixels.shape[3]),
         "height": int(height),
         "width": int(width),
         "n_classes": len(data.classes),
@@ -75,8 +83,8 @@ def train_model(
         "dropout": cfg.dropout,
     }
     logger.info(
-        f"{cfg.model}: {width}x{height} images, {len(data.classes)} classes, data version "
-        f"{data.data_version[:12]}"
+        f"{cfg.model}: {width}x{height} {prep['mode']} images ({prep['fit']}), "
+        f"{len(data.classes)} classes, data version {data.data_version[:12]}"
     )
     torch.manual_seed(cfg.seed)
     model = build_model(ARCHITECTURES, cfg.model, config)
@@ -104,7 +112,7 @@ def train_model(
     )
 
 
-def _tensors(split: Split, prep: dict[str, float], device: torch.device) -> tuple[Any, Any]:
+def _tensors(split: Split, prep: dict[str, Any], device: torch.device) -> tuple[Any, Any]:
     pixels, labels = torch.from_numpy(split.pixels), torch.from_numpy(split.labels)
     return preprocess(pixels.to(device), prep), labels.to(device)  # uint8 travels: 4x fewer bytes
 

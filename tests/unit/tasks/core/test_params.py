@@ -178,8 +178,18 @@ def _raw(name: str) -> dict:
             {"train": {"d_model": 30, "heads": 4}},
             "train.heads 4 must divide d_model 30",
         ),
-        # the image size is a required key of image classification's validate section
-        ("params.yaml", {"validate": {"image_width": None}}, "'validate.image_width'"),
+        # image classification's validate section: a size range no image could be in
+        (
+            "params.yaml",
+            {"validate": {"min_image_side": 9, "max_image_side": 8}},
+            "validate.min_image_side 9 is above max_image_side 8",
+        ),
+        # fit none takes clean.image's size only: validate may not demand another
+        (
+            "params.yaml",
+            {"clean": {"image": {"fit": "none"}}, "validate": {"image_width": 16}},
+            "validate.image_width 16 but clean.image.width 8 with clean.image.fit none",
+        ),
     ],
 )
 def test_settings_that_do_not_fit_together_are_named(

@@ -29,7 +29,11 @@ from tests.project import REPO
 from tests.raw_fixture import Dirt, build_raw, write_params
 
 LABELS = load_params(REPO / "params.yaml").labels
-PARAMS = ImageCleanParams(numeric_columns=["ink", "price"], impute="mean", split_salt="kiln")
+# fit none: the 16x16 image of MIXED is rejected, as before images were fitted (test_clean_images)
+EXACT = {"height": 8, "width": 8, "mode": "L", "fit": "none"}
+PARAMS = ImageCleanParams(
+    numeric_columns=["ink", "price"], impute="mean", split_salt="kiln", image=EXACT
+)
 CONTRACT_COLUMNS = ["key", "url", "label", "label_index", "split", "ink", "price", "first_seen"]
 MIXED = Dirt(
     duplicates=5,
@@ -71,7 +75,7 @@ def test_mixed_rows_are_all_accounted_for_with_reasons(tmp_path: Path) -> None:
         "conflicting labels": 4,  # both copies of each conflicting pair
         "unknown label 'n/a'": 2,
         "image unreadable": 2,  # the missing file and the broken one
-        "image size 16x16 differs from the others' 8x8": 1,
+        "image size 16x16 is not 8x8 (clean.image.fit none)": 1,
     }
     kept = set(result.items["url"])
     for dup in (r for r in rejects if r["reason"] == "duplicate"):

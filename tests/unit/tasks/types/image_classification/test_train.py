@@ -136,7 +136,13 @@ def test_stage_writes_models_and_live_reports_then_clears_checkpoint(
     card = json.loads((tmp_path / "models" / "card.json").read_text())
     assert card["epochs_run"] == 3 and card["classes"] == CLASSES
     assert card["config"]["channels"] == 4 and card["train_params"]["lr"] == 0.003
-    assert set(card["preprocessing"]) == {"scale", "mean", "std"}
+    assert set(card["preprocessing"]) == {
+        *("height", "width", "mode", "fit", "resample", "background", "normalise"),  # how clean fit
+        *("scale", "mean", "std"),  # the normalisation inside the model
+    }
+    # a data/clean of the fixture (no preprocessing.json): its grayscale images at their own size
+    assert card["preprocessing"]["fit"] == "none" and card["preprocessing"]["mode"] == "L"
+    assert len(card["preprocessing"]["mean"]) == len(card["preprocessing"]["std"]) == 1
     metrics = json.loads((tmp_path / "reports" / "train" / "metrics.json").read_text())
     assert metrics["step"] == 2 and 0.0 <= metrics["val"]["acc"] <= 1.0
     assert (tmp_path / "reports" / "train" / "plots" / "metrics" / "val" / "acc.tsv").exists()
