@@ -17,6 +17,8 @@ default `params.yaml` crawls, and it is deliberately a little dirty, all of it c
 
 `build_site()` is pure; `start_demo_site()` serves it from a background thread (see
 `crawlers.demo_server`), and `running_demo_site()` wraps that in a context manager for tests.
+Both take an optional `png` (item index -> PNG bytes) that replaces the 8x8 grey digits, the
+same pages otherwise: `crawlers.image_sites` makes sites of other image sizes and modes with it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import io
 import logging
 import random
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
@@ -218,20 +220,22 @@ def _list_page(n: int, n_pages: int, item_paths: list[str]) -> Page:
     return Page(_html(f"Digits page {n}", body), "text/html; charset=utf-8")
 
 
-def build_site(params: DemoSiteParams) -> DemoSite:
-    """Generate every page of the site in memory; same params, same bytes."""
+def build_site(params: DemoSiteParams, png: Callable[[int], bytes] | None = None) -> DemoSite:
+    """Generate every page of the site in memory; same params, same bytes. `png(i)`, if given,
+    is the image of digit i instead of its 8x8 grey PNG."""
     items = _make_items(params)
     images, _ = _digits()
+    png = png or (lambda i: _png(images[i]))
     pages: dict[str, Page] = {
         "/robots.txt": Page(ROBOTS_TXT.encode(), "text/plain; charset=utf-8"),
         "/admin/": Page(_html("Admin", "<h1>Staff only</h1>"), "text/html; charset=utf-8"),
     }
     for i, item in enumerate(items):
-        png = Page(_png(images[i]), "image/png", cache_control="max-age=86400")  # never change
-        pages[f"/img/{item.sku}.png"] = png
+        image = Page(png(i), "image/png", cache_control="max-age=86400")  # never change
+        pages[f"/img/{item.sku}.png"] = image
         pages[f"/item/{item.sku}"] = _item_page(item, f"/img/{item.sku}.png")
         if item.duplicate:  # a second URL for the same digit, its image at a second URL too
-            pages[f"/img/{item.sku}-dup.png"] = png
+            pages[f"/img/{item.sku}-dup.png"] = image
             pages[f"/item/{item.sku}-dup"] = _item_page(item, f"/img/{item.sku}-dup.png")
     if "jokes" in params.sections:
         pages |= jokes_pages()
@@ -246,22 +250,24 @@ def build_site(params: DemoSiteParams) -> DemoSite:
     return site
 
 
-def start_demo_site(params: DemoSiteParams, port: int | None = None) -> DemoSiteServer:
+def start_demo_site(
+    params: DemoSiteParams, port: int | None = None, png: Callable[[int], bytes] | None = None
+) -> DemoSiteServer:
     """Build the site and serve it from a background thread on params.host.
 
     `port` None means `params.port`; 0 picks a free port (read it back from `.url`).
-    Stop it with `.stop()` (or use it as a context manager).
+    Stop it with `.stop()` (or use it as a context manager). `png`: as in `build_site`.
     """
-    site = build_site(params)
+    site = build_site(params, png)
     return DemoSiteServer(site.pages, params.host, params.port if port is None else port)
 
 
 @contextmanager
 def running_demo_site(
-    params: DemoSiteParams, port: int | None = 0
+    params: DemoSiteParams, port: int | None = 0, png: Callable[[int], bytes] | None = None
 ) -> Iterator[tuple[str, DemoSiteServer]]:
     """`with running_demo_site(p) as (url, server):` a served site on a free port by default."""
-    server = start_demo_site(params, port)
+    server = start_demo_site(params, port, png)
     try:
         yield server.url, server
     finally:

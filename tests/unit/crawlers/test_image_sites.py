@@ -1,0 +1,69 @@
+"""The image test sites: `python -m pytest tests/unit/crawlers/test_image_sites.py`.
+
+The demo shop is byte-identical by default; each variant of `crawlers.image_sites` serves the same
+pages with its digits at its size and mode, the same bytes on every build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crawlers.demo_site import build_site
+from crawlers.image_sites import VARIANTS, build_image_site, digit_label, digit_png
+from tasks.core.params import DemoSiteParams
+
+PARAMS = DemoSiteParams(n_items=60, sections=[])
+# sha256 over every page (path, body, type, status) of the 60-digit shop, as built before the
+# image variants existed (commit 128ff68): the demo must not change.
+DEMO_PAGES_SHA256 = "87d8bc73a3d5e8b90ff6b01b050e936fefa09636fd9f2b0ea0a0f4c9b357dd54"
+
+
+def _pages_sha256(pages: dict) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(pages):
+        page = pages[path]
+        digest.update(
+            path.encode() + b"\0" + page.body + b"\0" + page.content_type.encode() + b"\0"
+            + str(page.status).encode()
+        )  # fmt: skip
+    return digest.hexdigest()
+
+
+def test_the_demo_and_its_grey8_variant_are_the_demo_byte_for_byte() -> None:
+    assert _pages_sha256(build_site(PARAMS).pages) == DEMO_PAGES_SHA256
+    assert _pages_sha256(build_image_site(PARAMS, "grey8").pages) == DEMO_PAGES_SHA256
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_each_variant_serves_its_size_and_mode(name: str) -> None:
+    variant = VARIANTS[name]
+    site = build_image_site(PARAMS, name)
+    demo = build_site(PARAMS)
+    assert site.pages.keys() == demo.pages.keys()
+    assert site.pages["/item/digit-0003"].body == demo.pages["/item/digit-0003"].body
+    sizes = set()
+    for i in range(40):
+        with Image.open(io.BytesIO(site.pages[f"/img/digit-{i:04d}.png"].body)) as img:
+            assert img.mode == variant.mode
+            sizes.add(img.size)
+    assert sizes == set(variant.sizes)  # every size drawn (40 items, at most 5 sizes)
+    again = build_image_site(PARAMS, name)
+    assert _pages_sha256(again.pages) == _pages_sha256(site.pages)
+
+
+def test_colours_do_not_tell_the_digit() -> None:
+    """Ink colour is drawn per item: items of one digit differ, items of two digits overlap."""
+    colours: dict[int, list] = {}
+    for i in range(200):
+        with Image.open(io.BytesIO(digit_png("rgb32", i))) as img:
+            pixels = np.asarray(img).reshape(-1, 3)
+        colours.setdefault(digit_label(i), []).append(pixels.max(axis=0))
+    spreads = [np.std(np.array(c), axis=0).mean() for c in colours.values()]
+    assert min(spreads) > 15  # grey levels: many colours within each digit
+    means = np.array([np.mean(c, axis=0) for c in colours.values()])
+    assert np.ptp(means, axis=0).max() < 40  # and about the same colours across digits
