@@ -44,8 +44,8 @@ HIGHER_IS_BETTER = {
 # The C grid of the logistic regressions, each fitted on train and scored on val (accuracy); the
 # most regularised of the best wins a tie. Scikit-learn's default C=1 is the middle one.
 C_GRID = (0.1, 1.0, 10.0)
-# At most this many train rows fit a logistic regression (a seeded sample beyond): at 50,000
-# images of 768 features, one lbfgs fit takes minutes on 2 CPU cores; 20,000 rows take ~1/3.
+# At most this many train rows fit a logistic regression (a seeded sample beyond): lbfgs time grows
+# with rows x features, and three fits (C_GRID) run per evaluation.
 MAX_FIT_ROWS = 20_000
 MAX_ORDER = 6  # the longest n-gram tried; the order is chosen on the val stream
 
