@@ -166,3 +166,26 @@ def test_params_and_the_suite_size_checks() -> None:
         parse_params(merge_params(_raw(), {"clean": {"image": {"width": None}}}))
     with pytest.raises(ParamsError, match="clean.image.mode"):
         parse_params(merge_params(_raw(), {"clean": {"image": {"mode": "CMYK"}}}))
+
+
+def test_validate_quarantines_sizes_outside_the_range(tmp_path: Path) -> None:
+    """Any size in min_image_side..max_image_side passes (clean fits it); others are quarantined,
+    named by the check."""
+    import pandas as pd  # noqa: PLC0415
+
+    from tasks.validate import validate_items  # noqa: PLC0415 (Great Expectations: ~4 s import)
+    from tests.raw_fixture import Dirt, build_raw  # noqa: PLC0415
+
+    rows = build_raw(tmp_path, 60, Dirt(wrong_size_images=1))  # one 16x16 among 8x8 digits
+    params = parse_params(merge_params(_raw(), {"validate": {
+        "image_width": None, "image_height": None, "min_image_side": 8, "max_image_side": 16,
+        "min_rows": 10}}))  # fmt: skip
+    both = validate_items(pd.DataFrame(rows), tmp_path / "data/raw", params.labels,
+                          params.validate_)  # fmt: skip
+    assert both.success and not both.quarantine  # 8x8 and 16x16: mixed sizes are fine
+    small = params.validate_.model_copy(update={"max_image_side": 12})
+    one_out = validate_items(pd.DataFrame(rows), tmp_path / "data/raw", params.labels, small)
+    assert [r["reason"] for r in one_out.quarantine] == [
+        "expect_column_values_to_be_between(image_width); "
+        "expect_column_values_to_be_between(image_height)"
+    ]
