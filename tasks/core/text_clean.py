@@ -44,6 +44,7 @@ from tasks.core.paths import (
     LABEL_ISSUES,
     VALIDATED_ITEMS,
 )
+from tasks.core.progress import track
 from tasks.core.splits import split_of
 from tasks.core.text_norm import dedupe_form, normalise_text, text_key
 
@@ -83,7 +84,7 @@ def _read_rows(
     """Rows with a usable text (and label when `classify`), normalised; counts of changes."""
     cfg, labels = params.clean.text, params.labels
     kept, changed = [], Counter()
-    for row in rows:
+    for row in track(rows, "clean.texts", unit="texts", logger=log):
         raw = row.get(cfg.column)
         if _missing(raw) or not isinstance(raw, str):
             rejects.append({"url": row["url"], "reason": f"text missing: {cfg.column} is {raw!r}"})

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm import tqdm
 
 from tasks.core.columns import LABEL, TaskColumns
 from tasks.core.images import IMAGE_ERRORS
 from tasks.core.label_review import key_of_image_path
 from tasks.core.labels import normalise_label
 from tasks.core.params import LabelParams
+from tasks.core.progress import track
 from tasks.core.text_norm import normalise_text, text_key
 
 if TYPE_CHECKING:
@@ -145,7 +145,8 @@ def _with_derived(
     paths = list(_column(raw, "image_path"))
     _add_labels(out, raw, labels, [key_of_image_path(p) for p in paths], overrides)
     raw_root = Path(raw_dir).resolve()
-    facts = [_image_facts(raw_root, p) for p in tqdm(paths, desc="images", disable=None)]
+    images = track(paths, "validate.images", unit="images", logger=log)
+    facts = [_image_facts(raw_root, p) for p in images]
     for i, name in enumerate(("image_readable", "image_width", "image_height")):
         out[name] = _object((f[i] for f in facts), raw.index)
     out["image_mean"] = pd.Series([f[3] for f in facts], index=raw.index, dtype=np.float64)

@@ -43,7 +43,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from PIL import Image
-from tqdm import tqdm
 
 from tasks.core.clean_dedupe import count, exact_duplicates, near_duplicates
 from tasks.core.clean_numeric import clean_numeric
@@ -66,6 +65,7 @@ from tasks.core.paths import (
     RAW_IMAGES,
     VALIDATED_ITEMS,
 )
+from tasks.core.progress import track
 from tasks.core.splits import SPLITS, split_of
 from tasks.types.image_classification.data import PREPROCESSING_FILE
 
@@ -130,7 +130,7 @@ def _read_rows(
     in `overrides` (by key) wins over the crawled one."""
     kept = []
     mode = None if image.mode == "auto" else image.mode
-    for row in tqdm(rows, desc="images", disable=None):
+    for row in track(rows, "clean.images", unit="images", logger=log):
         raw_label = None if _is_null(row["label"]) else row["label"]
         try:
             key, decoded = _load_image(images_dir, row["image_path"], mode, image.background)
