@@ -23,6 +23,14 @@ both), median of the pair ratios, against the demo shop served on loopback by th
 
 `--extraction-only` measures figure 2 alone (no crawl; seconds instead of minutes).
 
+`--cache` compares the HTTP cache's storage (crawlers/httpcache_sqlite.py, one SQLite file)
+with Scrapy's FilesystemCacheStorage, which Kiln used before, instead of figures 1-3: A (SQLite),
+B (filesystem), A, B ... each a new project crawled twice by the crawl stage (images on), the
+first crawl and a refresh of the unchanged site with `--revisit-after-s` (0 by default here:
+every page is revalidated through the cache, a 304 each, and stored again). Printed per storage:
+the stage's wall time of both crawls, the spider's pages/s, and the cache's disk use (`du`)
+against the bytes of the headers and bodies it holds (target: at most 2x).
+
 `--latency-ms N` makes every answer of the demo shop wait N ms first (a site N ms away, not one
 on loopback that answers in well under a millisecond); the default, 0, is the plain loopback run
 the targets are judged on.
@@ -224,6 +232,82 @@ def _extraction_only(pages: list[str], n: int) -> int:
     return 0
 
 
+def _stage_with_storage(storage: str) -> int:
+    """`--stage-with-storage sqlite|filesystem`, run in a project directory: the crawl stage
+    with that HTTP cache storage (the filesystem one is Scrapy's, pruning off: the prune of
+    crawlers/httpcache_prune.py deletes its entries)."""
+    import crawlers.settings  # noqa: PLC0415
+    import tasks.crawl  # noqa: PLC0415
+
+    if storage == "filesystem":
+        crawlers.settings.HTTPCACHE_STORAGE = "scrapy.extensions.httpcache.FilesystemCacheStorage"
+        tasks.crawl.prune_http_cache = lambda cache, max_bytes: None
+    return tasks.crawl.main()
+
+
+def _cache_use(cache: Path, storage: str) -> tuple[int, int]:
+    """(disk bytes as `du` counts them, bytes of the response headers and bodies held)."""
+    from crawlers.httpcache_sqlite import CACHE_FILE, held_bytes  # noqa: PLC0415
+
+    if storage == "sqlite":
+        held = held_bytes(cache / CACHE_FILE)
+        return held["disk_bytes"], held["held_bytes"]
+    disk = sum(p.lstat().st_blocks * 512 for p in [cache, *cache.rglob("*")])
+    held = sum(p.stat().st_size for name in ("response_body", "response_headers")
+               for p in cache.rglob(name))  # fmt: skip
+    return disk, held
+
+
+def _storage_run(url: str, project: Path, storage: str, revisit_after_s: float) -> dict:
+    """A new project crawled twice with `storage`: wall times, pages/s and the cache's size."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["crawl"].update({"start_urls": [url], "max_pages": 100_000,
+                            "revisit_after_s": revisit_after_s})  # fmt: skip
+    project.mkdir(parents=True)
+    (project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    out: dict[str, Any] = {}
+    cmd = [sys.executable, __file__, "--stage-with-storage", storage]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for run in ("first", "refresh"):
+        start = time.perf_counter()
+        subprocess.run(cmd, cwd=project, check=True, capture_output=True, env=env)
+        out[f"{run} s"] = time.perf_counter() - start
+        report = json.loads((project / "reports" / "crawl.json").read_text())
+        out[f"{run} pages/s"] = report["pages_per_s"]
+    disk, held = _cache_use(project / ".kiln" / "httpcache", storage)
+    return out | {"cache MiB": disk / 2**20, "held MiB": held / 2**20, "disk/held": disk / held}
+
+
+def _cache_comparison(url: str, tmp: Path, pairs: int, revisit_after_s: float) -> None:
+    runs: dict[str, list[dict]] = {"sqlite": [], "filesystem": []}
+    for i in range(pairs):
+        for storage, done in runs.items():  # A, B, A, B ...
+            done.append(_storage_run(url, tmp / f"{storage}-{i}", storage, revisit_after_s))
+    names = list(runs["sqlite"][0])
+    print(f"{'HTTP cache storage (median)':<28}" + "".join(f"{n:>16}" for n in names))
+    medians = {s: {n: statistics.median(r[n] for r in rs) for n in names} for s, rs in runs.items()}
+    for storage, row in medians.items():
+        print(f"{storage:<28}" + "".join(f"{row[n]:>16.3f}" for n in names))
+    pairs_run = list(zip(runs["sqlite"], runs["filesystem"], strict=True))
+    ratios = {n: statistics.median(a[n] / b[n] for a, b in pairs_run) for n in names}
+    print(f"{'sqlite / filesystem':<28}" + "".join(f"{ratios[n]:>16.3f}" for n in names))
+    ratio = medians["sqlite"]["disk/held"]
+    verdict = "holds" if ratio <= 2 else "MISSED"
+    print(f"SQLite cache disk / bytes held (<= 2x): {ratio:.3f}x -> {verdict}")
+
+
+def _cache_main(args: argparse.Namespace, server: DemoSiteServer) -> int:
+    revisit = args.revisit_after_s if "--revisit-after-s" in sys.argv else 0.0
+    try:
+        with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmpdir:
+            print(f"demo shop: {args.items} items, {args.pairs} pairs, refresh with "
+                  f"crawl.revisit_after_s={revisit:g}")  # fmt: skip
+            _cache_comparison(server.url, Path(tmpdir), args.pairs, revisit)
+    finally:
+        server.stop()
+    return 0
+
+
 def _pairs(n: int, a: Any, b: Any) -> tuple[list[float], list[float]]:
     As, Bs = [], []  # noqa: N806 (A: Kiln, B: the baseline)
     for i in range(n):
@@ -249,6 +333,9 @@ def _args() -> argparse.Namespace:
         help="ms every answer of the demo shop waits first (0: plain loopback)",
     )
     parser.add_argument("--extraction-only", action="store_true", help="figure 2 alone")
+    parser.add_argument(
+        "--cache", action="store_true", help="HTTP cache: SQLite vs Scrapy's filesystem storage"
+    )
     return parser.parse_args()
 
 
@@ -256,6 +343,8 @@ def main() -> int:
     if len(sys.argv) == 4 and sys.argv[1] == "--bare":
         _bare_main(sys.argv[2], Path(sys.argv[3]))
         return 0
+    if len(sys.argv) == 3 and sys.argv[1] == "--stage-with-storage":
+        return _stage_with_storage(sys.argv[2])
     args = _args()
     site_params = DemoSiteParams(
         n_items=args.items, n_duplicates=0, n_broken=0, sections=[], bad_label_share=0.0
@@ -266,6 +355,8 @@ def main() -> int:
     delay_s = args.latency_ms / 1000
     pages = {path: dataclasses.replace(page, delay_s=delay_s) for path, page in site.pages.items()}
     server = DemoSiteServer(pages, site_params.host, 0)
+    if args.cache:
+        return _cache_main(args, server)
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmpdir:

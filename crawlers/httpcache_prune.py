@@ -1,120 +1,156 @@
 """Bound the HTTP cache: `python -m crawlers.httpcache_prune .kiln/httpcache --max-mb 64`
-(`python -m tasks.crawl` calls `prune_http_cache` after each successful crawl).
+(`python -m tasks.crawl` calls `prune_http_cache` after each crawl).
 
-The cache is Scrapy's FilesystemCacheStorage (crawlers/settings.py): one directory per request,
-`<cache_dir>/<spider name>/<first 2 hex digits>/<request fingerprint in hex>/`, holding `meta`,
-`pickled_meta`, `response_headers`, `response_body`, `response_data`, `request_headers` and
-`request_body` (Scrapy 2.19; checked on a cache made by a crawl of the demo site). Whole entries
-are removed, least recently stored first, until the entries take at most `max_bytes`.
+The cache is one SQLite file, `<cache_dir>/httpcache.sqlite3` (crawlers/httpcache_sqlite.py).
+Its size is what it takes on disk, as `du` counts it: the file's blocks (`st_blocks`) with its
+write-ahead log, not the bytes of the responses it holds. Whole responses are removed, least
+recently stored first (`stored_at`, then the store order), and the freed pages are given back to
+the file system (`PRAGMA incremental_vacuum`, then, when part-filled pages keep the file over the
+limit, a `VACUUM` that rewrites it compact), until the file takes at most `max_bytes`.
 
-* "Recently" is the entry's newest file mtime: Scrapy rewrites an entry when it stores a
-  response, a 304 revalidation included, but not when it serves one that is still fresh (an
-  image with `max-age` of a day), so such an entry ages from when it was stored. Removing it
-  costs one download more on the next crawl, never a wrong answer.
-* Bytes are disk usage (`st_blocks`, what `du` counts), not file lengths: the demo site's entry
-  holds 1.4 kB in 7 files but takes 28 KiB on ext4 (4 KiB blocks, the directory included; `du`).
-* An entry is renamed aside (`<fingerprint>.pruned`, one atomic rename in the same directory)
-  before it is deleted, so Scrapy sees a whole entry or none: it reads `pickled_meta` first and
-  then the response files, and a half-deleted entry would fail the crawl. A `.pruned` left by an
-  interrupted prune is deleted by the next one. Anything else in the cache is left alone.
+* "Recently" is when the response was stored: Scrapy stores a response again after a 304
+  revalidation, but not when it serves one that is still fresh (an image with `max-age` of a
+  day), so such a response ages from when it was stored. Removing it costs one download more on
+  the next crawl, never a wrong answer.
+* Each round of deletes is one transaction: the crawl (the only other user, and never at the
+  same time: the crawl stage prunes after its spider ended) sees a response whole or not at all.
+* Entries of Scrapy's FilesystemCacheStorage, which Kiln used before (one directory per
+  response, `<cache_dir>/<spider>/<2 hex digits>/<fingerprint>/`, ~28 KiB of disk for a 1 kB
+  page), are never read again: the first prune deletes all of them and logs how much that freed.
+  Anything else in `cache_dir` is left alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import shutil
+import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from crawlers.httpcache_sqlite import cache_file, connect, disk_bytes, file_bytes
+
 logger = logging.getLogger(__name__)
 
 _KEY = re.compile(r"[0-9a-f]{4,}")  # a request fingerprint in hex (Scrapy's: SHA-1, 40 digits)
-_ASIDE = ".pruned"  # suffix of an entry renamed aside, about to be deleted
+_LEGACY_FILES = {"meta", "pickled_meta", "response_headers", "response_body", "response_data",
+                 "request_headers", "request_body"}  # fmt: skip
+_ROW_OVERHEAD = 64  # bytes per row besides its payload and url: fingerprint, index, record
 
 
 @dataclass(frozen=True)
 class PruneResult:
-    entries_removed: int
-    bytes_before: int  # disk usage of the entries (and of leftover `.pruned` ones), in bytes
-    bytes_after: int  # disk usage of the entries kept, in bytes; <= max_bytes
+    entries_removed: int  # responses removed (with the old filesystem storage's entries)
+    bytes_before: int  # disk usage of the cache, in bytes (the old storage's entries included)
+    bytes_after: int  # disk usage of what is kept, in bytes; <= max_bytes
 
 
-@dataclass(frozen=True)
-class _Entry:
-    path: Path
-    bytes: int  # disk usage
-    used: float  # newest mtime of its files, seconds since the epoch
-
-
-def _disk_bytes(st: os.stat_result) -> int:
-    blocks = getattr(st, "st_blocks", None)  # POSIX; 512-byte units whatever the block size
-    return st.st_size if blocks is None else blocks * 512
-
-
-def _entry(path: Path) -> _Entry:
-    # One scandir and one stat per file: the cache of a 1000-item crawl has 2042 entries of 7
-    # files, and pathlib's is_file + lstat twice per file made this 0.9 s of a 4.9 s refresh.
-    with os.scandir(path) as it:
-        stats = [e.stat(follow_symlinks=False) for e in it if e.is_file(follow_symlinks=False)]
-    own = path.lstat()
-    newest = max((st.st_mtime for st in stats), default=own.st_mtime)
-    return _Entry(path, _disk_bytes(own) + sum(_disk_bytes(st) for st in stats), newest)
-
-
-def _entry_dirs(cache_dir: Path) -> tuple[list[Path], list[Path]]:
-    """Entry directories, and entries a previous prune renamed aside but did not delete."""
-    entries, aside = [], []
+def _legacy_entries(cache_dir: Path) -> list[Path]:
+    """The entry directories of Scrapy's filesystem storage (with any `.pruned` ones an older
+    Kiln's interrupted prune left)."""
+    entries = []
     for spider in sorted(p for p in cache_dir.iterdir() if p.is_dir()):
         for prefix in sorted(p for p in spider.iterdir() if p.is_dir()):
             for path in sorted(p for p in prefix.iterdir() if p.is_dir()):
-                key = path.name.removesuffix(_ASIDE)
-                if not (_KEY.fullmatch(key) and key[:2] == prefix.name):
-                    continue  # not Scrapy's; not ours to delete
-                (aside if path.name.endswith(_ASIDE) else entries).append(path)
-    return entries, aside
+                key = path.name.removesuffix(".pruned")
+                files = {f.name for f in path.iterdir()}
+                if _KEY.fullmatch(key) and key[:2] == prefix.name and files <= _LEGACY_FILES:
+                    entries.append(path)
+    return entries
 
 
-def _remove(path: Path) -> None:
-    """Delete one entry: first renamed aside (atomic), so it is never seen half there."""
-    aside = path if path.name.endswith(_ASIDE) else path.rename(path.with_name(path.name + _ASIDE))
-    shutil.rmtree(aside)
-    prefix = aside.parent
-    if not any(prefix.iterdir()):  # Scrapy makes the <2 hex> directory again when it needs it
-        prefix.rmdir()
+def _du(path: Path) -> int:
+    return sum(file_bytes(p) for p in [path, *path.iterdir()])
+
+
+def _remove_legacy(cache_dir: Path) -> tuple[int, int]:
+    """Delete the filesystem storage's entries (and the directories they leave empty)."""
+    entries = _legacy_entries(cache_dir)
+    freed = 0
+    for path in entries:
+        freed += _du(path)
+        shutil.rmtree(path)
+        for parent in (path.parent, path.parent.parent):  # <2 hex>/, then <spider>/
+            if not any(parent.iterdir()):
+                freed += file_bytes(parent)
+                parent.rmdir()
+    if entries:
+        logger.info(
+            "http cache %s: deleted %d entries of Scrapy's filesystem storage, which Kiln no "
+            "longer reads (%.1f MiB)", cache_dir, len(entries), freed / 2**20,
+        )  # fmt: skip
+    return len(entries), freed
+
+
+def _shrink(db: sqlite3.Connection, path: Path, max_bytes: int) -> int:
+    """Delete the least recently stored rows until the file takes at most `max_bytes`; the
+    number of rows deleted."""
+    removed = 0
+    while (size := disk_bytes(path, shm=False)) > max_bytes:
+        rows = db.execute("SELECT id, length(payload) + length(url) FROM responses "
+                          "ORDER BY stored_at, id").fetchall()  # fmt: skip
+        if not rows:
+            break
+        live = sum(n + _ROW_OVERHEAD for _, n in rows)
+        # The file holds its rows plus page overhead and free space: free the same share of it,
+        # at least one row.
+        to_free, ids = (size - max_bytes) * live / size, []
+        for row_id, n in rows:
+            if ids and to_free <= 0:
+                break
+            ids.append(row_id)
+            to_free -= n + _ROW_OVERHEAD
+        with db:  # one transaction
+            db.executemany("DELETE FROM responses WHERE id = ?", ((i,) for i in ids))
+        removed += len(ids)
+        _vacuum(db, "PRAGMA incremental_vacuum")  # the pages the deleted rows emptied
+        if disk_bytes(path, shm=False) > max_bytes:
+            _vacuum(db, "VACUUM")  # and those they left part-filled: the file rewritten compact
+    return removed
+
+
+def _vacuum(db: sqlite3.Connection, sql: str) -> None:
+    db.execute(sql).fetchall()  # incremental_vacuum frees one page per step: run it through
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()  # into the file, the log emptied
 
 
 def prune_http_cache(cache_dir: Path, max_bytes: int) -> PruneResult:
-    """Remove whole entries of Scrapy's filesystem HTTP cache in `cache_dir`, least recently
-    stored first, until they take at most `max_bytes` of disk. No cache: nothing to do."""
+    """Remove whole responses from the HTTP cache in `cache_dir`, least recently stored first,
+    until it takes at most `max_bytes` of disk. No cache: nothing to do."""
     if max_bytes < 0:
         raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
     if not cache_dir.is_dir():
         logger.info("http cache %s: absent, nothing to prune", cache_dir)
         return PruneResult(0, 0, 0)
-    paths, leftovers = _entry_dirs(cache_dir)
-    entries = sorted((_entry(p) for p in paths), key=lambda e: (e.used, str(e.path)))
-    before = sum(e.bytes for e in entries) + sum(_entry(p).bytes for p in leftovers)
-    for path in leftovers:
-        _remove(path)
-    total, removed = sum(e.bytes for e in entries), 0
-    for entry in entries:
-        if total <= max_bytes:
-            break
-        _remove(entry.path)
-        total -= entry.bytes
-        removed += 1
-    logger.info(
-        "http cache %s: removed %d of %d entries (least recently stored first)%s, "
-        "%.1f -> %.1f MiB of disk (limit %.1f MiB)",
-        cache_dir, removed, len(entries),
-        f" and {len(leftovers)} left by an interrupted prune" if leftovers else "",
-        before / 2**20, total / 2**20, max_bytes / 2**20,
-    )  # fmt: skip
-    return PruneResult(entries_removed=removed, bytes_before=before, bytes_after=total)
+    legacy, legacy_bytes = _remove_legacy(cache_dir)
+    path = cache_file(cache_dir)
+    if not path.is_file():
+        return PruneResult(legacy, legacy_bytes, 0)
+    before = disk_bytes(path)
+    removed, total = 0, before
+    if before > max_bytes:
+        db = connect(path)
+        try:
+            total = db.execute("SELECT count(*) FROM responses").fetchone()[0]
+            removed = _shrink(db, path, max_bytes)
+        finally:
+            db.close()
+        if disk_bytes(path) > max_bytes:  # a limit below what an empty cache file takes
+            for part in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
+                part.unlink(missing_ok=True)  # the next crawl starts a new one
+        logger.info(
+            "http cache %s: removed %d of %d responses (least recently stored first), "
+            "%.1f -> %.1f MiB of disk (limit %.1f MiB)",
+            path, removed, total, before / 2**20, disk_bytes(path) / 2**20, max_bytes / 2**20,
+        )  # fmt: skip
+    else:
+        logger.info("http cache %s: %.1f MiB of disk, within the limit of %.1f MiB",
+                    path, before / 2**20, max_bytes / 2**20)  # fmt: skip
+    return PruneResult(entries_removed=legacy + removed, bytes_before=legacy_bytes + before,
+                       bytes_after=disk_bytes(path))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

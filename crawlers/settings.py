@@ -77,8 +77,10 @@ ITEM_PIPELINES = {
 # Incremental refresh: Scrapy's HTTP cache with its RFC 2616 policy. A stored page that is stale
 # is revalidated with If-None-Match / If-Modified-Since and a 304 reuses the stored body; a page
 # the server declared fresh (Cache-Control: max-age) is not requested at all. 5xx are not stored.
+# The store is one SQLite file (crawlers/httpcache_sqlite.py): Scrapy's filesystem storage took
+# 7 files and ~28 KiB of disk per response of under 1 kB.
 HTTPCACHE_POLICY = "scrapy.extensions.httpcache.RFC2616Policy"
-HTTPCACHE_STORAGE = "scrapy.extensions.httpcache.FilesystemCacheStorage"
+HTTPCACHE_STORAGE = "crawlers.httpcache_sqlite.SqliteCacheStorage"
 HTTPCACHE_IGNORE_HTTP_CODES = [429, 500, 502, 503, 504, 522, 524]
 
 # Policy a custom spider (crawl.spider) may not loosen through its `custom_settings`: these are

@@ -11,15 +11,16 @@ with each page fetched once, and a killed crawl that leaves data/raw as it was.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import gzip
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,8 @@ import yaml
 
 from crawlers.demo_server import DemoSiteServer, Page
 from crawlers.demo_site import build_site
-from crawlers.httpcache_prune import PruneResult, prune_http_cache
+from crawlers.httpcache_prune import prune_http_cache
+from crawlers.httpcache_sqlite import CACHE_FILE, disk_bytes
 from tasks.core.io import read_jsonl
 from tasks.core.params import DemoSiteParams
 
@@ -153,42 +155,42 @@ def test_refresh_revalidates_pages_and_skips_fresh_images(server, tmp_path: Path
     assert (project / "data/raw/items.jsonl").read_bytes() == before
 
 
-def _cache_entries(cache: Path) -> dict[str, Path]:
-    """URL path -> its entry in Scrapy's filesystem HTTP cache (`meta` is a dict's repr)."""
-    return {_path(ast.literal_eval((m.parent / "meta").read_text())["url"]): m.parent
-            for m in cache.glob("*/*/*/meta")}  # fmt: skip
-
-
-def _du(entry: Path) -> int:
-    """Disk usage of a cache entry in bytes, as `du` counts it (what prune_http_cache bounds)."""
-    return sum(p.lstat().st_blocks * 512 for p in [entry, *entry.iterdir()])
+def _cached_paths(cache: Path) -> list[str]:
+    """URL paths the HTTP cache holds a response for, least recently stored first (the order
+    crawlers/httpcache_prune.py removes them in)."""
+    with closing(sqlite3.connect(cache / CACHE_FILE)) as db:
+        rows = db.execute("SELECT url FROM responses ORDER BY stored_at, id").fetchall()
+    return [_path(url) for (url,) in rows]
 
 
 def test_crawl_after_pruning_the_cache(server, tmp_path: Path) -> None:
     project = _project(tmp_path, start_urls=[server.url])
     _crawl(project)
     before = (project / "data/raw/items.jsonl").read_bytes()
-    entries = _cache_entries(project / ".kiln/httpcache")
+    cache = project / ".kiln/httpcache"
     old = [f"/item/digit-{i:04d}" for i in range(10)]  # made the least recently stored
-    for path in old:
-        for file in entries[path].iterdir():
-            os.utime(file, (time.time() - 3600, time.time() - 3600))
-    total = sum(_du(e) for e in entries.values())
-    freed = sum(_du(entries[p]) for p in old)
-    result = prune_http_cache(project / ".kiln/httpcache", total - freed)
-    assert result == PruneResult(len(old), total, total - freed)
-    assert set(_cache_entries(project / ".kiln/httpcache")) == set(entries) - set(old)
+    with closing(sqlite3.connect(cache / CACHE_FILE)) as db, db:
+        db.executemany("UPDATE responses SET stored_at = stored_at - 3600 WHERE url = ?",
+                       [(server.url + p[1:],) for p in old])  # fmt: skip
+    stored = _cached_paths(cache)
+    assert set(stored[:10]) == set(old)
+    total = disk_bytes(cache / CACHE_FILE)
+    result = prune_http_cache(cache, total - 1)  # a little over the limit: a few pages go
+    assert 1 <= result.entries_removed <= len(old) and result.bytes_before == total
+    assert result.bytes_after == disk_bytes(cache / CACHE_FILE) < total
+    pruned = stored[: result.entries_removed]  # the oldest: some of the ten
+    assert _cached_paths(cache) == stored[result.entries_removed :]
     mark = len(server.statuses)
     report = _crawl(project)
     again = server.statuses[mark:]
     items = dict(s for s in again if s[0].startswith("/item/"))
     assert len(items) == SMALL.n_items == len([s for s in again if s[0].startswith("/item/")])
-    assert {p for p, s in items.items() if s == 200} == set(old)  # pruned: fetched anew
-    assert {p for p, s in items.items() if s == 304} == set(items) - set(old)  # revalidated
-    assert report["not_modified"] >= SMALL.n_items - len(old)
+    assert {p for p, s in items.items() if s == 200} == set(pruned)  # pruned: fetched anew
+    assert {p for p, s in items.items() if s == 304} == set(items) - set(pruned)  # revalidated
+    assert report["not_modified"] >= SMALL.n_items - len(pruned)
     assert not [p for p, _ in again if p.startswith("/img/")]  # kept, still fresh
     assert (project / "data/raw/items.jsonl").read_bytes() == before
-    assert set(_cache_entries(project / ".kiln/httpcache")) == set(entries)  # stored again
+    assert set(_cached_paths(cache)) == set(stored)  # stored again
 
 
 def _slow_site() -> dict[str, Page]:
