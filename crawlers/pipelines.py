@@ -13,7 +13,8 @@
   item pages not requested, `CarriedItem`, to `carried.jsonl`) in the
   spider's output directory as they come (`tasks.crawl` sorts them), and turns an exception in a
   spider callback into a reject, so every fetched page is accounted for.
-  It stops the spider after `crawl.max_items` items (later ones in flight are not written).
+  It stops the spider after `crawl.max_items` items (later ones in flight are not written;
+  crawlers/limits.py closes it).
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from scrapy.http import Request, Response
 from scrapy.http.request import NO_CALLBACK
 from scrapy.pipelines.files import FilesPipeline
 from scrapy.pipelines.media import FileException
-from scrapy.utils.defer import _schedule_coro
 from twisted.python.failure import Failure
 
 from crawlers.items import CarriedItem, PageItem, PageReject
+from crawlers.limits import FILE_DOWNLOAD, LIMIT_REACHED
 from crawlers.settings import crawl_params_from
 from crawlers.spiders.generic import with_downloads
 
@@ -97,9 +98,12 @@ class HashedImagesPipeline(FilesPipeline):
         """The image first (when there is one), then every file URL, field by field."""
         if not isinstance(item, PageItem):
             return []
-        requests = [Request(item.image_url, callback=NO_CALLBACK)] if item.image_url else []
+        # FILE_DOWNLOAD: counted as a file, not a page (crawlers/limits.py, crawl.max_files)
+        image = {FILE_DOWNLOAD: True}
+        requests = [Request(u, callback=NO_CALLBACK, meta=image) for u in [item.image_url] if u]
         for name, urls in item.file_urls.items():
-            requests += [Request(u, callback=NO_CALLBACK, meta={_FILE_FIELD: name}) for u in urls]
+            meta = {_FILE_FIELD: name, FILE_DOWNLOAD: True}
+            requests += [Request(u, callback=NO_CALLBACK, meta=meta) for u in urls]
         return requests
 
     def media_to_download(self, request: Request, info: Any, *, item: Any = None) -> None:
@@ -197,11 +201,13 @@ class JsonlWriterPipeline:
         """How many of `n` more items fit under crawl.max_items (DropItem when none does); the
         spider is stopped once the limit is reached."""
         room = n if not self._max_items else min(n, self._max_items - self._n_items)
+        self._n_items += max(room, 0)
+        if self._max_items and (room < n or self._n_items == self._max_items):
+            # crawlers/limits.py closes the spider (now, when items were dropped: room < n)
+            self._crawler.signals.send_catch_log(signal=LIMIT_REACHED, reason="kiln_max_items",
+                                                 more=room < n)  # fmt: skip
         if room <= 0:
             raise DropItem(f"crawl.max_items={self._max_items} reached")
-        self._n_items += room
-        if self._n_items == self._max_items:
-            _schedule_coro(self._crawler.engine.close_spider_async(reason="kiln_max_items"))
         return room
 
     def _spider_error(self, failure: Failure, response: Response) -> None:

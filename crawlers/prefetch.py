@@ -14,8 +14,8 @@ those of a crawl without prefetching; a page that is no longer linked is fetched
   the page is then requested normally, with retries and redirects. A page the crawl reaches
   before its prefetch left the scheduler is requested normally too, and the prefetch is dropped.
 * `PrefetchAwareDownloaderStats` does not count an answer from the hold a second time;
-  `PrefetchAwareCloseSpider` counts, for `crawl.max_pages`, the pages the crawl reached (not
-  the prefetches), as a crawl without prefetching would.
+  crawlers/limits.py counts, for `crawl.max_pages`, the pages the crawl reached (not the
+  prefetches), as a crawl without prefetching would.
 
 Measured on the refresh of an unchanged 1,000-page demo shop (42 list pages): see
 benchmarks/crawl_throughput.py.
@@ -34,7 +34,6 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.downloadermiddlewares.stats import DownloaderStats
 from scrapy.exceptions import IgnoreRequest, NotConfigured
-from scrapy.extensions.closespider import CloseSpider
 from scrapy.http import Request, Response
 
 logger = logging.getLogger(__name__)
@@ -128,12 +127,3 @@ class PrefetchAwareDownloaderStats(DownloaderStats):
         if request.meta.get(FROM_HOLD):
             return response
         return super().process_response(request, response)
-
-
-class PrefetchAwareCloseSpider(CloseSpider):
-    """Scrapy's CloseSpider, with `CLOSESPIDER_PAGECOUNT` counting the pages the crawl reached:
-    a prefetch is not counted, the answer to the crawl's own request is."""
-
-    def page_count(self, response: Response, request: Request, spider: Any) -> None:
-        if not request.meta.get(PREFETCH):
-            super().page_count(response, request, spider)

@@ -39,7 +39,9 @@ CARRY_FILE = "carry.json"  # in the spider's output directory: the pages it may 
 CARRIED_FILE = "carried.jsonl"  # written by the spider: the pages it skipped
 PREFETCH_FILE = "prefetch.json"  # in the spider's output directory: list pages to fetch ahead
 LIST_PAGES_FILE = "list_pages.json"  # written by the spider: the list pages it parsed
-_POLICY_ONLY = {"revisit_after_s", "http_cache_max_mb"}  # change when, not what, is crawled
+# Change when or how far, not what a page gives: the limits and the partial-crawl gate too.
+_POLICY_ONLY = {"revisit_after_s", "http_cache_max_mb", "max_pages", "max_files", "max_items",
+                "allow_partial"}  # fmt: skip
 
 
 @dataclass(frozen=True)

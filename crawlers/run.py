@@ -8,8 +8,9 @@ page), `images/<sha256>.<ext>`, and `stats.json` (Scrapy's stats). `--jobdir` ke
 pending requests there, so a crawl stopped by SIGINT/SIGTERM (Scrapy finishes the requests in
 flight, then stops) continues with `--resume`, appending to DIR; stats.json then covers the
 whole crawl, every run of it (see `add_previous_stats`). `--cache` is the HTTP cache.
-Exit status 0 when the spider ran to its end (whatever it found), 1 when it did not finish
-(interrupted: finish_reason "shutdown"), 2 on a bad configuration.
+Exit status 0 when the spider ran (whatever it found, and whether it reached its end or was
+closed at a limit: stats.json's `finish_reason` says which), 1 when it was interrupted
+(finish_reason "shutdown"), 2 on a bad configuration.
 """
 
 from __future__ import annotations
@@ -29,14 +30,17 @@ import scrapy
 from pydantic import ValidationError
 from scrapy.crawler import CrawlerProcess
 
+from crawlers.limits import FILES, PAGES
 from crawlers.settings import settings_for
 from crawlers.spiders.generic import GenericSpider
 from crawlers.urlguard import check_crawl_config
 from tasks.core.io import write_json
 from tasks.core.params import CrawlParams, ParamsError, load_params
 
-# Finish reasons of a spider that ran to its end; "shutdown" (Ctrl+C) and others are failures.
-FINISHED = ("finished", "closespider_pagecount", "kiln_max_items")
+# The finish reason of a spider that was stopped (Ctrl+C, SIGTERM) before its end: the crawl is
+# unfinished and the JOBDIR lets it resume. Any other reason is a crawl that ran: "finished" when it
+# reached its end, a limit's (crawlers/limits.py) or another close reason when it is partial.
+INTERRUPTED = "shutdown"
 _MODULE = re.compile(r"[a-z_][a-z0-9_]*")  # a module directly inside crawlers/spiders/
 logger = logging.getLogger(__name__)
 
@@ -129,17 +133,20 @@ def run_spider(
     """Crawl in this process (once per process) and return Scrapy's stats (with `resume`, the
     whole crawl's: the previous run's stats.json in `out_dir` added, see add_previous_stats)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    previous = _previous_stats(out_dir) if resume else {}  # before this run overwrites them
     settings = settings_for(cfg, out_dir, cache_dir)
     if jobdir is not None:
         settings.set("JOBDIR", str(jobdir), priority="cmdline")
     settings.set("KILN_RESUME", resume, priority="cmdline")
+    # The limits count on from the interrupted run's pages and files (crawlers/limits.py).
+    before = {k: v for k, v in previous.items() if k in (PAGES, FILES) and _is_number(v)}
+    settings.set("KILN_COUNTS_BEFORE", before, priority="cmdline")
     process = CrawlerProcess(settings)  # (re)configures logging
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     # Its error for an unreachable robots.txt is a 40-line traceback; StrictRobotsTxtMiddleware
     # logs one line saying so instead.
     logging.getLogger("scrapy.downloadermiddlewares.robotstxt").setLevel(logging.CRITICAL)
-    previous = _previous_stats(out_dir) if resume else {}  # before this run overwrites them
     cls = spider_class(cfg)
     crawler = process.create_crawler(cls)
     if cls is GenericSpider:
@@ -181,10 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.cache if cfg.http_cache else None
     stats = run_spider(cfg, args.out, cache_dir=cache, jobdir=args.jobdir, resume=args.resume)
     reason = stats.get("finish_reason")
-    if reason not in FINISHED:
+    if reason in (None, INTERRUPTED):
         print(f"crawlers.run: the spider did not finish (finish_reason={reason})", file=sys.stderr)
         return 1
-    print(json.dumps({k: stats.get(f"kiln/{k}", 0) for k in ("pages", "items", "rejects")}))
+    counts = {k: stats.get(f"kiln/{k}", 0) for k in ("pages", "files", "items", "rejects")}
+    print(json.dumps({**counts, "finish_reason": reason}))
     return 0
 
 

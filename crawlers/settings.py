@@ -1,7 +1,9 @@
 """Scrapy settings of the Kiln crawler; `python -m crawlers.run` loads them via `settings_for()`.
 
 The constants below are the fixed policy; `settings_for()` adds what `params.yaml` `crawl`
-decides (user agent, robots, retries, timeout, concurrency, page budget) and where output goes.
+decides (user agent, robots, retries, timeout, concurrency) and where output goes; the limits
+are read from the crawl section itself (`crawl_params_from`) by crawlers/limits.py and
+crawlers/pipelines.py.
 """
 
 from __future__ import annotations
@@ -63,8 +65,8 @@ EXTENSIONS = {
     "scrapy.extensions.telnet.TelnetConsole": None,  # TELNETCONSOLE_ENABLED = False
     "scrapy.extensions.remote_control.RemoteControl": None,  # REMOTE_CONTROL_ENABLED = False
     "scrapy.extensions.feedexport.FeedExporter": None,  # output is JsonlWriterPipeline's
-    "scrapy.extensions.closespider.CloseSpider": None,
-    "crawlers.prefetch.PrefetchAwareCloseSpider": 0,  # crawl.max_pages
+    "scrapy.extensions.closespider.CloseSpider": None,  # counted every response: see limits.py
+    "crawlers.limits.CrawlLimits": 0,  # crawl.max_pages, crawl.max_files
     "scrapy.extensions.throttle.AutoThrottle": None,
     "crawlers.extensions.RevalidationAwareAutoThrottle": 0,  # a 304 is not an error page
 }
@@ -111,7 +113,6 @@ def settings_for(cfg: CrawlParams, out_dir: Path, cache_dir: Path | None = None)
             "CONCURRENT_REQUESTS": max(16, cfg.concurrency),
             "CONCURRENT_REQUESTS_PER_DOMAIN": cfg.concurrency,
             "AUTOTHROTTLE_TARGET_CONCURRENCY": float(cfg.concurrency),
-            "CLOSESPIDER_PAGECOUNT": cfg.max_pages,
             "KILN_MAX_ITEMS": cfg.max_items or 0,  # JsonlWriterPipeline stops the spider there
             "DEPTH_LIMIT": cfg.max_depth or 0,
             "DOWNLOAD_MAXSIZE": cfg.max_response_bytes,  # also bounds the decompressed size

@@ -4,9 +4,10 @@ Wiring only. The stages and their order are dvc.yaml's; each task run is one of 
 DVC by flows/dvc_stages.py, so the flow, `dvc repro` and the tests share one implementation of
 every stage. Each stage that runs is committed to dvc.lock as it finishes, so what succeeded is
 recorded also when a later stage fails. A frozen stage (the crawl) runs on every refresh and is
-retried on transient errors; the others are not (bad data does not get better by retrying). An
-up-to-date stage is a "Skipped" task run with DVC's reason. A stage that runs shows its progress
-lines as a progress artifact of its task run (flows/stage_progress.py), 100 % when it succeeded.
+retried on transient errors, not when it refused a partial crawl (flows/crawl_report.py); the
+others are not (bad data does not get better by retrying). An up-to-date stage is a "Skipped"
+task run with DVC's reason. A stage that runs shows its progress lines as a progress artifact of
+its task run (flows/stage_progress.py), 100 % when it succeeded.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
+from flows.crawl_report import crawl_task_options
 from flows.dvc_stages import StageOutcome, is_frozen, pipeline, run_stage
 from flows.run_guard import demo_site_if_needed, single_run_lock
 from flows.stage_progress import StageProgress
@@ -54,8 +56,11 @@ def refresh_and_retrain(project_dir: str = ".") -> list[StageOutcome]:
         with single_run_lock(project), demo_site_if_needed(params, logger):
             for stage, spec in pipeline(project).items():
                 retries = FROZEN_RETRIES if is_frozen(spec) else 0
+                # The crawl: its figures on its task run, no retry of a refused partial crawl
+                crawl = crawl_task_options(project) if is_frozen(spec) else {}
                 run = dvc_stage.with_options(name=stage, task_run_name=stage, retries=retries,
-                                             retry_delay_seconds=FROZEN_RETRY_DELAY_S)
+                                             retry_delay_seconds=FROZEN_RETRY_DELAY_S,
+                                             **crawl)  # fmt: skip
                 result = run(stage, project)
                 if isinstance(result, State):
                     result = StageOutcome(stage, False, result.message or "skipped")

@@ -12,6 +12,7 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.crawl_report import crawl_figures, partial_crawl_line
 from flows.dvc_stages import StageOutcome
 from tasks.core import registry
 from tasks.core.baselines import best_baseline
@@ -93,6 +94,8 @@ def summary_markdown(project: Path, outcomes: list[StageOutcome], failure: str |
     lines = ["# refresh-and-retrain", ""]
     if failure:
         lines += [f"**Failed:** {failure.splitlines()[0]}", ""]
+    if partial := partial_crawl_line(project):  # stopped at a limit: kept or refused
+        lines += [partial, ""]
     lines += ["| stage | ran | why |", "|---|---|---|"]
     lines += [f"| {o.stage} | {'yes' if o.ran else 'skipped'} | {o.reason} |" for o in outcomes]
     lines += ["", "| records | count |", "|---|---|"]
@@ -203,15 +206,11 @@ def drift_markdown(project: Path) -> str | None:
     return "\n".join(lines) + "\n"
 
 
-_CRAWL_FIGURES = ("pages", "items", "rejects", "retries", "failures", "refused", "bytes",
-                  "duration_s", "pages_per_s", "not_modified", "from_cache", "kept",
-                  "fetched_ahead")  # fmt: skip
-
-
 def crawl_stats(project: Path) -> dict[str, Any]:
-    """The crawl's figures (reports/crawl.json, tasks/crawl.py), in a fixed order."""
-    crawl = _read(project, "crawl.json")
-    return {k: crawl[k] for k in _CRAWL_FIGURES if k in crawl}
+    """The last crawl's figures (reports/crawl.json, or reports/crawl_partial.json when it was
+    refused for being partial: tasks/crawl.py), in a fixed order. The crawl's task run shows them
+    as its artifact (flows/crawl_report.py)."""
+    return crawl_figures(project)
 
 
 def publish_artifacts(
@@ -237,13 +236,6 @@ def publish_artifacts(
             table=rows,
             key="baselines",
             description="The model and its baselines on the same test split (metrics.json)",
-        )
-    crawl = crawl_stats(project)
-    if crawl:
-        create_table_artifact(
-            table=[{"figure": k, "value": v} for k, v in crawl.items()],
-            key="crawl",
-            description="Crawl stats from reports/crawl.json",
         )
     create_markdown_artifact(
         markdown=summary_markdown(project, outcomes, failure),

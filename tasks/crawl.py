@@ -13,9 +13,18 @@ gracefully (requests in flight finish, pending ones are saved) and the next run 
 makes a refresh send conditional requests only, and item pages checked within
 `crawl.revisit_after_s` are not requested at all (`crawlers/revisit.py`, `.kiln/crawl-state.json`).
 
+A crawl that did not reach its end (stopped at `crawl.max_pages`, `crawl.max_files` or
+`crawl.max_items`, or closed for any reason but "finished", crawlers/limits.py) is partial:
+`reports/crawl.json` says `partial: true` and why (`partial_reason`). It replaces data/raw only
+when `crawl.allow_partial` is true. Otherwise the stage refuses it, here, in the stage that would
+record it, so that neither the flow nor `dvc repro` can train on it: data/raw and
+reports/crawl.json stay as they were (so every later stage stays up to date), its report goes to
+`reports/crawl_partial.json`, and the stage exits with status 3 and a message naming the limit.
+
 Exit status: 0 ok; 1 the crawl failed (spider process failed, zero items); 2 it must not start
-(params.yaml invalid, a start URL refused, a bad selector); 130 interrupted (resumable). On any
-failure the previous `data/raw/` and `reports/crawl.json` stay as they were.
+(params.yaml invalid, a start URL refused, a bad selector); 3 the crawl is partial and
+`crawl.allow_partial` is false; 130 interrupted (resumable). On any failure the previous
+`data/raw/` and `reports/crawl.json` stay as they were.
 """
 
 from __future__ import annotations
@@ -36,11 +45,12 @@ from typing import Any
 from crawlers import revisit
 from crawlers.httpcache_prune import prune_http_cache
 from crawlers.launch import run_spider
+from crawlers.limits import LIMIT_REASONS
 from crawlers.revisit import PageVisit
 from crawlers.urlguard import check_crawl_config
 from tasks.core.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from tasks.core.params import CrawlParams, ParamsError, load_params
-from tasks.core.paths import CRAWL_REPORT, RAW_DIR, WORK_DIR
+from tasks.core.paths import CRAWL_PARTIAL_REPORT, CRAWL_REPORT, RAW_DIR, WORK_DIR
 from tasks.core.stage import setup_logging
 
 logger = logging.getLogger("kiln.crawl")
@@ -51,6 +61,8 @@ STATE_PATH = WORK_DIR / "crawl-state.json"  # when each item page was checked (c
 _ROW_KEYS = ("url", "content_hash", "first_seen", "image_url", "image_path")
 _IMAGE_PATH = re.compile(r"images/([0-9a-f]{64})\.(png|jpg|gif|webp)")
 _FILE_PATH = re.compile(r"files/([0-9a-f]{64})\.(pdf|zip|gz|png|jpg|gif|webp|bin)")
+EXIT_PARTIAL = 3  # the crawl is partial and crawl.allow_partial is false
+_COUNTED = {"max_pages": "pages", "max_files": "files", "max_items": "items"}  # limit -> figure
 
 
 class CrawlConfigError(ValueError):
@@ -151,11 +163,26 @@ def downloaded_paths(row: dict[str, Any], cfg: CrawlParams) -> list[str]:
     return paths
 
 
-def _report(spider: dict[str, Any], n_items: int, n_rejects: int, duration_s: float) -> dict:
+def partial_reason(
+    finish_reason: str | None, report: dict[str, Any], cfg: CrawlParams
+) -> str | None:
+    """Why a crawl with this Scrapy finish reason is partial (None: it reached its end)."""
+    if finish_reason == "finished":
+        return None
+    param = LIMIT_REASONS.get(finish_reason or "")
+    if param is None:
+        return f"the spider closed before the end of the site (finish_reason={finish_reason})"
+    what = _COUNTED[param]
+    return f"stopped at crawl.{param}={getattr(cfg, param)} ({report[what]} {what})"
+
+
+def _report(spider: dict[str, Any], n_items: int, n_rejects: int, duration_s: float,
+            cfg: CrawlParams) -> dict:  # fmt: skip
     pages = spider.get("kiln/pages", 0)
     elapsed = float(spider.get("elapsed_time_seconds") or duration_s)
-    return {
-        "pages": pages,
+    report = {
+        "pages": pages,  # what crawl.max_pages counts (crawlers/limits.py)
+        "files": spider.get("kiln/files", 0),  # what crawl.max_files counts
         "items": n_items,
         "rejects": n_rejects,
         "failures": spider.get("kiln/failures", 0),
@@ -172,7 +199,10 @@ def _report(spider: dict[str, Any], n_items: int, n_rejects: int, duration_s: fl
         "from_cache": spider.get("httpcache/hit", 0),  # served without a new download
         "kept": spider.get("kiln/carried", 0),  # item pages not requested (revisit_after_s)
         "fetched_ahead": spider.get("kiln/prefetch/used", 0),  # list pages (crawlers/prefetch.py)
+        "finish_reason": spider.get("finish_reason"),
     }
+    reason = partial_reason(report["finish_reason"], report, cfg)
+    return report | {"partial": reason is not None, "partial_reason": reason}
 
 
 def crawl_site(
@@ -230,18 +260,16 @@ def crawl_site(
     items = sorted(items + kept, key=lambda row: row["url"])
     unique = {json.dumps(r, sort_keys=True): r for r in read_jsonl(out / "rejects.jsonl")}
     rejects = sorted(unique.values(), key=lambda r: (r["url"], r["reason"]))
-    stats = _report(spider, len(items), len(rejects), duration_s)
-    if spider.get("finish_reason") == "closespider_pagecount":
-        logger.warning(
-            "stopped at crawl.max_pages=%d responses: the snapshot may be partial", cfg.max_pages
-        )
+    stats = _report(spider, len(items), len(rejects), duration_s, cfg)
     if not items:
         unreachable = spider.get("kiln/robots_unreachable", 0)
         raise CrawlError(
             f"zero items from {stats['pages']} pages ({stats['rejects']} rejects, "
             f"{stats['failures']} failures, {stats['robots_forbidden']} forbidden by robots.txt"
             + (", robots.txt unreachable so the host was skipped" if unreachable else "")
-            + f", {stats['refused']} refused URLs)"
+            + f", {stats['refused']} refused URLs"
+            + (f"; {stats['partial_reason']}" if stats["partial"] else "")
+            + ")"
         )
     kept_urls = {row["url"] for row in kept}
     files = {rel: (raw_dir if row["url"] in kept_urls else out) / rel
@@ -338,6 +366,28 @@ def _can_resume(job: Path, cfg: CrawlParams) -> bool:
     )
 
 
+def partial_message(stats: dict[str, Any], cfg: CrawlParams) -> str:
+    """What a partial crawl means for the run and how to get a whole one (the stage's log)."""
+    reason = stats["partial_reason"]
+    param = LIMIT_REASONS.get(stats["finish_reason"] or "")
+    if cfg.allow_partial:
+        return (
+            f"the crawl is partial: {reason}; data/raw holds the {stats['items']} items it "
+            "found before it stopped, and the stages after it use them (crawl.allow_partial: true)"
+        )
+    fix = (
+        f"raise crawl.{param} in params.yaml to crawl the whole site"
+        if param
+        else "find out why the spider closed early and crawl again"
+    )
+    return (
+        f"the crawl is partial: {reason}, so its {stats['items']} items were not kept "
+        "(crawl.allow_partial: false); data/raw and every stage after it are left as they "
+        f"were, its report is {CRAWL_PARTIAL_REPORT}. To go on: {fix}, or set "
+        "crawl.allow_partial: true to train on a partial crawl"
+    )
+
+
 def main() -> int:
     setup_logging()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -345,6 +395,7 @@ def main() -> int:
     # job (`cmd &`, CI scripts, cron wrappers) with SIGINT ignored, and Python then never raises
     # KeyboardInterrupt, so `kill -INT` did nothing and the crawl ran to its end.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    CRAWL_PARTIAL_REPORT.unlink(missing_ok=True)  # it describes the last crawl only
     try:
         params = load_params()
         cfg = params.crawl
@@ -357,9 +408,13 @@ def main() -> int:
         visits, ahead = revisit.load(STATE_PATH, cfg)
         result = crawl_site(cfg, previous, JOB_DIR, cache_dir=cache, resume=resume, visits=visits,
                             list_pages=ahead)  # fmt: skip
-        write_raw(result)
-        write_json(CRAWL_REPORT, result.stats)
-        revisit.save_state(STATE_PATH, cfg, result.visits, result.list_pages)  # after data/raw
+        kept = not result.stats["partial"] or cfg.allow_partial
+        if kept:
+            write_raw(result)
+            write_json(CRAWL_REPORT, result.stats)
+            revisit.save_state(STATE_PATH, cfg, result.visits, result.list_pages)  # after data/raw
+        else:
+            write_json(CRAWL_PARTIAL_REPORT, result.stats)
         if cache is not None:
             prune_http_cache(cache, int(cfg.http_cache_max_mb * 2**20))
     except CrawlInterrupted as exc:
@@ -376,11 +431,14 @@ def main() -> int:
     shutil.rmtree(JOB_DIR, ignore_errors=True)  # done: the next crawl starts afresh
     s = result.stats
     logger.info(
-        "crawl done: %d items (%d kept without a request), %d rejects (%d failures, %d retries) "
-        "from %d pages in %.1f s -> %s", s["items"], s["kept"], s["rejects"], s["failures"],
-        s["retries"], s["pages"], s["duration_s"], RAW_DIR,
+        "crawl %s: %d items (%d kept without a request), %d rejects (%d failures, %d retries) "
+        "from %d pages and %d files in %.1f s%s", "done" if kept else "refused", s["items"],
+        s["kept"], s["rejects"], s["failures"], s["retries"], s["pages"], s["files"],
+        s["duration_s"], f" -> {RAW_DIR}" if kept else "",
     )  # fmt: skip
-    return 0
+    if s["partial"]:
+        (logger.warning if kept else logger.error)(partial_message(s, cfg))
+    return 0 if kept else EXIT_PARTIAL
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@ run by `python -m tasks.crawl` like the generic one (tests/integration/test_craw
 
 It reads the demo site's CO2 table (`/co2/`) the way the declarative `examples/co2.params.yaml`
 does, to show the contract: yield dicts with a `url` and one key per field (or `PageItem` /
-`PageReject`); Kiln adds the output format, the limits and the safety settings (URL guard,
-robots.txt, size limits, retries), which `custom_settings` cannot loosen.
+`PageReject`); Kiln adds the output format, the limits (crawlers/limits.py counts the pages and
+downloads of any spider) and the safety settings (URL guard, robots.txt, size limits, retries),
+which `custom_settings` cannot loosen.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ class Co2TableSpider(scrapy.Spider):
             yield scrapy.Request(url, callback=self.parse, errback=self.failed)
 
     def parse(self, response: Response, **kwargs: Any) -> Iterator[Any]:
-        self.crawler.stats.inc_value("kiln/pages")
         for n, row in enumerate(response.css("table.series tr:not(:first-child)"), start=1):
             week, ppm = row.css("td.week::text").get(), row.css("td.ppm::text").get()
             url = f"{response.url}#item-{n}"

@@ -6,7 +6,8 @@ deny regexes). Item pages are those whose URL matches `item_url_pattern`, and th
 that item blocks of a list page (`item_list`) link to; a block without a link is an item itself.
 Parsing is the pure `crawlers.parse.PageParser`; the spider yields one `PageItem` or one
 `PageReject` per item, plus a reject for every page that failed after its retries. Requests it
-is not allowed to make (robots.txt, `crawlers.urlguard`) are skipped and counted. An item page
+is not allowed to make (robots.txt, `crawlers.urlguard`) are skipped and counted. Pages and
+downloads are counted, and the crawl stopped at its limits, by `crawlers.limits`. An item page
 listed in the crawl stage's `carry.json` (checked within `crawl.revisit_after_s`, see
 `crawlers.revisit`) is not requested: the spider names it in the page's `CarriedItem` and follows
 the links it had last time.
@@ -33,6 +34,7 @@ from twisted.python.failure import Failure
 from w3lib.html import strip_html5_whitespace
 
 from crawlers.items import CarriedItem, PageItem, PageReject
+from crawlers.limits import page_failed
 from crawlers.parse import ListEntry, PageParser
 from crawlers.prefetch import prefetch_request
 from crawlers.revisit import LIST_PAGES_FILE, same_list_values, server_fresh_s
@@ -144,7 +146,6 @@ class GenericSpider(scrapy.Spider):
         return reason is None
 
     def parse(self, response: Response, **kwargs: Any) -> Iterator[Any]:
-        self.crawler.stats.inc_value("kiln/pages")
         list_values = response.meta.get(_LIST_VALUES)
         is_item_page = list_values is not None or bool(
             self._item_url and self._item_url.search(response.url)
@@ -234,7 +235,8 @@ def page_failure(spider: scrapy.Spider, failure: Failure) -> Iterator[PageReject
     else:
         status = None
         reason = f"{failure.type.__name__} after {retries} retries: {failure.getErrorMessage()}"
-    spider.crawler.stats.inc_value("kiln/pages")
+    if not failure.check(HttpError):  # an answer, an error status: counted when it came
+        page_failed(spider.crawler, request)  # crawl.max_pages counts it (crawlers/limits.py)
     spider.crawler.stats.inc_value("kiln/failures")
     logger.warning("page failed: %s: %s", request.url, reason)
     yield PageReject(request.url, reason, status)

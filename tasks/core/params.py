@@ -184,8 +184,34 @@ class CrawlParams(_Section):
         "`<field>_path` (a list for a list field). A file that fails rejects its item.",
     )
     obey_robots: bool = Field(True, description="Obey robots.txt.")
-    max_pages: int = Field(10_000, ge=1, description="Stop after this many responses.")
-    max_items: int | None = Field(None, ge=1, description="Stop after this many items.")
+    max_pages: int = Field(
+        10_000,
+        ge=1,
+        description="Stop after this many pages: answers to the spider's requests (list and "
+        "item pages, failed ones included), not robots.txt nor image/file downloads "
+        "(`max_files`); reports/crawl.json `pages` counts the same. A crawl stopped here is "
+        "partial (`allow_partial`).",
+    )
+    max_files: int | None = Field(
+        None,
+        ge=1,
+        description="Stop after this many downloads of images and files (`image_field`, "
+        "`file_fields`); reports/crawl.json `files` counts the same. None: no limit of its own. "
+        "A crawl stopped here is partial (`allow_partial`).",
+    )
+    max_items: int | None = Field(
+        None,
+        ge=1,
+        description="Stop after this many items. A crawl stopped here is partial "
+        "(`allow_partial`).",
+    )
+    allow_partial: bool = Field(
+        False,
+        description="May a partial crawl (stopped by max_pages, max_files or max_items, or "
+        "closed for any reason other than reaching its end) replace data/raw and be trained "
+        "on? false: the crawl stage exits with status 3 naming the limit, data/raw and "
+        "everything after it stay as they were.",
+    )
     max_depth: int | None = Field(
         None, ge=1, description="Follow links at most this deep from a start URL (None: any)."
     )

@@ -18,6 +18,8 @@ MODELS_DIR = Path("models")  # train: weights + card
 EXPORT_DIR = Path("export")  # export: model.onnx + its card
 REPORTS_DIR = Path("reports")
 CRAWL_REPORT = REPORTS_DIR / "crawl.json"
+# crawl: the report of a partial crawl that crawl.allow_partial kept out of data/raw
+CRAWL_PARTIAL_REPORT = REPORTS_DIR / "crawl_partial.json"
 VALIDATE_REPORT = REPORTS_DIR / "validate.json"
 VALIDATION_DIR = REPORTS_DIR / "validation"  # GX results and Data Docs
 DRIFT_REPORT = REPORTS_DIR / "drift.json"

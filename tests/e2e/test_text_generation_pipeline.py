@@ -32,7 +32,7 @@ def _overrides(port: int) -> dict:
     return {
         "demo_site": {"port": port},
         "crawl": {"start_urls": [f"http://127.0.0.1:{port}/jokes/"], "max_items": 200,
-                  "concurrency": 8},
+                  "allow_partial": True, "concurrency": 8},  # 200 jokes: a partial crawl
         "validate": {"min_rows": 50},
         "train": {"epochs": 3, "d_model": 32, "layers": 1, "heads": 2, "dropout": 0.0,
                   "batch_size": 32, "lr": 0.01, "warmup_steps": 5, "text": {"max_len": 64}},

@@ -179,7 +179,7 @@ def test_kept_items_count_towards_max_items(tmp_path: Path):
     # limit still counts each of them, and a batch that crosses it is cut there.
     with DemoSiteServer(build_site(SITE).pages, "127.0.0.1", 0) as server:
         project = _project(tmp_path, server.url, revisit_after_s=3600, max_items=15,
-                           concurrency=1)  # fmt: skip
+                           concurrency=1, allow_partial=True)  # fmt: skip
         first = _crawl(project)
         assert first["items"] == 15 and first["kept"] == 0
         again = _crawl(project)

@@ -60,8 +60,10 @@ def test_state_round_trips_and_other_params_or_a_bad_file_mean_none(tmp_path: Pa
     visits = {"http://x/a": _visit()}
     save_state(path, CFG, visits)
     assert load_state(path, CFG) == visits
-    policy_only = CFG.model_copy(update={"revisit_after_s": 60.0, "http_cache_max_mb": 1.0})
-    assert load_state(path, policy_only) == visits  # when to crawl changes no row
+    policy_only = CFG.model_copy(update={"revisit_after_s": 60.0, "http_cache_max_mb": 1.0,
+                                         "max_pages": 7, "max_files": 7, "max_items": 7,
+                                         "allow_partial": True})  # fmt: skip
+    assert load_state(path, policy_only) == visits  # when or how far to crawl changes no row
     assert load_state(path, CFG.model_copy(update={"user_agent": "other/1"})) == {}
     assert load_state(tmp_path / "missing.json", CFG) == {}
     path.write_text("{not json")
