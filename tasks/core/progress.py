@@ -25,6 +25,13 @@ validation pass), so nothing is silent for longer than `every_s` plus the heartb
 An update is an integer addition, a clock read and a comparison: 0.25 to 0.7 µs in log mode and
 0.3 to 0.9 µs with tqdm on 2 busy CPU cores (benchmarks/progress_overhead.py), nothing next to a
 training step (the demo's CNN: 20 ms). No torch; tqdm only when installed.
+
+A loop that is usually short (a prediction over a few batches, three baseline fits) passes
+`quiet_s`: no line until it has run that long (the first line then, the end line only after one
+came; on a terminal, tqdm's `delay`), so that a 20 ms loop adds no two lines to the log
+(QUIET_S, 2 s, is the usual choice). A single long call with no steps to count (an ONNX export)
+runs inside `working(what, logger)`: a Progress of total 1 whose lines in between say how long it
+has been working.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -45,6 +52,7 @@ T = TypeVar("T")
 EVERY_S = 10.0  # at most one log line per this many seconds per loop, and at least one
 HEARTBEAT_S = 1.0  # how often the heartbeat thread looks, seconds; 0: no thread
 CLOCK: Callable[[], float] = time.monotonic  # read when a Progress starts; tests swap it
+QUIET_S = 2.0  # `quiet_s` of the loops that are usually short: no line unless they run this long
 
 _LINE = re.compile(
     r"\bprogress (?P<what>\S+) (?P<done>\d+)/(?P<total>\d+|\?) (?P<unit>\S+) "
@@ -134,8 +142,10 @@ class Progress(AbstractContextManager["Progress"]):
     """Count, rate and ETA of one loop (module docstring); `update()` once per item or step.
 
     `tty`: None decides by stderr; `every_s`, `clock` and `heartbeat_s` (0: no heartbeat thread)
-    default to the module's EVERY_S, CLOCK and HEARTBEAT_S, read when the Progress starts. Call
-    `close()` (or use `with`) at the end.
+    default to the module's EVERY_S, CLOCK and HEARTBEAT_S, read when the Progress starts.
+    `quiet_s` > 0: no line before the loop has run that long (the start line is skipped, the
+    first comes at `quiet_s`, the end line only if one came before). `show_elapsed`: the lines
+    in between say `working <s>s` (`working`). Call `close()` (or use `with`) at the end.
     """
 
     def __init__(
@@ -150,6 +160,8 @@ class Progress(AbstractContextManager["Progress"]):
         tty: bool | None = None,
         clock: Callable[[], float] | None = None,
         heartbeat_s: float | None = None,
+        quiet_s: float = 0.0,
+        show_elapsed: bool = False,
     ) -> None:
         self.what, self.unit, self.total = _token(what), _token(unit), total
         self.done = self._initial = initial
@@ -158,6 +170,9 @@ class Progress(AbstractContextManager["Progress"]):
         self._every = EVERY_S if every_s is None else every_s
         self._clock = clock or CLOCK
         self._started = self._last = self._clock()
+        self._quiet = max(0.0, quiet_s)
+        self._show_elapsed = show_elapsed
+        self._spoke = False  # a line was logged: the end line is due too
         self._lock = threading.Lock()
         self._closed = False
         self._bar: Any = None
@@ -167,8 +182,7 @@ class Progress(AbstractContextManager["Progress"]):
             self._start_bar()
         else:
             self._on = self._log.isEnabledFor(logging.INFO)
-            if self._on:
-                self._emit(self._started)
+            self._start_line()
         period = HEARTBEAT_S if heartbeat_s is None else heartbeat_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -178,13 +192,20 @@ class Progress(AbstractContextManager["Progress"]):
             )
             self._thread.start()
 
+    def _start_line(self) -> None:
+        if not self._on:
+            return
+        if self._quiet:  # the first line is due once the loop has run quiet_s
+            self._last = self._started + self._quiet - self._every
+        else:
+            self._emit(self._started)
+
     def _start_bar(self) -> None:
         bar = _tqdm_bar(total=self.total, initial=self._initial, desc=self.what, unit=self.unit,
-                        leave=True, dynamic_ncols=True)  # fmt: skip
+                        leave=True, dynamic_ncols=True, delay=self._quiet)  # fmt: skip
         if bar is None:  # no tqdm: the log lines, on the terminal too
             self._on = self._log.isEnabledFor(logging.INFO)
-            if self._on:
-                self._emit(self._started)
+            self._start_line()
             return
         self._bar, self._on = bar, not bar.disable
         if self._on:
@@ -227,19 +248,23 @@ class Progress(AbstractContextManager["Progress"]):
     # -- output -------------------------------------------------------------------------------
 
     def _emit(self, now: float, detail: str | None = None) -> None:
-        self._last = now
+        self._last, self._spoke = now, True
         self._log.info(self.line(now, detail))
 
     def _emit_if_due(self) -> None:
         with self._lock:  # the heartbeat and the loop's thread: one line, not two
             now = self._clock()
             if not self._closed and now - self._last >= self._every:
-                self._emit(now)
+                detail = None
+                if self._show_elapsed:
+                    detail = f"working {now - self._started:.0f}s {self.detail}".rstrip()
+                self._emit(now, detail)
 
     def _heartbeat(self, period: float) -> None:
         while not self._stop.wait(period):
             if self._bar is not None:
-                self._bar.refresh()  # the elapsed time and rate move during a long step
+                if self._clock() - self._started >= self._quiet:  # tqdm's delay: not shown yet
+                    self._bar.refresh()  # the elapsed time and rate move during a long step
             else:
                 self._emit_if_due()
 
@@ -257,7 +282,7 @@ class Progress(AbstractContextManager["Progress"]):
             self._bar.close()
             if self._redirect is not None:
                 self._redirect.__exit__(None, None, None)
-        elif self._on:
+        elif self._on and self._spoke:  # quiet_s: no end line to a loop that said nothing
             now = self._clock()
             end = f"{'done in' if ok else 'stopped after'} {now - self._started:.1f}s"
             self._emit(now, f"{end} {self.detail}".rstrip())
@@ -292,3 +317,15 @@ def track(
         for item in iterable:
             yield item
             bar.update()
+
+
+@contextmanager
+def working(
+    what: str, logger: logging.Logger | None = None, *, unit: str = "steps", **kwargs: Any
+) -> Iterator[Progress]:
+    """`with working("export.onnx", log): blob = to_onnx(...)`: one long call with nothing to
+    count, shown as a Progress of total 1 (done when the block ends without raising), whose
+    heartbeat logs `working <s>s` every `every_s` meanwhile; other keywords go to `Progress`."""
+    with Progress(what, 1, unit=unit, logger=logger, show_elapsed=True, **kwargs) as bar:
+        yield bar
+        bar.update()

@@ -157,3 +157,79 @@ def test_a_terminal_gets_a_tqdm_bar_not_log_lines(logger, capsys, monkeypatch) -
     bar_text = capsys.readouterr().err
     assert "train" in bar_text and "4/4" in bar_text and "steps/s" in bar_text
     assert "epoch 1/2" in bar_text
+
+
+def test_a_quiet_loop_that_is_short_logs_nothing(logger: logging.Logger) -> None:
+    clock = _Clock()
+    logger.addHandler(handler := _Lines(clock))
+    with Progress("predict", 4, logger=logger, tty=False, clock=clock, heartbeat_s=0,
+                  quiet_s=2.0) as bar:  # fmt: skip
+        for _ in range(4):
+            clock.now += 0.005  # 20 ms in all: a start and an end line would be noise
+            bar.update()
+    assert handler.lines == []
+
+
+def test_a_quiet_loop_that_runs_long_speaks_from_quiet_s_on(logger: logging.Logger) -> None:
+    clock = _Clock()
+    logger.addHandler(handler := _Lines(clock))
+    with Progress("predict", 30, logger=logger, tty=False, clock=clock, heartbeat_s=0,
+                  quiet_s=2.0) as bar:  # fmt: skip
+        for _ in range(30):
+            clock.now += 0.5
+            bar.update()
+    times = [t - 1000.0 for t, _ in handler.lines]
+    lines = [line for _, line in handler.lines]
+    assert times == [2.0, 12.0, 15.0]  # at quiet_s, then every 10 s, then the end
+    assert [line.done for line in lines] == [4, 24, 30]
+    assert lines[0].rate == 2.0 and lines[0].eta_s == 13
+    assert lines[-1].finished and lines[-1].detail == "done in 15.0s"
+
+
+def test_a_quiet_loop_s_heartbeat_speaks_during_one_long_step(logger: logging.Logger) -> None:
+    logger.addHandler(handler := _Lines())
+    with Progress("predict", 2, logger=logger, tty=False, every_s=0.2, heartbeat_s=0.01,
+                  quiet_s=0.05) as bar:  # fmt: skip
+        time.sleep(0.3)  # one batch longer than quiet_s: the heartbeat says so
+        bar.update(2)
+    lines = [line for _, line in handler.lines]
+    assert lines[0].done == 0 and not lines[0].finished
+    assert lines[-1].finished and lines[-1].done == 2
+
+
+def test_working_shows_elapsed_time_of_one_long_call(logger: logging.Logger) -> None:
+    clock = _Clock()
+    logger.addHandler(handler := _Lines(clock))
+    with progress.working("export.onnx", logger, tty=False, clock=clock, heartbeat_s=0) as bar:
+        for _ in range(25):
+            clock.now += 1.0
+            bar._emit_if_due()  # noqa: SLF001 (what the heartbeat thread does each second)
+    lines = [line for _, line in handler.lines]
+    assert [(line.done, line.total, line.unit) for line in lines] == [(0, 1, "steps")] * 3 + [
+        (1, 1, "steps")
+    ]
+    assert [line.detail for line in lines] == ["", "working 10s", "working 20s", "done in 25.0s"]
+    assert lines[-1].finished
+
+
+def test_working_that_raises_is_stopped_not_done(logger: logging.Logger) -> None:
+    clock = _Clock()
+    logger.addHandler(handler := _Lines(clock))
+    with (
+        pytest.raises(RuntimeError),
+        progress.working(  # noqa: PT012
+            "export.onnx", logger, tty=False, clock=clock, heartbeat_s=0
+        ),
+    ):
+        clock.now += 3
+        raise RuntimeError("parity")
+    end = handler.lines[-1][1]
+    assert (end.done, end.detail, end.finished) == (0, "stopped after 3.0s", False)
+
+
+def test_a_quiet_bar_on_a_terminal_waits_too(logger, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(progress, "_on_terminal", lambda: True)
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    with Progress("predict", 4, logger=logger, heartbeat_s=0, quiet_s=60) as bar:
+        bar.update(4)
+    assert "predict" not in capsys.readouterr().err
