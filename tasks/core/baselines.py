@@ -15,6 +15,11 @@ min_margin_over_baseline` (tasks/promote.py). This module holds the task-agnosti
   No maintained n-gram library is installed here (nltk, kenlm: neither is a dependency), so it is
   written below, vectorised with numpy;
 * `best_baseline`, `HIGHER_IS_BETTER` and `baseline_lines` (the evaluate log, the run summary).
+
+The fits log their progress (tasks/core/progress.py) when they run longer than QUIET_S:
+`baselines.fit 2/3 fits` (the C grid, up to MAX_FIT_ROWS rows each) and `baselines.ngram`
+(counting each order, scoring val per order, scoring test), so that an evaluation of 20,000 rows
+is never silent for more than 10 s.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from tasks.core.progress import QUIET_S, Progress
 
 # Whether a higher value of a headline metric is better (promote's comparisons, floors and the
 # baseline gate; which baseline is the best).
@@ -98,7 +105,13 @@ def logistic_regression(  # noqa: PLR0917 (train, val and test features and labe
             warnings.simplefilter("ignore", ConvergenceWarning)
             return LogisticRegression(C=c, max_iter=500).fit(x_fit, y_fit)
 
-    fitted = {c: fit(c) for c in (grid if len(y_val) else (1.0,))}
+    grid = grid if len(y_val) else (1.0,)
+    with Progress("baselines.fit", len(grid), unit="fits", quiet_s=QUIET_S) as bar:
+        bar.set_detail(f"{len(rows)} rows")
+        fitted = {}
+        for c in grid:
+            fitted[c] = fit(c)
+            bar.update()
     if len(y_val):
         scores = {c: float(np.mean(m.predict(x_val) == y_val)) for c, m in fitted.items()}
         best = max(scores.values())
@@ -273,12 +286,14 @@ class _Tables:
     continuation: list[_Level]
 
 
-def _tables(train: np.ndarray, max_order: int, base: int) -> _Tables:
+def _tables(train: np.ndarray, max_order: int, base: int, bar: Progress | None = None) -> _Tables:
     raw, continuation = [], []
     for k in range(1, max_order + 1):
         raw.append(_level(*np.unique(_codes(train, k, base), return_counts=True), base))
         longer = np.unique(_codes(train, k + 1, base))  # distinct (k+1)-grams, by their k last
         continuation.append(_level(*np.unique(longer % base**k, return_counts=True), base))
+        if bar is not None:
+            bar.update()
     return _Tables(raw, continuation)
 
 
@@ -331,20 +346,23 @@ def ngram_losses(
     # n-gram codes are base-`vocab` numbers: keep vocab**max_order inside int64
     max_order = max(1, min(max_order, int(62 / math.log2(max(vocab, 2)))))
     max_order = min(max_order, max(1, len(train) - 1))
-    tables = _tables(train, max_order, vocab)
-    val_loss = (
-        {k: float(-_log_probs(tables, val, k, vocab).mean()) for k in range(1, max_order + 1)}
-        if len(val) > 1
-        else {}
-    )
-    # no val ids to choose on: a trigram, the usual choice for a few thousand ids or more
-    order = min(val_loss, key=lambda k: (val_loss[k], k)) if val_loss else min(3, max_order)
+    orders = range(1, max_order + 1)
+    # steps: count each order; score val with each order (when val has ids to predict); test
+    steps = max_order + (max_order if len(val) > 1 else 0) + 1
+    with Progress("baselines.ngram", steps, unit="steps", quiet_s=QUIET_S) as bar:
+        bar.set_detail(f"{len(train)} train ids")
+        tables = _tables(train, max_order, vocab, bar)
+        val_loss = {}
+        for k in orders if len(val) > 1 else ():
+            val_loss[k] = float(-_log_probs(tables, val, k, vocab).mean())
+            bar.update()
+        # no val ids to choose on: a trigram, the usual choice for a few thousand ids or more
+        order = min(val_loss, key=lambda k: (val_loss[k], k)) if val_loss else min(3, max_order)
+        test_nats = float(-_log_probs(tables, test, order, vocab).sum())
+        unigram_nats = float(-_log_probs(tables, test, 1, vocab).sum())
+        bar.update()
     return NgramResult(
-        order,
-        {k: round(v, 6) for k, v in val_loss.items()},
-        float(-_log_probs(tables, test, order, vocab).sum()),
-        len(test) - 1,
-        float(-_log_probs(tables, test, 1, vocab).sum()),
+        order, {k: round(v, 6) for k, v in val_loss.items()}, test_nats, len(test) - 1, unigram_nats
     )
 
 

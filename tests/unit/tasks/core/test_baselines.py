@@ -140,3 +140,55 @@ def test_best_baseline_follows_the_metric_direction() -> None:
     lines = bl.baseline_lines({"mae": 0.5}, baselines, ("mae",))
     assert lines[0] == "baseline naive: mae 0.8000"
     assert lines[-1] == "model mae 0.5000 beats the best baseline naive (0.8000)"
+
+
+class _SteppingClock:
+    """A fake clock that moves `step` seconds at each read: every fit or step looks slow."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def _progress_lines(caplog: pytest.LogCaptureFixture, what: str) -> list:
+    from tasks.core.progress import parse  # noqa: PLC0415
+
+    lines = [parse(r.getMessage()) for r in caplog.records]
+    return [line for line in lines if line is not None and line.what == what]
+
+
+@pytest.fixture
+def slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.core import progress  # noqa: PLC0415
+
+    monkeypatch.setattr(progress, "CLOCK", _SteppingClock(6.0))
+    monkeypatch.setattr(progress, "HEARTBEAT_S", 0)
+    monkeypatch.setattr(progress, "_on_terminal", lambda: False)
+
+
+def test_slow_fits_and_ngram_steps_log_their_progress(slow, caplog) -> None:
+    caplog.set_level("INFO")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 3)), np.arange(60) % 2
+    assert bl.logistic_regression(x, y, x[:10], y[:10], x[:5]) is not None
+    fits = _progress_lines(caplog, "baselines.fit")
+    assert fits and {(line.total, line.unit) for line in fits} == {(3, "fits")}
+    assert fits[-1].finished and fits[-1].done == 3 and "60 rows" in fits[-1].detail
+
+    stream = rng.integers(0, 5, 400)
+    result = bl.ngram_losses(stream, stream[:100], stream[:50], vocab=5, max_order=3)
+    steps = _progress_lines(caplog, "baselines.ngram")
+    assert steps and {(line.total, line.unit) for line in steps} == {(3 + 3 + 1, "steps")}
+    assert steps[-1].finished and steps[-1].done == 7
+    assert len(result.val_loss) == 3
+
+
+def test_quick_fits_log_nothing(caplog) -> None:
+    caplog.set_level("INFO")
+    x, y = np.eye(4)[np.arange(40) % 4], np.arange(40) % 4
+    bl.logistic_regression(x, y, x, y, x)
+    bl.ngram_losses(np.arange(50) % 5, np.arange(20) % 5, np.arange(20) % 5, vocab=5)
+    assert [r.getMessage() for r in caplog.records if "progress " in r.getMessage()] == []
