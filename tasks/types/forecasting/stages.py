@@ -53,7 +53,7 @@ from tasks.core.io import atomic_dir, write_json, write_jsonl, write_parquet
 from tasks.core.label_review import ISSUE_COLUMNS, write_csv
 from tasks.core.models import ModelError, build_model, save_model
 from tasks.core.objectives import regression_metrics
-from tasks.core.onnx_export import write_export
+from tasks.core.onnx_export import exporting, write_export
 from tasks.core.paths import (
     CHECKPOINTS_DIR,
     CLEAN_DIR,
@@ -302,7 +302,9 @@ def export_stage(params: Params) -> int:
     log = logging.getLogger("kiln.export")
     try:
         forecaster, card = load_forecaster(MODELS_DIR)
-        blob, info = export_forecaster(forecaster, card, read_series(CLEAN_DIR), params)
+        series = read_series(CLEAN_DIR)
+        with exporting(log):
+            blob, info = export_forecaster(forecaster, card, series, params)
     except STAGE_ERRORS as exc:
         log.error("export failed: %s", exc)
         return 1

@@ -254,13 +254,16 @@ def stream_loss(model: nn.Module, stream: np.ndarray, max_len: int) -> tuple[flo
 
     from tasks.core.engine import pick_device  # noqa: PLC0415
     from tasks.core.models import predict_logits  # noqa: PLC0415
+    from tasks.core.progress import QUIET_S, track  # noqa: PLC0415
 
     device = pick_device("auto")
     model = model.to(device)
     full, tail = blocks(stream, max_len)
     total, count = 0.0, 0
     chunks = [full[i : i + EVAL_BLOCKS] for i in range(0, len(full), EVAL_BLOCKS)]
-    for chunk in [*chunks, tail] if len(tail) else chunks:
+    chunks = [*chunks, tail] if len(tail) else chunks
+    # progress over the forward passes, when they take longer than QUIET_S (a large test split)
+    for chunk in track(chunks, "evaluate.loss", unit="batches", logger=logger, quiet_s=QUIET_S):
         ids = torch.from_numpy(chunk).to(device)
         logits = predict_logits(model, ids[:, :-1])
         loss = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
@@ -426,14 +429,15 @@ def export_stage(params: Params) -> int:
     """export/model.onnx + export/onnx.json of models/, via `tasks.types.text_generation.export`."""
     from tasks.core.dataset import DataError  # noqa: PLC0415
     from tasks.core.models import ModelError  # noqa: PLC0415
-    from tasks.core.onnx_export import ExportError  # noqa: PLC0415
+    from tasks.core.onnx_export import ExportError, exporting  # noqa: PLC0415
 
     cfg = params.export
     try:
         model, card, tokenizer = _load(MODELS_DIR)
         max_len = card["config"]["block_size"]
         test_blocks, _ = blocks(token_stream(read_texts(CLEAN_DIR)[0]["test"], tokenizer), max_len)
-        blob, info = export_onnx(model, card, tokenizer, test_blocks, cfg)
+        with exporting(logger):
+            blob, info = export_onnx(model, card, tokenizer, test_blocks, cfg)
     except (DataError, ModelError, ExportError, TokenizerError) as exc:
         logger.error("export failed: %s", exc)
         return 1

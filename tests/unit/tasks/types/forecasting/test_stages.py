@@ -426,3 +426,20 @@ def test_serve_rejects_bad_requests_with_the_field_path(raw: str) -> None:
 def test_serve_refuses_more_than_max_batch() -> None:
     with pytest.raises(ValidationError):
         request({"instances": [{"values": [1.0]}] * 9})
+
+
+def test_export_logs_its_progress_as_one_step(trained: Path, tmp_path: Path, caplog) -> None:
+    import shutil  # noqa: PLC0415
+
+    from tasks.core.progress import parse  # noqa: PLC0415
+
+    for part in ("models", "data/clean"):  # a copy: `trained` is read-only for the tests
+        shutil.copytree(trained / part, tmp_path / part)
+    caplog.set_level("INFO")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        assert run_stages(project_params(), "export") == [0]
+    lines = [line for r in caplog.records if (line := parse(r.getMessage())) is not None]
+    export = [line for line in lines if line.what == "export.onnx"]
+    assert (export[0].done, export[0].total, export[0].finished) == (0, 1, False)
+    assert (export[-1].done, export[-1].finished) == (1, True)

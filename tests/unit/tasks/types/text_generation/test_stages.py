@@ -453,3 +453,19 @@ def test_char_tokenizer_trains_evaluates_and_exports(
     assert metrics["bits_per_byte"] == pytest.approx(total_bits / n_bytes, rel=1e-4)
     info = json.loads((tmp_path / "export" / "onnx.json").read_text())
     assert info["output"]["shape"] == ["batch", "seq", 40] and info["tokenizer"] == spec
+
+
+def test_export_logs_its_progress_as_one_step(project: Path, tmp_path: Path, caplog, monkeypatch):
+    import shutil  # noqa: PLC0415
+
+    from tasks.core.progress import parse  # noqa: PLC0415
+
+    for part in ("models", "data/clean"):  # a copy: the module's project stays as it is
+        shutil.copytree(project / part, tmp_path / part)
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level("INFO")
+    assert tg.export_stage(_params()) == 0
+    lines = [line for r in caplog.records if (line := parse(r.getMessage())) is not None]
+    export = [line for line in lines if line.what == "export.onnx"]
+    assert (export[0].done, export[0].total, export[0].finished) == (0, 1, False)
+    assert (export[-1].done, export[-1].finished) == (1, True)
