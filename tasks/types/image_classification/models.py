@@ -1,10 +1,13 @@
-"""The image classifier: `cnn`, uint8 images (N, H, W) grayscale or (N, H, W, 3) RGB,
-preprocessed to float32 (N, C, H, W) -> logits (N, n_classes). Its config is a frozen dataclass
-saved as plain JSON in the model card.
+"""The image classifiers, uint8 images (N, H, W) grayscale or (N, H, W, 3) RGB, preprocessed to
+float32 (N, C, H, W) -> logits (N, n_classes): `cnn`, a small convolutional network, and `linear`,
+logistic regression on the image averaged down to at most 16 pixels a side (the classical model of
+evaluate's baselines, trained by the same loop and exported, promoted and served like the CNN).
+Configs are frozen dataclasses saved as plain JSON in the model card.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,7 +98,63 @@ def avg_pool_2x2(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x.expand(-1, -1, 2, 2) if 1 in (h, w) else x
 
 
-ARCHITECTURES: dict[str, tuple[type, type[nn.Module]]] = {"cnn": (CNNConfig, CNN)}
+@dataclass(frozen=True)
+class LinearConfig:
+    in_channels: int = 1
+    height: int = 8
+    width: int = 8
+    n_classes: int = 10
+    max_side: int = 16  # the image is averaged down to at most this many pixels a side
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "height", "width", "n_classes", "max_side"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ModelError(f"config.{name} must be a positive integer, got {value!r}")
+
+    @property
+    def factors(self) -> tuple[int, int]:
+        """The average pool's kernel (= stride) per side: the smallest whole factor bringing
+        the side to at most max_side (28 -> 2, 64 -> 4, 8 -> 1), as `tasks.core.baselines`."""
+        return (math.ceil(self.height / self.max_side), math.ceil(self.width / self.max_side))
+
+    @property
+    def pooled(self) -> tuple[int, int]:
+        """(h, w) after the pool: ceil(side / factor), a partial block at an odd edge."""
+        (fh, fw) = self.factors
+        return (math.ceil(self.height / fh), math.ceil(self.width / fw))
+
+
+class LinearClassifier(nn.Module):
+    """Multinomial logistic regression on downscaled pixels: a fixed average pool (kernel and
+    stride the config's factors, ceil mode, so a partial block at an odd edge averages only its
+    own pixels), flatten, one linear layer. Trained with cross-entropy, the weight decay of
+    train params playing the L2 penalty; the weights start at zero, as logistic regression."""
+
+    def __init__(self, config: LinearConfig) -> None:
+        super().__init__()
+        self.config = config
+        (h, w) = config.pooled
+        self.head = nn.Linear(config.in_channels * h * w, config.n_classes)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = self.config.factors
+        if kernel != (1, 1):
+            x = F.avg_pool2d(x, kernel, kernel, ceil_mode=True)
+        return self.head(x.flatten(1))
+
+    @staticmethod
+    def config_from_weights(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
+        """The config field that the weight shapes determine (to name a card/weights mismatch)."""
+        return {"n_classes": tensors["head.weight"].shape[0]}
+
+
+ARCHITECTURES: dict[str, tuple[type, type[nn.Module]]] = {
+    "cnn": (CNNConfig, CNN),
+    "linear": (LinearConfig, LinearClassifier),  # logistic regression on downscaled pixels
+}
 
 
 def preprocess(pixels: torch.Tensor, preprocessing: dict[str, Any]) -> torch.Tensor:

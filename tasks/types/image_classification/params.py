@@ -1,5 +1,6 @@
-"""Image classification's params: the CNN's knobs, the image sizes validate accepts, how clean
-fits every image to the model's input (`clean.image`), near duplicates."""
+"""Image classification's params: the model (cnn or linear) and the CNN's knobs, the image sizes
+validate accepts, how clean fits every image to the model's input (`clean.image`), near
+duplicates."""
 
 from __future__ import annotations
 
@@ -101,10 +102,16 @@ class ImageCleanParams(CleanParams):
 
 
 class ImageTrainParams(TrainParams):
-    model: Literal["cnn"] = Field("cnn", description="Architecture: the CNN (models.py).")
+    model: Literal["cnn", "linear"] = Field(
+        "cnn",
+        description="cnn: the convolutional network (models.py); linear: logistic regression on "
+        "the image averaged down to at most 16 px a side (evaluate's classical baseline as a "
+        "model that exports and serves like the CNN; weight_decay is its L2 penalty). See "
+        "docs/models.md.",
+    )
     # 32 reaches ~98% val accuracy on the 8x8 digits; the width doubles in the second block.
-    channels: int = Field(32, ge=1, le=1024, description="Width of the first conv layer.")
-    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout before the classifier.")
+    channels: int = Field(32, ge=1, le=1024, description="cnn: width of the first conv layer.")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="cnn: dropout before the classifier.")
 
 
 class ImageParams(ClassificationParams):

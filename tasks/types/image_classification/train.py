@@ -1,6 +1,7 @@
 """Image classification's train stage: data/clean -> models/, reports/train/.
 
-Trains the CNN of `models.py` on the train split with the one training loop of
+Trains `train.model` of `models.py` (the CNN, or `linear`: logistic regression on downscaled
+pixels) on the train split with the one training loop of
 `tasks.core.engine`: validates each epoch, stops early on val loss and keeps the best weights. Every
 epoch writes a checkpoint (safetensors + JSON, no pickle) to `.kiln/checkpoints/<key>/`, key = hash
 of (train params, data version); a re-run after a kill resumes from it and, on CPU, ends with the
@@ -74,14 +75,7 @@ def train_model(
     prep = _preprocessing(data.train.pixels, data.preprocessing)
     tensors = TaskData(*_tensors(data.train, prep, device), *_tensors(data.val, prep, device))
     height, width = data.train.pixels.shape[1:3]
-    config = {
-        "in_channels": 1 if data.train.pixels.ndim == 3 else int(data.train.pixels.shape[3]),
-        "height": int(height),
-        "width": int(width),
-        "n_classes": len(data.classes),
-        "channels": cfg.channels,
-        "dropout": cfg.dropout,
-    }
+    config = model_config(cfg, data.train.pixels, len(data.classes))
     logger.info(
         f"{cfg.model}: {width}x{height} {prep['mode']} images ({prep['fit']}), "
         f"{len(data.classes)} classes, data version {data.data_version[:12]}"
@@ -110,6 +104,20 @@ def train_model(
         best_val_acc=run.best["val_acc"],
         history=run.history,
     )
+
+
+def model_config(cfg: TrainParams, pixels: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """The card's config of train.model for train images `pixels` (N, H, W[, C])."""
+    height, width = pixels.shape[1:3]
+    shape = {
+        "in_channels": 1 if pixels.ndim == 3 else int(pixels.shape[3]),
+        "height": int(height),
+        "width": int(width),
+        "n_classes": n_classes,
+    }
+    if cfg.model == "linear":  # logistic regression: no width, no dropout
+        return shape
+    return {**shape, "channels": cfg.channels, "dropout": cfg.dropout}
 
 
 def _tensors(split: Split, prep: dict[str, Any], device: torch.device) -> tuple[Any, Any]:

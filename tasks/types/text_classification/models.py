@@ -1,7 +1,8 @@
-"""The text classifiers: `transformer_encoder`, trained from scratch (token ids (N, T) int64 ->
-logits (N, n_classes); ids equal to `pad_id` are masked out of attention and of the mean pool), and
-`minilm`, the pretrained MiniLM fine-tuned (tasks/types/text_classification/minilm.py). Configs
-are frozen dataclasses saved as plain JSON in the model card.
+"""The text classifiers, token ids (N, T) int64 -> logits (N, n_classes), ids equal to `pad_id`
+ignored: `transformer_encoder`, trained from scratch (pad masked out of attention and of the mean
+pool); `minilm`, the pretrained MiniLM fine-tuned (tasks/types/text_classification/minilm.py);
+`linear_bag`, logistic regression on the bag of tokens and hashed token bigrams. Configs are
+frozen dataclasses saved as plain JSON in the model card.
 """
 
 from __future__ import annotations
@@ -62,7 +63,66 @@ class TransformerClassifier(nn.Module):
         return self.head((h * keep).sum(1) / keep.sum(1).clamp(min=1.0))
 
 
+BIGRAM_PRIME = 1_000_003  # bucket of the bigram (a, b): (a * BIGRAM_PRIME + b) mod buckets
+
+
+@dataclass(frozen=True)
+class LinearBagConfig:
+    vocab_size: int = 30522
+    max_len: int = 128  # tokens; longer inputs are refused, as the other text models
+    n_classes: int = 2
+    bigram_buckets: int = 1 << 18  # hashed token bigrams; 0: unigrams only
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        check_config(self, ("vocab_size", "max_len", "n_classes"), 0.0)
+        if not isinstance(self.bigram_buckets, int) or self.bigram_buckets < 0:
+            raise ModelError(
+                f"config.bigram_buckets must be a non-negative integer, got {self.bigram_buckets!r}"
+            )
+
+
+class LinearBagClassifier(nn.Module):
+    """Multinomial logistic regression on a bag of tokens: logits = b + (sum over the text's
+    non-pad tokens t of W[t] + sum over its adjacent non-pad pairs (a, b) of V[hash(a, b)]) /
+    sqrt(n), n the number of non-pad tokens. Dividing by sqrt(n) is the L2 length normalisation
+    of TF-IDF for a text of distinct tokens; the bigrams, hashed into `bigram_buckets` rows, are
+    TF-IDF's word 2-grams. Linear in the token counts, trained with cross-entropy (weight decay
+    as the L2 penalty); W and V start at zero, as logistic regression. Gathers, sums and integer
+    arithmetic only: the ONNX graph is the same computation."""
+
+    def __init__(self, config: LinearBagConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.unigram = nn.Embedding(config.vocab_size, config.n_classes)
+        self.bigram = nn.Embedding(max(config.bigram_buckets, 1), config.n_classes)
+        self.bias = nn.Parameter(torch.zeros(config.n_classes))
+        nn.init.zeros_(self.unigram.weight)
+        nn.init.zeros_(self.bigram.weight)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.shape[1] > self.config.max_len:
+            raise ModelError(
+                f"input has {ids.shape[1]} tokens, config.max_len is {self.config.max_len}"
+            )
+        keep = ids.ne(self.config.pad_id)
+        weight = keep.unsqueeze(-1).to(self.bias.dtype)
+        total = (self.unigram(ids.clamp(0, self.config.vocab_size - 1)) * weight).sum(1)
+        if self.config.bigram_buckets and ids.shape[1] > 1:
+            pairs = (ids[:, :-1] * BIGRAM_PRIME + ids[:, 1:]) % self.config.bigram_buckets
+            both = (keep[:, :-1] & keep[:, 1:]).unsqueeze(-1).to(self.bias.dtype)
+            total = total + (self.bigram(pairs) * both).sum(1)
+        return self.bias + total / weight.sum(1).clamp(min=1.0).sqrt()
+
+    @staticmethod
+    def config_from_weights(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
+        """The config fields that the weight shapes determine (to name a card/weights mismatch)."""
+        vocab, n_classes = tensors["unigram.weight"].shape
+        return {"vocab_size": vocab, "n_classes": n_classes}
+
+
 ARCHITECTURES: dict[str, tuple[type, type[nn.Module]]] = {
     "transformer_encoder": (TextClassifierConfig, TransformerClassifier),
     "minilm": (MiniLMConfig, MiniLMClassifier),  # pretrained, fine-tuned
+    "linear_bag": (LinearBagConfig, LinearBagClassifier),  # train.model linear
 }

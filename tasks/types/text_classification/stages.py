@@ -2,11 +2,13 @@
 text_classification).
 
 * clean: `tasks.core.text_clean` (normalise, dedupe, labels, split).
-* train: a Transformer encoder from scratch (`train.model: transformer`, tokenizer char or byte)
-  or the pretrained MiniLM fine-tuned (`minilm`, its own WordPiece tokenizer), through the one
-  loop `tasks.core.engine.fit`. models/card.json keeps the preprocessing serving must repeat:
-  `preprocessing.text` (clean.text normalisation) and `preprocessing.tokenizer` (the spec; char
-  vocabulary inline, minilm's tokenizer.json next to the weights).
+* train: the pretrained MiniLM fine-tuned (`train.model: minilm`, the default, its own WordPiece
+  tokenizer), a Transformer encoder from scratch (`transformer`, tokenizer char or byte) or
+  logistic regression on a bag of tokens and hashed bigrams (`linear`, any tokenizer; minilm's
+  WordPiece by default), through the one loop `tasks.core.engine.fit`. models/card.json keeps
+  the preprocessing serving must repeat: `preprocessing.text` (clean.text normalisation) and
+  `preprocessing.tokenizer` (the spec; char vocabulary inline, minilm's tokenizer.json next to
+  the weights).
 * evaluate: accuracy, macro-F1, per-class precision/recall, confusion matrix on the test split,
   with `tasks.core.classification` (scikit-learn's metrics), as image classification; beside
   them the baselines on the same split (`tasks.core.baselines`): the majority class and TF-IDF +
@@ -113,6 +115,14 @@ def build_classifier(
         except MiniLMError as exc:
             raise ModelError(str(exc)) from None
         return model, "minilm", asdict(config)
+    if cfg.model == "linear":
+        config = {
+            "vocab_size": tokenizer.vocab_size,
+            "max_len": tokenizer.max_len,
+            "n_classes": n_classes,
+            "pad_id": tokenizer.pad_id,
+        }
+        return build_model(ARCHITECTURES, "linear_bag", config), "linear_bag", config
     config = {
         "vocab_size": tokenizer.vocab_size,
         "max_len": tokenizer.max_len,
@@ -132,8 +142,8 @@ def train_stage(params: Params) -> int:
         items, version = read_items()
         _check_classes(items, classes)
         (train_texts, y_train), (val_texts, y_val) = _split(items, "train"), _split(items, "val")
-        minilm = package_dir() if cfg.text.tokenizer == "minilm" else None
-        tokenizer = fit_tokenizer(cfg.text, train_texts, minilm)
+        minilm = package_dir() if cfg.tokenizer == "minilm" else None  # auto resolved
+        tokenizer = fit_tokenizer(cfg.text_settings(), train_texts, minilm)
         torch.manual_seed(cfg.seed)
         model, architecture, config = build_classifier(params, tokenizer, len(classes))
         device = pick_device(cfg.device)
