@@ -24,6 +24,13 @@ little above its limit (by up to CONCURRENT_REQUESTS). `tasks.crawl` reports a c
 any reason but "finished" as partial. A resumed crawl counts on from the interrupted run's
 figures (`KILN_COUNTS_BEFORE`, set by crawlers.run).
 
+The same extension shows the two counts as they grow (tasks/core/progress.py): `progress
+crawl.pages 380/1000 pages 12.40/s eta 50s`, the total being the count's limit, or `?` where there
+is none; `crawl.files` from the first download on. A line when the spider opens, one at least
+every 10 s (its heartbeat thread: a crawl waiting on a slow host says so too), one when it
+closes (with the finish reason when the crawl did not reach its end); on a terminal, tqdm bars.
+A resumed crawl counts on from the interrupted run's figures; its rate is this run's.
+
 Scrapy's CloseSpider, used before, counted every response for CLOSESPIDER_PAGECOUNT, image
 downloads and robots.txt included, while the report's `pages` did not: a crawl of a shop with
 one image per item "stopped at max_pages=20000" after about 10,000 pages.
@@ -42,6 +49,7 @@ from scrapy.utils.defer import _schedule_coro
 
 from crawlers.prefetch import PREFETCH
 from crawlers.settings import crawl_params_from
+from tasks.core.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +91,10 @@ class CrawlLimits:
         }
         self._reached: str | None = None  # the reason of the first limit reached
         self._closing = False
+        self._open = False  # between spider_opened and spider_closed: the progress is shown
+        self._progress: dict[str, Progress] = {}
+        crawler.signals.connect(self._opened, signal=signals.spider_opened)
+        crawler.signals.connect(self._closed, signal=signals.spider_closed)
         crawler.signals.connect(self._answered, signal=signals.response_received)
         crawler.signals.connect(self._failed, signal=PAGE_FAILED)
         crawler.signals.connect(self.limit_reached, signal=LIMIT_REACHED)
@@ -95,6 +107,8 @@ class CrawlLimits:
     def count(self, stat: str) -> int:
         """Count one more page or file; the limit is reached when that makes it."""
         self._stats.inc_value(stat)
+        if self._open:
+            self._show(stat).update()
         total = self._before[stat] + self._stats.get_value(stat, 0)
         limit, reason = self._limits[stat]
         if limit is not None and total >= limit:  # past it: there was more (a cache hit, say)
@@ -125,6 +139,32 @@ class CrawlLimits:
         logger.warning("crawl.%s reached%s with more to fetch: stopping the crawl; the requests "
                        "in flight finish", param, counted)  # fmt: skip
         _schedule_coro(self._crawler.engine.close_spider_async(reason=self._reached))
+
+    # -- progress ------------------------------------------------------------------------------
+
+    def _show(self, stat: str) -> Progress:
+        """The progress of `stat` (started on first use: files at the first download)."""
+        bar = self._progress.get(stat)
+        if bar is None:
+            name = stat.removeprefix("kiln/")
+            bar = Progress(f"crawl.{name}", self._limits[stat][0], unit=name,
+                           initial=self._before[stat], logger=logger)  # fmt: skip
+            self._progress[stat] = bar
+        return bar
+
+    def _opened(self, spider: Any) -> None:
+        self._open = True
+        self._show(PAGES)
+
+    def _closed(self, spider: Any, reason: str) -> None:
+        """The end lines: `done` when the spider ran (to its end, or to a limit: the reason
+        says so), `stopped` when it was interrupted."""
+        self._open = False
+        for bar in reversed(list(self._progress.values())):  # the files' bar, then the pages'
+            if reason != "finished":
+                bar.set_detail(f"finish_reason {reason}")
+            bar.close(ok=reason != "shutdown")
+        self._progress.clear()
 
     def _answered(self, response: Response, request: Request, spider: Any) -> None:
         stat = counted_as(request)

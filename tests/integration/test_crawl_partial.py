@@ -24,6 +24,7 @@ from crawlers.demo_site import build_site
 from crawlers.httpcache_sqlite import CACHE_FILE, held_bytes
 from tasks.core.io import read_jsonl
 from tasks.core.params import DemoSiteParams
+from tasks.core.progress import parse
 from tests.project import (
     dvc,
     flow_run_id,
@@ -92,6 +93,14 @@ def test_pages_and_files_are_counted_apart_as_the_server_saw_them(server, tmp_pa
     # A site that fits its limit exactly is whole: nothing more turned up.
     assert (report["partial"], report["partial_reason"]) == (False, None)
     assert report["finish_reason"] == "finished"
+    # The crawl's progress: parseable lines, counted as the report counts, against the limits.
+    shown = [line for text in result.stderr.splitlines() if (line := parse(text)) is not None]
+    pages = [line for line in shown if line.what == "crawl.pages"]
+    files = [line for line in shown if line.what == "crawl.files"]
+    assert (pages[0].done, pages[0].total, pages[0].unit) == (0, report["pages"], "pages")
+    assert pages[-1].finished and pages[-1].done == report["pages"]
+    assert pages[-1].eta_s == 0 and pages[-1].rate > 0
+    assert files[-1].finished and (files[-1].done, files[-1].total) == (report["files"], None)
 
     # The HTTP cache of that crawl: at most twice the bytes of the headers and bodies it holds.
     cache = held_bytes(project / ".kiln/httpcache" / CACHE_FILE)
@@ -148,6 +157,35 @@ def test_a_partial_crawl_is_refused_by_default_and_kept_with_allow_partial(serve
     assert "stopped at crawl.max_files=5 (" in by_files.stderr
     assert "raise crawl.max_files" in by_files.stderr
     assert _json(project / "reports/crawl_partial.json")["finish_reason"] == "kiln_max_files"
+
+
+def test_a_crawl_stopped_at_max_items_is_partial_like_the_other_limits(server, tmp_path):
+    project = _project(tmp_path, server.url)
+    refused = _crawl(project, max_items=15)
+    assert refused.returncode == 3, refused.stderr[-3000:]
+    partial = _json(project / "reports/crawl_partial.json")
+    assert partial["partial"] is True and partial["finish_reason"] == "kiln_max_items"
+    assert partial["partial_reason"] == f"stopped at crawl.max_items=15 ({partial['items']} items)"
+    assert partial["items"] == 15
+    assert "raise crawl.max_items in params.yaml" in refused.stderr
+    assert not (project / "data/raw/items.jsonl").exists()  # nothing kept
+
+    from flows.crawl_report import crawl_figures, partial_crawl_line  # noqa: PLC0415 (Prefect)
+
+    assert crawl_figures(project)["finish_reason"] == "kiln_max_items"
+    assert partial_crawl_line(project).startswith(
+        "**Partial crawl refused:** stopped at crawl.max_items=15 (15 items)"
+    )
+    kept = _crawl(project, max_items=15, allow_partial=True)
+    assert kept.returncode == 0, kept.stderr[-3000:]
+    assert len(read_jsonl(project / "data/raw/items.jsonl")) == 15
+    assert partial_crawl_line(project).startswith("**Partial crawl:** stopped at crawl.max_items")
+    # A limit the site fits into is no limit: the whole shop is not partial.
+    whole = _crawl(project, max_items=SITE.n_items, allow_partial=False)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    report = _json(project / "reports/crawl.json")
+    assert (report["partial"], report["items"]) == (False, SITE.n_items)
+    assert partial_crawl_line(project) is None
 
 
 def _kiln_run(project: Path, api_url: str):  # noqa: ANN202 (CompletedProcess)

@@ -167,3 +167,81 @@ def test_an_item_dropped_past_max_items_closes_the_spider(closed: list[str]) -> 
     crawler.signals.send_catch_log(signal=limits.LIMIT_REACHED, reason="kiln_max_items",
                                    more=True)  # fmt: skip
     assert closed == ["kiln_max_items"]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    from tasks.core import progress  # noqa: PLC0415
+
+    fake = _Clock()
+    monkeypatch.setattr(progress, "CLOCK", fake)
+    monkeypatch.setattr(progress, "HEARTBEAT_S", 0)
+    monkeypatch.setattr(progress, "_on_terminal", lambda: False)
+    return fake
+
+
+def _progress(caplog: pytest.LogCaptureFixture) -> list[Any]:
+    from tasks.core.progress import parse  # noqa: PLC0415
+
+    lines = [parse(r.getMessage()) for r in caplog.records if r.name == "crawlers.limits"]
+    return [line for line in lines if line is not None]
+
+
+def _opened(extension: CrawlLimits) -> None:
+    """spider_opened, to the extension alone (Scrapy's own receivers want a reactor)."""
+    extension._opened(None)  # noqa: SLF001
+
+
+def _closed(extension: CrawlLimits, reason: str) -> None:
+    extension._closed(None, reason)  # noqa: SLF001
+
+
+def test_pages_and_files_show_count_rate_and_eta_against_their_limits(closed, clock, caplog):
+    caplog.set_level("INFO")
+    ext, crawler = _limits(_cfg(max_pages=50), before={PAGES: 10, FILES: 4})  # no max_files
+    _opened(ext)
+    for i in range(30):  # 2 pages a second (a resumed crawl: 10 pages before this run)
+        clock.now += 0.5
+        _answer(crawler, _page(f"http://x/{i}"))
+        if i % 3 == 0:
+            _answer(crawler, _image(f"http://x/{i}.png"))
+    _closed(ext, "kiln_max_pages")
+    lines = _progress(caplog)
+    pages = [line for line in lines if line.what == "crawl.pages"]
+    files = [line for line in lines if line.what == "crawl.files"]
+    assert [(p.done, p.total, p.unit) for p in pages] == [
+        (10, 50, "pages"),  # the spider opens
+        (30, 50, "pages"),  # 10 s later
+        (40, 50, "pages"),  # the spider closes
+    ]
+    assert pages[1].rate == 2.0 and pages[1].eta_s == 10  # 20 pages left at 2 a second
+    assert pages[-1].finished and pages[-1].detail == "done in 15.0s finish_reason kiln_max_pages"
+    # files from the first download on, of no limit: total and ETA unknown
+    assert files[0].done == 4 and files[0].total is None and files[0].eta_s is None
+    assert files[-1].finished and files[-1].done == 14 and files[-1].unit == "files"
+
+
+def test_an_interrupted_crawl_is_stopped_and_a_whole_one_done(closed, clock, caplog) -> None:
+    caplog.set_level("INFO")
+    ext, crawler = _limits(_cfg(max_pages=10_000))
+    _opened(ext)
+    clock.now += 3
+    _answer(crawler, _page())
+    _closed(ext, "shutdown")
+    *_, end = _progress(caplog)
+    assert (end.total, end.finished) == (10_000, False)
+    assert end.detail == "stopped after 3.0s finish_reason shutdown"
+    caplog.clear()
+    _opened(ext)
+    _answer(crawler, _page())
+    _closed(ext, "finished")
+    *_, end = _progress(caplog)
+    assert end.finished and end.detail == "done in 0.0s"
