@@ -5,8 +5,14 @@ first progress line (`tasks.core.progress`) creates the artifact, key `<stage>-p
 task run that is running; each later line updates it in place (its percent and a one-line
 description: what, count, rate, ETA). `finish()` sets 100 once the stage's command succeeded,
 creating the artifact there if the stage printed no progress line; `fail()` leaves the percent
-where it stopped and says so. A line of unknown total (a crawl) keeps the percent and updates
-the description.
+where it stopped and says so. A line of unknown total (a crawl without a file limit) keeps the
+percent and updates the description.
+
+A stage may run loops inside one another or side by side (the crawl's pages and files, a long
+validation pass inside training): the percent is the outermost one's, the loop that began first
+among those still running that have a total, so that an inner loop's line updates the
+description without the bar jumping back and forth. A loop has ended at its end line (`done in`
+or `stopped after`).
 
 Lines come at most one per loop every 10 s, so each is one API call. An API error is logged once
 as a warning and ends the updates of this stage: the UI's progress is never worth failing a stage.
@@ -68,13 +74,19 @@ class StageProgress:
         self.description = f"{stage}: started"
         self.artifact_id: UUID | None = None
         self.last: ProgressLine | None = None
+        self._running: dict[str, ProgressLine] = {}  # each loop's last line, oldest loop first
         self._create, self._update, self._logger = create, update, logger
         self._broken = False
 
     def __call__(self, line: ProgressLine) -> None:
         self.last = line
-        if line.percent is not None:
-            self.percent = line.percent
+        if line.finished or line.detail.startswith("stopped after "):
+            self._running.pop(line.what, None)
+        else:
+            self._running[line.what] = line  # a loop seen before keeps its place
+        outer = next((r for r in self._running.values() if r.percent is not None), line)
+        if outer.percent is not None:
+            self.percent = outer.percent
         self._publish(describe(self.stage, line))
 
     def finish(self) -> None:

@@ -75,6 +75,32 @@ def test_first_line_creates_later_lines_update_and_success_is_100() -> None:
     assert api.calls[-1][2].startswith("train: done (last progress line: train: 20/20")
 
 
+def test_the_percent_is_the_outermost_running_loop_s() -> None:
+    api = _Api()
+    stage = StageProgress("train", create=api.create, update=api.update)
+    stage(_line(0, 100))
+    stage(_line(40, 100))
+    stage(_line(0, 2000, what="predict"))  # a long validation pass inside training
+    stage(_line(1000, 2000, what="predict"))
+    stage(_line(2000, 2000, "done in 20.0s", what="predict"))
+    stage(_line(60, 100))
+    stage(_line(100, 100, "done in 60.0s"))
+    stage(_line(1, 3, what="baselines.fit"))  # after it, the next loop alone
+    assert [progress for _, progress, _ in api.calls] == [0, 40, 40, 40, 40, 60, 100, 100 / 3]
+    assert api.calls[3][2] == "train (predict): 1000/2000 steps, 0.50 steps/s, ETA 33 min 20 s"
+
+
+def test_a_crawl_follows_its_pages_not_its_files() -> None:
+    api = _Api()
+    stage = StageProgress("train", create=api.create, update=api.update)  # (the fake's key)
+    stage(_line(0, 200, what="crawl.pages"))
+    stage(_line(0, 50, what="crawl.files"))  # files from the first download on
+    stage(_line(100, 200, what="crawl.pages"))
+    stage(_line(45, 50, what="crawl.files"))
+    stage(_line(110, 200, "stopped after 9.0s", what="crawl.pages"))
+    assert [progress for _, progress, _ in api.calls] == [0, 0, 50, 50, 90]
+
+
 def test_a_stage_without_progress_lines_is_created_at_100() -> None:
     api = _Api()
     StageProgress("train", create=api.create, update=api.update).finish()
