@@ -24,12 +24,13 @@ little above its limit (by up to CONCURRENT_REQUESTS). `tasks.crawl` reports a c
 any reason but "finished" as partial. A resumed crawl counts on from the interrupted run's
 figures (`KILN_COUNTS_BEFORE`, set by crawlers.run).
 
-The same extension shows the two counts as they grow (tasks/core/progress.py): `progress
-crawl.pages 380/1000 pages 12.40/s eta 50s`, the total being the count's limit, or `?` where there
-is none; `crawl.files` from the first download on. A line when the spider opens, one at least
-every 10 s (its heartbeat thread: a crawl waiting on a slow host says so too), one when it
-closes (with the finish reason when the crawl did not reach its end); on a terminal, tqdm bars.
-A resumed crawl counts on from the interrupted run's figures; its rate is this run's.
+The same extension shows the two counts as they grow (tasks/core/progress.py):
+`progress crawl.pages 380/1000 pages 12.40/s eta 50s limit crawl.max_pages`, the total being the
+count's limit (so the ETA is a bound: a site may end before it), or `?` where there is none;
+`crawl.files` from the first download on. A line when the spider opens, one at least every 10 s
+(its heartbeat thread: a crawl waiting on a slow host says so too), one when it closes (with the
+finish reason when the crawl did not reach its end); on a terminal, tqdm bars. A resumed crawl
+counts on from the interrupted run's figures; its rate is this run's.
 
 Scrapy's CloseSpider, used before, counted every response for CLOSESPIDER_PAGECOUNT, image
 downloads and robots.txt included, while the report's `pages` did not: a crawl of a shop with
@@ -147,8 +148,11 @@ class CrawlLimits:
         bar = self._progress.get(stat)
         if bar is None:
             name = stat.removeprefix("kiln/")
-            bar = Progress(f"crawl.{name}", self._limits[stat][0], unit=name,
-                           initial=self._before[stat], logger=logger)  # fmt: skip
+            limit = self._limits[stat][0]
+            bar = Progress(f"crawl.{name}", limit, unit=name, initial=self._before[stat],
+                           logger=logger)  # fmt: skip
+            if limit is not None:  # the total is a bound: a site may well end before it
+                bar.set_detail(f"limit crawl.max_{name}")
             self._progress[stat] = bar
         return bar
 
