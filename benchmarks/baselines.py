@@ -1,16 +1,21 @@
 """Model vs best baseline for every example: `python -m benchmarks.baselines [options]`.
 
-For each params file (params.yaml, the digits demo, and examples/*.params.yaml) the stages crawl,
-validate, clean, train and evaluate run in a fresh directory against the demo site served by this
-process on a free port, with the file's own params (the default model of each example), and the
-table prints, per example, the model's `promote.metric` on the test split, the best of the
-baselines the evaluate stage reported on the same split (reports/metrics.json `baselines`,
-tasks/core/baselines.py), the gain and whether the model clears promote's baseline gate
-(`promote.min_margin_over_baseline`, tasks/promote.py `baseline_gate`). Every baseline follows.
+For each params file (params.yaml, the digits demo, examples/*.params.yaml, and the test sites'
+examples/sites/*.params.yaml) the stages crawl, validate, clean, train and evaluate run in a fresh
+directory against the site served by this process on a free port (the demo site; for a test site
+its own: `crawlers.text_sites`, `crawlers.series_sites`, `crawlers.image_sites`), with the file's
+own params (the default model of each example), and the table prints, per example, the model's
+`promote.metric` on the test split, the best of the baselines the evaluate stage reported on the
+same split (reports/metrics.json `baselines`, tasks/core/baselines.py), the gain and whether the
+model clears promote's baseline gate (`promote.min_margin_over_baseline`, tasks/promote.py
+`baseline_gate`). Every baseline follows.
 
     --reports DIR ...   read finished runs instead (each DIR holds params.yaml and
                         reports/metrics.json, e.g. a project after `kiln run`); nothing runs
-    --only NAME ...     only these examples (params, co2, jokes, jokes_generation, jokes_minilm)
+    --only NAME ...     only these examples (params, co2, jokes, jokes_generation, jokes_minilm,
+                        and the test sites: docs, apis, elnino, sunspots, gdp, grey28, rgb32,
+                        rgb64x48, mixed); `examples` or `sites` stand for either group
+    --skip NAME ...     all but these
     --with-minilm       include jokes_minilm: fine-tuning the pretrained MiniLM takes ~20 min on
                         a 2-core CPU, so it is left out by default
     --epochs N          train N epochs instead of the file's (a smoke test of this script: the
@@ -18,8 +23,10 @@ tasks/core/baselines.py), the gain and whether the model clears promote's baseli
     --keep DIR          run in DIR/<example> and keep the projects (default: a temporary dir)
     --json FILE         also write the rows as JSON
 
-Exit status 0 when every default model printed beats its best baseline by the margin, else 1.
-Needs the demo site's data (scikit-learn's digits, the jokes and CO2 sections); no network.
+A stage that fails makes its example's row FAILED with the stage and the error's last line; the
+others still run. Exit status 0 when every default model printed beats its best baseline by the
+margin, else 1. Needs the sites' data (scikit-learn's digits, pyjokes, statsmodels, the sources
+of the standard library and of the installed libraries); no network.
 """
 
 from __future__ import annotations
@@ -45,10 +52,34 @@ SLOW = {"jokes_minilm"}
 
 
 def examples() -> dict[str, Path]:
+    """Example name -> params file: params.yaml, examples/*, then the test sites."""
     found = {"params": REPO / "params.yaml"}
-    for path in sorted((REPO / "examples").glob("*.params.yaml")):
-        found[path.name.removesuffix(".params.yaml")] = path
+    for folder in ("examples", "examples/sites"):
+        for path in sorted((REPO / folder).glob("*.params.yaml")):
+            found[path.name.removesuffix(".params.yaml")] = path
     return found
+
+
+def is_site(path: Path) -> bool:
+    return path.parent.name == "sites"
+
+
+def start_site(name: str, params_file: Path, raw: dict[str, Any], port: int) -> Any:
+    """The site `params_file` crawls, served on `port`: a test site by its name, else the demo."""
+    from crawlers import image_sites, series_sites, text_sites  # noqa: PLC0415
+    from crawlers.demo_site import start_demo_site  # noqa: PLC0415
+    from tasks.core.params import parse_params  # noqa: PLC0415
+
+    demo = parse_params(raw).demo_site
+    if not is_site(params_file):
+        return start_demo_site(demo, port)
+    if name in text_sites.SITES:
+        return text_sites.start_text_site(name, demo.host, port, demo.seed)
+    if name in series_sites.SITES:
+        return series_sites.start_series_site(name, demo.host, port, demo.seed)
+    if name in image_sites.VARIANTS:
+        return image_sites.start_image_site(demo, name, port)
+    raise ValueError(f"{params_file}: no test site named {name!r}")
 
 
 def _free_port() -> int:
@@ -58,30 +89,42 @@ def _free_port() -> int:
 
 
 def _on_port(raw: dict[str, Any], port: int) -> dict[str, Any]:
-    """The params with the demo site and the crawl's start URLs on `port`."""
-    old = raw["demo_site"].get("port", 8765)
-    raw["demo_site"]["port"] = port
+    """The params with the crawl's start URLs (and the demo site, if it serves them) on `port`."""
+    old = re.search(r":(\d+)/", raw["crawl"]["start_urls"][0])
+    old = int(old.group(1)) if old else raw.get("demo_site", {}).get("port", 8765)
+    raw.setdefault("demo_site", {})["port"] = port
     raw["crawl"]["start_urls"] = [
         re.sub(rf":{old}\b", f":{port}", url) for url in raw["crawl"]["start_urls"]
     ]
     return raw
 
 
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, code: int, log: str) -> None:
+        lines = [ln for ln in log.splitlines() if ln.strip()]
+        errors = [ln for ln in lines if " ERROR " in ln or "Error" in ln]
+        self.stage, self.last = stage, (errors or lines or ["(no output)"])[-1].strip()
+        super().__init__(f"{stage} exited {code}: {self.last}")
+
+
+def failed_row(name: str, params_file: Path, exc: StageFailed) -> dict[str, Any]:
+    raw = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    return {"example": name, "task": raw["project"]["task"], "model": "-", "failed": str(exc)}
+
+
 def run_example(name: str, params_file: Path, work: Path, epochs: int | None) -> Path:
     """The stages of `params_file` in work/name; the project directory."""
-    from crawlers.demo_site import start_demo_site  # noqa: PLC0415
-    from tasks.core.params import parse_params  # noqa: PLC0415
-
     project = work / name
     shutil.rmtree(project, ignore_errors=True)
     project.mkdir(parents=True)
     shutil.copytree(REPO / "labels", project / "labels")
-    raw = _on_port(yaml.safe_load(params_file.read_text(encoding="utf-8")), _free_port())
+    port = _free_port()
+    raw = _on_port(yaml.safe_load(params_file.read_text(encoding="utf-8")), port)
     if epochs is not None:
         raw["train"]["epochs"] = epochs
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
-    site = start_demo_site(parse_params(raw).demo_site)
+    site = start_site(name, params_file, raw, port)
     try:
         for stage in STAGES:
             started = time.monotonic()
@@ -96,8 +139,7 @@ def run_example(name: str, params_file: Path, work: Path, epochs: int | None) ->
             (project / f"{stage}.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
             print(f"  {name}: {stage} {time.monotonic() - started:.0f} s", file=sys.stderr)
             if proc.returncode != 0 or stage == "crawl" and not (project / "data/raw").exists():
-                tail = (proc.stdout + proc.stderr)[-3000:]
-                raise RuntimeError(f"{name}: {stage} exited {proc.returncode}\n{tail}")
+                raise StageFailed(stage, proc.returncode, proc.stdout + proc.stderr)
     finally:
         site.stop()
     return project
@@ -118,6 +160,7 @@ def row(name: str, project: Path) -> dict[str, Any]:
     best = best_baseline(baselines, metric)
     return {
         "example": name,
+        "warning": clean_warning(project),
         "task": task,
         "model": params.train.model,
         "metric": metric,
@@ -135,18 +178,43 @@ def row(name: str, project: Path) -> dict[str, Any]:
     }
 
 
+def clean_warning(project: Path) -> str | None:
+    """A warning when clean rejected most of what was crawled: the figures are then not the
+    site's (a series whose dates are off the inferred grid, say)."""
+    path = project / "reports/clean.json"
+    report = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    n_in, n_out = report.get("n_in"), report.get("n_rejected")
+    if not n_in or not n_out or n_out / n_in <= 0.5:
+        return None
+    ops = ", ".join(
+        f"{op['op']} {op['rows']}" + (f" ({op['frequency']})" if "frequency" in op else "")
+        for op in report.get("operations", [])
+        if op.get("rows")
+    )
+    return f"clean rejected {n_out} of {n_in} rows: {ops}"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = "| example | task | model | metric | model value | best baseline | value | beats |"
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "failed" in r:
+            lines.append(f"| {r['example']} | {r['task']} | - | - | FAILED | - | - | NO |")
+            continue
         base = "-" if r["baseline_value"] is None else f"{r['baseline_value']:.4f}"
         lines.append(
             f"| {r['example']} | {r['task']} | {r['model']} | {r['metric']} | {r['value']:.4f} | "
-            f"{r['best_baseline'] or '-'} | {base} | {'yes' if r['beats_baseline'] else 'NO'} |"
+            f"{r['best_baseline'] or '-'} | {base} | {'yes' if r['beats_baseline'] else 'NO'}"
+            f"{' (see warning)' if r.get('warning') else ''} |"
         )
     lines.append("")
     for r in rows:
+        if "failed" in r:
+            lines.append(f"{r['example']}: FAILED, {r['failed']}")
+            continue
         lines.append(f"{r['example']} (n_test {r['n_test']}): {r['reason']}")
+        if r.get("warning"):
+            lines.append(f"    WARNING: {r['warning']}")
         for name, b in r["baselines"].items():
             figures = ", ".join(
                 f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in b.items()
@@ -159,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reports", nargs="+", type=Path, help="finished projects to read")
     parser.add_argument("--only", nargs="+", help="example names")
+    parser.add_argument("--skip", nargs="+", default=[], help="example names to leave out")
     parser.add_argument("--with-minilm", action="store_true", help="include jokes_minilm")
     parser.add_argument("--epochs", type=int, help="override train.epochs (smoke test)")
     parser.add_argument("--keep", type=Path, help="run the projects here and keep them")
@@ -169,12 +238,18 @@ def main(argv: list[str] | None = None) -> int:
         rows = [row(path.resolve().name, path) for path in args.reports]
     else:
         chosen = examples()
+        groups = {
+            "examples": {k for k, v in chosen.items() if not is_site(v)},
+            "sites": {k for k, v in chosen.items() if is_site(v)},
+        }
+        wanted = {n for name in args.only or [] for n in groups.get(name, {name})}
+        unknown = sorted((wanted | set(args.skip)) - set(chosen))
+        if unknown:
+            parser.error(f"no example {unknown}; known: {sorted(chosen)}")
         if args.only:
-            unknown = sorted(set(args.only) - set(chosen))
-            if unknown:
-                parser.error(f"no example {unknown}; known: {sorted(chosen)}")
-            chosen = {k: v for k, v in chosen.items() if k in args.only}
-        elif not args.with_minilm:
+            chosen = {k: v for k, v in chosen.items() if k in wanted}
+        chosen = {k: v for k, v in chosen.items() if k not in args.skip}
+        if not args.only and not args.with_minilm:
             for name in SLOW & set(chosen):
                 print(f"{name}: skipped (~20 min on 2 CPU cores; --with-minilm)", file=sys.stderr)
                 del chosen[name]
@@ -183,8 +258,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for name, path in chosen.items():
                 started = time.monotonic()
-                rows.append(row(name, run_example(name, path, work, args.epochs)))
-                print(f"  {name}: {time.monotonic() - started:.0f} s in all", file=sys.stderr)
+                try:
+                    rows.append(row(name, run_example(name, path, work, args.epochs)))
+                except StageFailed as exc:
+                    rows.append(failed_row(name, path, exc))
+                rows[-1]["wall_s"] = round(time.monotonic() - started)
+                print(f"  {name}: {rows[-1]['wall_s']} s in all", file=sys.stderr)
         finally:
             if args.keep is None:
                 shutil.rmtree(work, ignore_errors=True)
@@ -193,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
-    return 0 if all(r["beats_baseline"] for r in rows) else 1
+    return 0 if all(r.get("beats_baseline") for r in rows) else 1
 
 
 if __name__ == "__main__":
