@@ -36,7 +36,7 @@ from tasks.core.objectives import classification_metrics
 from tasks.core.paths import CHECKPOINTS_DIR, CLEAN_DIR, MODELS_DIR, TRAIN_REPORTS
 from tasks.core.training import TrainResult, checkpoint_key, engine_config, write_live
 from tasks.types.image_classification.data import Split, TrainData, load_train_data
-from tasks.types.image_classification.models import ARCHITECTURES, preprocess
+from tasks.types.image_classification.models import ARCHITECTURES, LinearConfig, preprocess
 
 if TYPE_CHECKING:
     from tasks.core.params import TrainParams
@@ -116,7 +116,7 @@ def model_config(cfg: TrainParams, pixels: np.ndarray, n_classes: int) -> dict[s
         "n_classes": n_classes,
     }
     if cfg.model == "linear":  # logistic regression: no width, no dropout
-        return shape
+        return {**shape, "max_side": LinearConfig.max_side}
     return {**shape, "channels": cfg.channels, "dropout": cfg.dropout}
 
 

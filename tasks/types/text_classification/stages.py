@@ -57,7 +57,7 @@ from tasks.core.tokenizers import (
 )
 from tasks.core.training import TrainResult, checkpoint_key, engine_config, write_live
 from tasks.types.text_classification.minilm import MiniLMError, package_dir, pretrained_classifier
-from tasks.types.text_classification.models import ARCHITECTURES
+from tasks.types.text_classification.models import ARCHITECTURES, LinearBagConfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -120,6 +120,7 @@ def build_classifier(
             "vocab_size": tokenizer.vocab_size,
             "max_len": tokenizer.max_len,
             "n_classes": n_classes,
+            "bigram_buckets": LinearBagConfig.bigram_buckets,
             "pad_id": tokenizer.pad_id,
         }
         return build_model(ARCHITECTURES, "linear_bag", config), "linear_bag", config

@@ -4,14 +4,17 @@
 Logistic regression on the image averaged down to at most 16 px a side: the pool's factor is the
 baseline's (tasks.core.baselines.downscale), shapes and a card round trip, ONNX export with ONNX
 Runtime parity at 8x8 grey, 28x28 grey, 32x32 RGB, 64x48 RGB (both ways round) and odd sizes, a
-synthetic task learnt through the engine, the card's config and the params.
+synthetic task learnt through the engine, the train, evaluate and export stages on the digits
+upscaled to 32x32, the card's config and the params.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
@@ -21,10 +24,12 @@ from tasks.core.images import ImageFit
 from tasks.core.models import ModelError, build_model, save_model
 from tasks.core.objectives import classification_metrics
 from tasks.core.params import ExportParams, ParamsError, load_params, parse_params
-from tasks.types.image_classification.export import export_model
+from tasks.types.image_classification.evaluate import evaluate_stage, torch_runner
+from tasks.types.image_classification.export import export_model, export_stage
 from tasks.types.image_classification.models import ARCHITECTURES, LinearConfig
 from tasks.types.image_classification.params import ImageTrainParams
-from tasks.types.image_classification.train import model_config
+from tasks.types.image_classification.train import model_config, train_stage
+from tests.clean_fixture import write_project
 from tests.project import REPO, merge_params
 from tests.unit.tasks.types.model_checks import check_shape_and_card_round_trip, split, train
 
@@ -123,7 +128,7 @@ def test_learns_through_the_engine(tmp_path: Path) -> None:
 def test_the_cards_config_has_no_cnn_knobs() -> None:
     pixels = np.zeros((4, 28, 20, 3), np.uint8)
     linear = model_config(ImageTrainParams(model="linear"), pixels, 5)
-    assert linear == {"in_channels": 3, "height": 28, "width": 20, "n_classes": 5}
+    assert linear == {"in_channels": 3, "height": 28, "width": 20, "n_classes": 5, "max_side": 16}
     cnn = model_config(ImageTrainParams(), pixels[..., 0], 5)
     assert cnn == {"in_channels": 1, "height": 28, "width": 20, "n_classes": 5, "channels": 32,
                    "dropout": 0.2}  # fmt: skip
@@ -134,3 +139,27 @@ def test_params_take_linear_and_name_the_models() -> None:
     assert parse_params(merge_params(raw, {"train": {"model": "linear"}})).train.model == "linear"
     with pytest.raises(ParamsError, match="Input should be 'cnn' or 'linear'"):
         parse_params(merge_params(raw, {"train": {"model": "logreg"}}))
+
+
+def test_train_evaluate_export_on_digits_at_32x32(tmp_path: Path, monkeypatch) -> None:
+    train_params = {"model": "linear", "epochs": 20, "batch_size": 32, "lr": 0.01, "device": "cpu"}
+    project = write_project(tmp_path, 400, upscale=4, train=train_params,
+                            validate={"image_width": 32, "image_height": 32})  # fmt: skip
+    monkeypatch.chdir(project)
+    params = load_params()
+    assert train_stage(params) == 0
+    card = json.loads((project / "models" / "card.json").read_text())
+    assert card["architecture"] == "linear"
+    assert card["config"] == {"in_channels": 1, "height": 32, "width": 32, "n_classes": 10,
+                              "max_side": 16}  # fmt: skip
+    assert evaluate_stage(params) == 0
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.8, metrics  # logistic regression on digits: ~0.9 and more
+    assert export_stage(params) == 0
+    info = json.loads((project / "export" / "onnx.json").read_text())
+    assert info["input"]["shape"] == ["batch", 32, 32]
+    assert info["parity"]["max_abs_diff"] <= params.export.atol
+    pixels = np.load(project / "data" / "clean" / "pixels.npy")[:4]
+    session = ort.InferenceSession(str(project / "export" / "model.onnx"))
+    onnx_logits = session.run(["logits"], {"pixels": pixels})[0]
+    np.testing.assert_allclose(onnx_logits, torch_runner(project / "models")(pixels), atol=1e-4)
