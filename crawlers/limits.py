@@ -149,10 +149,10 @@ class CrawlLimits:
         if bar is None:
             name = stat.removeprefix("kiln/")
             limit = self._limits[stat][0]
+            # the total is a limit, a bound: a site may well end before it
+            detail = "" if limit is None else f"limit crawl.max_{name}"
             bar = Progress(f"crawl.{name}", limit, unit=name, initial=self._before[stat],
-                           logger=logger)  # fmt: skip
-            if limit is not None:  # the total is a bound: a site may well end before it
-                bar.set_detail(f"limit crawl.max_{name}")
+                           logger=logger, detail=detail)  # fmt: skip
             self._progress[stat] = bar
         return bar
 

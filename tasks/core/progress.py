@@ -145,7 +145,8 @@ class Progress(AbstractContextManager["Progress"]):
     default to the module's EVERY_S, CLOCK and HEARTBEAT_S, read when the Progress starts.
     `quiet_s` > 0: no line before the loop has run that long (the start line is skipped, the
     first comes at `quiet_s`, the end line only if one came before). `show_elapsed`: the lines
-    in between say `working <s>s` (`working`). Call `close()` (or use `with`) at the end.
+    in between say `working <s>s` (`working`). `detail`: the first `set_detail`, in the start
+    line too. Call `close()` (or use `with`) at the end.
     """
 
     def __init__(
@@ -162,10 +163,11 @@ class Progress(AbstractContextManager["Progress"]):
         heartbeat_s: float | None = None,
         quiet_s: float = 0.0,
         show_elapsed: bool = False,
+        detail: str = "",
     ) -> None:
         self.what, self.unit, self.total = _token(what), _token(unit), total
         self.done = self._initial = initial
-        self.detail = ""
+        self.detail = detail
         self._log = logger or logging.getLogger("kiln.progress")
         self._every = EVERY_S if every_s is None else every_s
         self._clock = clock or CLOCK
@@ -208,6 +210,8 @@ class Progress(AbstractContextManager["Progress"]):
             self._start_line()
             return
         self._bar, self._on = bar, not bar.disable
+        if self.detail:
+            bar.set_postfix_str(self.detail, refresh=False)
         if self._on:
             from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: PLC0415
 

@@ -233,3 +233,15 @@ def test_a_quiet_bar_on_a_terminal_waits_too(logger, capsys, monkeypatch) -> Non
     with Progress("predict", 4, logger=logger, heartbeat_s=0, quiet_s=60) as bar:
         bar.update(4)
     assert "predict" not in capsys.readouterr().err
+
+
+def test_a_detail_given_at_the_start_is_in_the_start_line(logger: logging.Logger) -> None:
+    clock = _Clock()
+    logger.addHandler(handler := _Lines(clock))
+    with Progress("crawl.pages", 100, unit="pages", logger=logger, tty=False, clock=clock,
+                  heartbeat_s=0, detail="limit crawl.max_pages") as bar:  # fmt: skip
+        bar.update()
+    assert [line.detail for _, line in handler.lines] == [
+        "limit crawl.max_pages",
+        "done in 0.0s limit crawl.max_pages",
+    ]
