@@ -215,8 +215,14 @@ class Progress(AbstractContextManager["Progress"]):
         if self._on:
             from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: PLC0415
 
+            root, before = logging.getLogger(), list(logging.getLogger().handlers)
             self._redirect = logging_redirect_tqdm()  # log records above the bar, not through it
             self._redirect.__enter__()
+            # tqdm copies the console handler's format and filters, not its level: Scrapy's
+            # (LOG_LEVEL INFO) would print every DEBUG record above the bar
+            replaced = [h for h in before if h not in root.handlers]
+            for handler in (h for h in root.handlers if h not in before):
+                handler.setLevel(max((h.level for h in replaced), default=logging.NOTSET))
 
     # -- counting -----------------------------------------------------------------------------
 

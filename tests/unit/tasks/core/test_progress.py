@@ -4,7 +4,9 @@ in for time, except where the heartbeat thread itself is under test."""
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
 import threading
 import time
 
@@ -245,3 +247,22 @@ def test_a_detail_given_at_the_start_is_in_the_start_line(logger: logging.Logger
         "limit crawl.max_pages",
         "done in 0.0s limit crawl.max_pages",
     ]
+
+
+def test_a_bar_keeps_the_console_handler_s_level(monkeypatch) -> None:
+    monkeypatch.setattr(progress, "_on_terminal", lambda: True)
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    root, stream = logging.getLogger(), io.StringIO()
+    console = logging.StreamHandler(sys.stderr)  # Scrapy's: LOG_LEVEL on the handler
+    console.setLevel(logging.INFO)
+    monkeypatch.setattr(root, "handlers", [console])
+    monkeypatch.setattr(root, "level", logging.DEBUG)
+    with Progress("crawl.pages", 4, heartbeat_s=0) as bar:
+        (tqdm_handler,) = root.handlers
+        assert tqdm_handler is not console and tqdm_handler.level == logging.INFO
+        tqdm_handler.stream = stream
+        logging.getLogger("scrapy.core.engine").debug("Crawled (200) <GET http://x/>")
+        logging.getLogger("scrapy.core.engine").info("Spider opened")
+        bar.update(4)
+    assert root.handlers == [console]
+    assert "Spider opened" in stream.getvalue() and "Crawled" not in stream.getvalue()
