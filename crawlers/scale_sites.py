@@ -167,24 +167,33 @@ def installed_packages() -> list[str]:
 
 def scale_texts(n: int, seed: int = 0) -> list[tuple[str, str]]:
     """(package, text) for n distinct texts, the packages in turn (as balanced as the data
-    allows); text k of a package is its k-th paragraph, and past its last, two paragraphs drawn
-    from seed and k, joined."""
-    pools = {p: package_paragraphs(p) for p in installed_packages()}
-    pools = {p: texts for p, texts in pools.items() if texts}
-    if len(pools) < 2:
+    allows). A package's paragraphs come first, in an order drawn from `seed`; past its last,
+    text m + j joins paragraphs a = j mod m and (a + 1 + j div m) mod m (m paragraphs), a pair
+    no earlier text joined. A paragraph two packages share belongs to the first in sorted order."""
+    names, pools, seen = [], {}, set()
+    for package in sorted(installed_packages()):
+        texts = [t for t in package_paragraphs(package) if t not in seen]
+        seen.update(texts)
+        if len(texts) >= 2:
+            rng = np.random.default_rng([seed, len(names)])
+            names.append(package)
+            pools[package] = [texts[k] for k in rng.permutation(len(texts))]
+    if len(names) < 2:
         raise RuntimeError(f"fewer than two of {TEXT_PACKAGES} are installed with docstrings")
-    names = sorted(pools)
     out, made = [], dict.fromkeys(names, 0)
     for i in range(n):
         package = names[i % len(names)]
         texts, k = pools[package], made[package]
         made[package] += 1
-        if k < len(texts):
+        m = len(texts)
+        if k < m:
             out.append((package, texts[k]))
             continue
-        rng = np.random.default_rng([seed, i])
-        a, b = rng.choice(len(texts), 2, replace=False)
-        out.append((package, f"{texts[a]} {texts[b]}"[: 2 * MAX_TEXT]))
+        j = k - m
+        if j >= m * (m - 1):
+            raise RuntimeError(f"{package} has too few paragraphs for {n} distinct texts")
+        a = j % m
+        out.append((package, f"{texts[a]} {texts[(a + 1 + j // m) % m]}"))
     return out
 
 
