@@ -23,7 +23,8 @@ TELNETCONSOLE_ENABLED = False  # no listening debug console
 REMOTE_CONTROL_ENABLED = False
 COOKIES_ENABLED = False  # catalogue pages need no session
 LOG_LEVEL = "INFO"  # DEBUG logs a line per request: thousands on the demo site
-LOGSTATS_INTERVAL = 5.0  # seconds between "Crawled N pages" progress lines
+LOGSTATS_INTERVAL = 60.0  # seconds between Scrapy's "Crawled N pages" lines; the crawl's own
+# progress lines (crawlers/limits.py: count, rate, ETA, at least every 10 s) say it better
 STATS_DUMP = False  # crawlers.run writes the stats to stats.json instead of ~50 log lines
 LOG_VERSIONS: list[str] = []  # the versions are pinned in requirements.lock
 
