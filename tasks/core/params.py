@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 from types import UnionType
-from typing import Any, ClassVar, Literal, get_args, get_origin
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -20,12 +20,59 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tasks.core.plugins import UnknownTaskType, task_type
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
-# libyaml's parser when PyYAML has it (5-10x faster than the pure-Python one); both are safe.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# A params file may hold at most this many values (YAML aliases included, counted each time they
+# are used) nested at most this deep: a 5.5 KB file of nested aliases expands to billions of
+# values ("billion laughs"), which validation would walk and an error message would print.
+MAX_VALUES = 100_000  # the shipped params files hold ~300
+MAX_DEPTH = 32  # levels of mappings and lists; the shipped files use 5
+MAX_SHOWN = 200  # characters of a wrong value an error message quotes
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """libyaml's parser when PyYAML has it (5-10x faster than the pure-Python one), safe, and
+    refusing a key written twice in one mapping (YAML forbids it; PyYAML would keep the last, so
+    a second `train:` section would silently replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is written twice (lines {seen[key]} and {line})"
+                )
+            if isinstance(key, str | int | float | bool):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_LOADER = _Loader
+
+
+def _number_not_bool(annotation: Any) -> bool:
+    """Whether a field of this type takes an int or float but not a bool."""
+    kinds = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    return any(k in (int, float) for k in kinds) and bool not in kinds
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        """Pydantic reads `epochs: true` as 1; YAML's true/yes/on in a number's place is a typo."""
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                key = field.alias or name
+                value = data.get(key, data.get(name))
+                if isinstance(value, bool) and _number_not_bool(field.annotation):
+                    raise ValueError(
+                        f"'{key}' must be a number, got {value!r} (YAML reads true/false, "
+                        "yes/no and on/off as booleans)"
+                    )
+        return data
 
 
 class ProjectParams(_Section):
@@ -61,6 +108,37 @@ class DemoSiteParams(_Section):
         default_factory=lambda: ["jokes", "co2"],
         description="Extra sections: a pyjokes board (/jokes/), a Mauna Loa CO2 table (/co2/).",
     )
+
+
+def _check_css(css: str | None) -> None:
+    """ValueError naming the selector unless parsel (what the crawl uses) can translate it."""
+    if css is None:
+        return
+    from parsel.csstranslator import HTMLTranslator  # noqa: PLC0415 (~0.1 s: only with selectors)
+
+    try:
+        HTMLTranslator().css_to_xpath(css)
+    except Exception as exc:  # cssselect's SelectorSyntaxError is a SyntaxError, not a ValueError
+        raise ValueError(f"CSS selector {css!r} is not valid: {exc}") from None
+
+
+# The namespaces parsel binds in every XPath (EXSLT regular expressions and sets).
+_XPATH_NAMESPACES = {
+    "re": "http://exslt.org/regular-expressions",
+    "set": "http://exslt.org/sets",
+}
+
+
+def _check_xpath(xpath: str | None) -> None:
+    """ValueError naming the expression unless lxml (what parsel runs) compiles it."""
+    if xpath is None:
+        return
+    from lxml import etree  # noqa: PLC0415
+
+    try:
+        etree.XPath(xpath, namespaces=_XPATH_NAMESPACES)
+    except etree.XPathError as exc:
+        raise ValueError(f"XPath {xpath!r} is not valid: {exc}") from None
 
 
 def _check_regex(pattern: str) -> None:
@@ -107,6 +185,8 @@ class FieldSelector(_Section):
     def _one_selector(self) -> FieldSelector:
         if (self.css is None) == (self.xpath is None):
             raise ValueError("give exactly one of `css` or `xpath`")
+        _check_css(self.css)
+        _check_xpath(self.xpath)
         if self.regex is not None:
             _check_regex(self.regex)
         return self
@@ -123,6 +203,12 @@ class FollowRule(_Section):
     deny: list[str] = Field(
         default_factory=list, description="Never follow URLs matching one of these regexes."
     )
+
+    @model_validator(mode="after")
+    def _valid_selectors(self) -> FollowRule:
+        _check_css(self.css)
+        _check_xpath(self.xpath)
+        return self
 
 
 class ItemListParams(_Section):
@@ -143,6 +229,10 @@ class ItemListParams(_Section):
             raise ValueError("give exactly one of `css` or `xpath`")
         if self.link_css is not None and self.link_xpath is not None:
             raise ValueError("give at most one of `link_css` or `link_xpath`")
+        for css in (self.css, self.link_css):
+            _check_css(css)
+        for xpath in (self.xpath, self.link_xpath):
+            _check_xpath(xpath)
         return self
 
 
@@ -273,6 +363,8 @@ class CrawlParams(_Section):
         rules = [p for r in self.follow for p in (*r.allow, *r.deny)]
         for pattern in [self.item_url_pattern or "", *rules]:
             _check_regex(pattern)
+        for css in self.follow_css:
+            _check_css(css)
         return self
 
 
@@ -296,6 +388,9 @@ class LabelParams(_Section):
 
     @model_validator(mode="after")
     def _aliases_point_at_classes(self) -> LabelParams:
+        twice = sorted({c for c in self.classes if self.classes.count(c) > 1})
+        if twice:
+            raise ValueError(f"classes lists {twice} more than once")
         unknown = sorted({v for v in self.aliases.values() if v not in self.classes})
         if unknown:
             raise ValueError(f"aliases map to labels not in classes: {unknown}")
@@ -614,9 +709,38 @@ class ServeParams(_Section):
     onnx_threads: int = Field(1, ge=1, le=256, description="ONNX Runtime intra-op threads.")
 
 
+# Prefect's cron schedules take these names as well as five fields (its vendored croniter).
+_CRON_NAMES = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+
+
 class ScheduleParams(_Section):
     cron: str = Field("0 3 * * *", description="When the refresh-and-retrain deployment runs.")
     timezone: str = Field("UTC", description="IANA time zone of the cron.")
+
+    @model_validator(mode="after")
+    def _valid_schedule(self) -> ScheduleParams:
+        import zoneinfo  # noqa: PLC0415
+        from datetime import datetime  # noqa: PLC0415
+
+        # cronsim: Prefect's cron parser's own dependency, 8 ms to import (Prefect itself: ~2 s)
+        from cronsim import CronSim, CronSimError  # noqa: PLC0415
+
+        if self.cron.strip().lower() not in _CRON_NAMES:
+            try:
+                CronSim(self.cron, datetime(2000, 1, 1))
+            except CronSimError as exc:
+                raise ValueError(
+                    f"cron {self.cron!r} is not a cron expression ({exc}): five fields "
+                    "'minute hour day month weekday', e.g. '0 3 * * 2' for Tuesdays at 03:00"
+                ) from None
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"timezone {self.timezone!r} is not an IANA time zone (e.g. 'UTC', "
+                "'Europe/Paris')"
+            ) from None
+        return self
 
 
 class Params(_Section):
@@ -759,7 +883,10 @@ def _describe(error: dict[str, Any], root: type[BaseModel]) -> str:
         # a check across one section's keys (e.g. a task type's train section): its message names
         # them, and the whole section is not dumped after it
         return f"'{where}': {str(error['msg']).removeprefix('Value error, ')}"
-    return f"'{where}': {error['msg']} (got {error.get('input')!r})"
+    got = repr(error.get("input"))
+    if len(got) > MAX_SHOWN:  # a long list or string: its start says what it is
+        got = f"{got[:MAX_SHOWN]}… ({len(got):,} characters)"
+    return f"'{where}': {error['msg']} (got {got})"
 
 
 def params_model(raw: dict[str, Any]) -> type[Params]:
@@ -812,16 +939,43 @@ def complete(params: Params) -> dict[str, Any]:
     return params.model_dump(mode="json", by_alias=True)
 
 
+def _check_size(raw: Any, path: Path) -> None:
+    """ParamsError when `raw` holds more than MAX_VALUES values or nests deeper than MAX_DEPTH;
+    the walk stops at the first excess, so an alias bomb costs at most MAX_VALUES steps."""
+    stack, count = [(raw, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ParamsError(
+                f"{path} expands to more than {MAX_VALUES:,} values (YAML aliases that refer to "
+                "aliases?); a params file holds a few hundred"
+            )
+        if depth > MAX_DEPTH:
+            raise ParamsError(f"{path} nests mappings or lists deeper than {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
 def read_params_file(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)  # noqa: S506 (safe)
     except FileNotFoundError:
         raise ParamsError(f"{path} not found") from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError(
+            f"{path} is not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start}"
+        ) from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise ParamsError(f"{path} nests mappings or lists far deeper than {MAX_DEPTH}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path} must be a mapping of sections, got {type(raw).__name__}")
+    _check_size(raw, path)
     return raw
 
 
