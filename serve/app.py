@@ -124,6 +124,7 @@ class ModelState:
         try:
             current = registry.champion(self.root)
             if current is None or current[0] == self.current.version:
+                self.reload_error = None  # a registry repaired back to what is served
                 return
             new = load_version(
                 self.root, current[0], self.settings.backend, self.settings.onnx_threads
@@ -185,7 +186,11 @@ def create_app(
         async def watch() -> None:
             while True:
                 await asyncio.sleep(settings.reload_interval_s)
-                await asyncio.to_thread(state.refresh)
+                try:
+                    await asyncio.to_thread(state.refresh)
+                except Exception as exc:  # noqa: BLE001 (the watcher must outlive any one fault)
+                    state.reload_error = f"{type(exc).__name__}: {exc}"
+                    logger.exception("reload failed, still serving %s", state.current.version)
 
         watcher = asyncio.create_task(watch())
         try:

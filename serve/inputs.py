@@ -10,7 +10,6 @@ so a served image reaches the model exactly as a training image did.
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 from typing import Any
 
@@ -88,7 +87,7 @@ def decode_instance(instance: Any, index: int, spec: ImageFit, max_side: int) ->
     if instance.png_base64 is not None:
         try:
             raw = base64.b64decode(instance.png_base64, validate=True)
-        except binascii.Error as exc:
+        except ValueError as exc:  # binascii.Error, or non-ASCII text ("only ASCII characters")
             raise InputError((*loc, "png_base64"), f"not base64: {exc}") from None
         return decode_png(raw, spec, (*loc, "png_base64"), max_side)
     return fit(image_of_rows(instance.pixels, (*loc, "pixels")), spec, (*loc, "pixels"))

@@ -71,8 +71,16 @@ def read_registry(root: Path | str = REGISTRY_DIR) -> dict[str, Any]:
 def champion(root: Path | str = REGISTRY_DIR) -> tuple[str, dict[str, Any]] | None:
     """(version, entry) of the current champion, or None before the first promotion."""
     data = read_registry(root)
-    version = data.get("champion")
-    return None if version is None else (version, data["versions"][version])
+    version, versions = data.get("champion"), data.get("versions")
+    if version is None:
+        return None
+    if not isinstance(versions, dict) or version not in versions:
+        known = sorted(versions) if isinstance(versions, dict) else []
+        raise RegistryError(
+            f"{Path(root) / REGISTRY_FILE} names champion {version!r}, which is not one of its "
+            f"versions {known}"
+        )
+    return version, versions[version]
 
 
 def task_of(entry: dict[str, Any]) -> str:

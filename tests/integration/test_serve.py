@@ -190,6 +190,8 @@ CASES = {  # name: (body (dict, or raw bytes), status, loc of the first error)
                               ["body", "instances", 0, "png_base64"]),
     "not base64": ({"instances": [{"png_base64": "%%%"}]}, 422,
                    ["body", "instances", 0, "png_base64"]),
+    "non-ASCII base64": ({"instances": [{"png_base64": "iVBORw0K\u00ff\u00e9=="}]}, 422,
+                         ["body", "instances", 0, "png_base64"]),
     "base64 of a non-PNG": ({"instances": [{"png_base64": base64.b64encode(b"GIF89a").decode()}]},
                             422, ["body", "instances", 0, "png_base64"]),
     "model with ..": ({"model": "../v0001", "instances": [GOOD]}, 422, ["body", "model"]),
@@ -343,6 +345,34 @@ def test_real_server_reloads_on_promotion_without_dropping_requests(
         health = http.get("/health").json()
         assert health["model_version"] == new and "tampered" in health["reload_error"]
         assert http.post("/predict", json=one).json()["model_version"] == new
+
+
+def test_a_champion_missing_from_the_registry_is_reported_and_recovered(project: Path) -> None:
+    """registry.json naming a version it lacks: the watcher keeps serving and says why; once the
+    registry is repaired /health clears the error; `kiln predict` answers with a message."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from flows.cli import app  # noqa: PLC0415
+
+    path = project / "registry" / "registry.json"
+    good = registry.read_registry(project / "registry")
+    settings = ServeParams(reload_interval_s=0.05)
+    with TestClient(create_app(project / "registry", settings)) as client:
+        write_json(path, {**good, "champion": "v0009"})
+
+        def error() -> str | None:
+            return client.get("/health").json()["reload_error"]
+
+        _wait_for(error, 15, "the missing champion was not noticed")
+        assert "names champion 'v0009', which is not one of its versions" in error()
+        assert client.post("/predict", json={"instances": [{"pixels": PIXELS[0].tolist()}]}
+                           ).json()["model_version"] == "v0001"
+        broken = CliRunner().invoke(app, ["predict", "x.png", "--project", str(project)])
+        assert broken.exit_code == 1 and "v0009" in broken.output
+        assert "Traceback" not in broken.output
+        write_json(path, {**good, "note": "repaired"})  # a new signature, the same champion
+        _wait_for(lambda: error() is None, 15, "the repaired registry left the error standing")
+        assert client.get("/health").json()["model_version"] == "v0001"
 
 
 def test_kiln_predict_files(project: Path, sources: dict, tmp_path: Path) -> None:
