@@ -121,7 +121,7 @@ def run_example(name: str, params_file: Path, work: Path, epochs: int | None) ->
     port = _free_port()
     raw = _on_port(yaml.safe_load(params_file.read_text(encoding="utf-8")), port)
     if epochs is not None:
-        raw["train"]["epochs"] = epochs
+        raw.setdefault("train", {})["epochs"] = epochs
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
     site = start_site(name, params_file, raw, port)
