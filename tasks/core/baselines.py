@@ -100,8 +100,13 @@ def logistic_regression(  # noqa: PLR0917 (train, val and test features and labe
     if len(np.unique(y_fit)) < 2:
         return None
 
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415 (scikit-learn's dependency)
+
     def fit(c: float) -> Any:
-        with warnings.catch_warnings():  # a C that wants more iterations is still a baseline
+        # one BLAS thread: two spin and thrash on busy cores (tasks/core/label_review.py measured
+        # 20 s vs 4 s for this kind of fit at load ~13)
+        with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+            # a C that wants more iterations is still a baseline
             warnings.simplefilter("ignore", ConvergenceWarning)
             return LogisticRegression(C=c, max_iter=500).fit(x_fit, y_fit)
 

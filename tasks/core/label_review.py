@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import warnings
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -28,7 +29,9 @@ import pandas as pd
 
 from tasks.core.labels import normalise_label
 from tasks.core.params import LabelParams, LabelReviewParams
+from tasks.core.progress import track
 
+_LOG = logging.getLogger("kiln.clean")
 ISSUE_COLUMNS = ["key", "url", "label", "suggested", "p_label", "threshold", "reason"]
 
 
@@ -81,14 +84,42 @@ def read_overrides(path: Path, labels: LabelParams) -> dict[str, str]:
 # "prune_by_noise_rate" flagged the same rows here, "predicted_neq_given" is the high-recall rule.
 
 
+def out_of_fold_proba(x: np.ndarray, y: np.ndarray, seen: np.ndarray, folds: int) -> np.ndarray:
+    """(len(x), len(seen)) probabilities of each row from a logistic regression that did not see
+    it: scikit-learn's cross_val_predict(method="predict_proba") on stratified folds, written as
+    its loop so the progress lines count the folds (one fit each, the whole cost).
+
+    One BLAS thread: OpenBLAS's worker threads spin while they wait, and on 2 cores shared with
+    other processes they thrash. Measured on the 5,000 32x32 RGB images of crawlers.scale_sites
+    (192 features after the 8x8 downscale), load average ~13: this stage's label review took
+    199 s with OpenBLAS's default 2 threads and 21 s with 1; on 420 random rows x 768 features,
+    20 s vs 4 s. A problem this small gains nothing from a second thread on an idle machine."""
+    from sklearn.base import clone  # noqa: PLC0415
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+    from sklearn.model_selection import StratifiedKFold  # noqa: PLC0415
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415 (scikit-learn's own dependency)
+
+    model = LogisticRegression(max_iter=2000)  # lbfgs: deterministic for the same input
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+    proba = np.zeros((len(x), len(seen)))
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+        warnings.simplefilter("ignore", category=UserWarning)  # a class thinner than the folds
+        splits = list(cv.split(x, y))
+        for train, test in track(splits, "clean.label_review", unit="folds", logger=_LOG):
+            fitted = clone(model).fit(x[train], y[train])
+            # a fold's model knows the classes of its train rows: their columns of `seen`
+            proba[np.ix_(test, np.searchsorted(seen, fitted.classes_))] = fitted.predict_proba(
+                x[test]
+            )
+    return proba
+
+
 def find_label_issues(
     pixels: np.ndarray, label_index: np.ndarray, classes: list[str], params: LabelReviewParams
 ) -> tuple[pd.DataFrame, str | None]:
     """(row, suggested index, p_label, threshold) of likely errors, or why none were looked for."""
     from cleanlab.count import get_confident_thresholds  # noqa: PLC0415 (imports sklearn: 2 s)
     from cleanlab.filter import find_label_issues as cleanlab_issues  # noqa: PLC0415
-    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict  # noqa: PLC0415
 
     empty = pd.DataFrame(columns=["row", "suggested", "p_label", "threshold"])
     if not params.enabled:
@@ -99,12 +130,8 @@ def find_label_issues(
     if len(label_index) < params.min_rows or len(present) < 2 or folds < 2:
         return empty, f"too few rows for label review ({len(label_index)}, {folds} folds)"
     x = pixels.reshape(len(pixels), -1).astype(np.float64) / 255.0
-    model = LogisticRegression(max_iter=2000)  # lbfgs: deterministic for the same input
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)  # a class thinner than the folds
-        proba = cross_val_predict(model, x, label_index, cv=cv, method="predict_proba")
     seen = np.unique(label_index)  # proba's columns are the classes present, in order
+    proba = out_of_fold_proba(x, label_index, seen, folds)
     col = np.searchsorted(seen, label_index)  # cleanlab wants labels 0..K-1 of proba's columns
     flagged = cleanlab_issues(col, proba, filter_by=params.filter_by, n_jobs=1)
     p_label = proba[np.arange(len(x)), col]
