@@ -122,6 +122,7 @@ def build_classifier(
             "n_classes": n_classes,
             "bigram_buckets": LinearBagConfig.bigram_buckets,
             "pad_id": tokenizer.pad_id,
+            "gain": LinearBagConfig.gain,
         }
         return build_model(ARCHITECTURES, "linear_bag", config), "linear_bag", config
     config = {

@@ -39,7 +39,7 @@ LANGUAGES = ("de", "en", "es")
 CONFIG = {"vocab_size": 50, "max_len": 12, "n_classes": 3, "bigram_buckets": 97}
 LINEAR = {
     "labels": {"classes": list(LANGUAGES)},
-    "train": {"model": "linear", "epochs": 15, "batch_size": 16, "lr": 0.05, "device": "cpu",
+    "train": {"model": "linear", "epochs": 15, "batch_size": 16, "lr": 0.003, "device": "cpu",
               "text": {"tokenizer": "auto", "max_len": 64}},
     "export": {"parity_batch": 8},
 }  # fmt: skip
@@ -93,15 +93,17 @@ def test_padding_is_ignored_and_the_logits_are_linear_in_the_counts() -> None:
         empty = model(torch.zeros(1, 12, dtype=torch.int64))
         w, v, b = model.unigram.weight, model.bigram.weight, model.bias
         pairs = [(2 * 1_000_003 + 7) % 97, (7 * 1_000_003 + 9) % 97]
-        want = b + (w[2] + w[7] + w[9] + v[pairs[0]] + v[pairs[1]]) / 3**0.5
+        want = 16.0 * (b + (w[2] + w[7] + w[9] + v[pairs[0]] + v[pairs[1]]) / 3**0.5)
     torch.testing.assert_close(short, padded)
     torch.testing.assert_close(padded[0], want)
-    torch.testing.assert_close(empty[0], b)  # an empty text: the bias alone, no NaN
+    torch.testing.assert_close(empty[0], 16.0 * b)  # an empty text: the bias alone, no NaN
 
 
 def test_a_bad_config_and_too_long_an_input_are_named() -> None:
     with pytest.raises(ModelError, match="config.bigram_buckets must be a non-negative"):
         build_model(ARCHITECTURES, "linear_bag", {**CONFIG, "bigram_buckets": -1})
+    with pytest.raises(ModelError, match="config.gain must be positive"):
+        build_model(ARCHITECTURES, "linear_bag", {**CONFIG, "gain": 0.0})
     model = build_model(ARCHITECTURES, "linear_bag", CONFIG)
     with pytest.raises(ModelError, match="input has 13 tokens, config.max_len is 12"):
         model(torch.ones(1, 13, dtype=torch.int64))
