@@ -1,5 +1,6 @@
-"""Image classification: grayscale images with a label -> a CNN -> accuracy, macro-F1, per-class
-precision/recall and a confusion matrix; the ONNX graph takes uint8 pixels, preprocessing inside.
+"""Image classification: images with a label -> a CNN (or `train.model: linear`, logistic
+regression on downscaled pixels) -> accuracy, macro-F1, per-class precision/recall and a confusion
+matrix; the ONNX graph takes uint8 pixels, preprocessing inside.
 
 `TASK` is the plug-in (pyproject.toml registers it in `kiln.task_types`).
 """

@@ -14,7 +14,7 @@ and every argmax exactly; otherwise the stage fails and export/ keeps the last g
 `export/onnx.json` records the ONNX file's sha256, the weights it came from, the input/output
 spec, the preprocessing and the parity result.
 
-Uses the TorchScript exporter (`dynamo=False`): it needs no `onnxscript`, and the CNN has no
+Uses the TorchScript exporter (`dynamo=False`): it needs no `onnxscript`, and neither model has
 control flow that would need torch.export.
 """
 

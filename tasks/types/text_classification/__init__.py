@@ -1,6 +1,7 @@
-"""Text classification: texts with a label -> a Transformer encoder from scratch or the pretrained
-MiniLM fine-tuned -> accuracy, macro-F1, per-class precision/recall and a confusion matrix; the
-ONNX graph takes token ids, serving tokenises as training did.
+"""Text classification: texts with a label -> the pretrained MiniLM fine-tuned (the default), a
+Transformer encoder from scratch, or logistic regression on a bag of tokens (`train.model:
+linear`) -> accuracy, macro-F1, per-class precision/recall and a confusion matrix; the ONNX graph
+takes token ids, serving tokenises as training did.
 
 `TASK` is the plug-in (pyproject.toml registers it in `kiln.task_types`).
 """
