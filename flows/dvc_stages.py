@@ -44,6 +44,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -55,6 +56,7 @@ from typing import Any
 
 import yaml
 
+from flows.stage_guard import PARENT_ENV
 from tasks.core.progress import ProgressLine, parse
 
 _TIMESTAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:[,.]\d+)? "  # Scrapy: no fraction
@@ -161,14 +163,23 @@ def _stream(
 ) -> None:
     """Run `cmd` in a shell, as DVC does, logging each output line as it comes and handing each
     progress line to `on_progress`."""
+    # Through flows.stage_guard, in a process group of its own: the stage dies with this process
+    # however it dies, and holds the run lock (inherited: close_fds=False) until it has exited.
     # Bytes, split on "\n" only: a text pipe would turn each "\r" of a progress bar into a line.
-    proc = subprocess.Popen(cmd, cwd=project, env=_env(), shell=True,  # noqa: S602 (cmd from dvc.yaml)
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    for raw in proc.stdout or ():
-        line = raw.decode("utf-8", errors="replace")
-        log_line(line, logger)
-        if on_progress is not None and (progress := parse(line)) is not None:
-            on_progress(progress)
+    guarded = [sys.executable, "-m", "flows.stage_guard", cmd]
+    proc = subprocess.Popen(guarded, cwd=project, env={**_env(), PARENT_ENV: str(os.getpid())},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True, close_fds=False)
+    try:
+        for raw in proc.stdout or ():
+            line = raw.decode("utf-8", errors="replace")
+            log_line(line, logger)
+            if on_progress is not None and (progress := parse(line)) is not None:
+                on_progress(progress)
+    except BaseException:  # Ctrl+C (or the flow cancelled): the stage stops as it would on it
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait()
+        raise
     if proc.wait() != 0:
         raise StageFailed(f"stage {stage}: `{cmd}` exited with status {proc.returncode}; "
                           "its output is logged above")

@@ -32,12 +32,18 @@ def single_run_lock(project: Path) -> Iterator[None]:
             holder = fh.read().strip() or "unknown"
             raise RunInProgress(
                 f"another refresh-and-retrain run (pid {holder}) holds {lock_path}; "
-                "wait for it to finish"
+                "wait for it to finish (a run that was killed holds it until its stage "
+                "processes have stopped, within seconds)"
             ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))
         fh.flush()
+        # Every process of the run holds the lock: the stages inherit this descriptor (the flow
+        # starts them with close_fds=False, flows/stage_guard.py), and flock's lock lasts while
+        # any descriptor of it is open. A run killed with kill -9 thus keeps the project locked
+        # until its last stage process has exited, never while an orphan still writes.
+        os.set_inheritable(fh.fileno(), True)
         try:
             yield
         finally:
