@@ -173,6 +173,8 @@ def compare(
     n_prev, n_new = len(previous), len(new)
     change = abs(n_new - n_prev) / n_prev if n_prev else None
     checks["row_count_change"] = _result(change, params.row_count_change)
+    drop = max(0.0, (n_prev - n_new) / n_prev) if n_prev else None
+    checks["row_drop"] = _result(drop, params.row_drop)
     seen = set(previous["content_hash"].dropna())
     n_unseen = int((~new["content_hash"].isin(seen)).sum())
     checks["new_item_share"] = _result(

@@ -448,6 +448,12 @@ class DriftParams(_Section):
     row_count_change: DriftCheck = Field(
         DriftCheck(threshold=0.5, severity="warn"), description="|n_new - n_prev| / n_prev."
     )
+    # A crawl that lost more than half its rows is far likelier broken (a site redesign, a
+    # blocked crawler, a run killed half-way) than real: by default it does not train.
+    row_drop: DriftCheck = Field(
+        DriftCheck(threshold=0.5, severity="fail"),
+        description="(n_prev - n_new) / n_prev when the new data has fewer rows, else 0.",
+    )
     new_item_share: DriftCheck = Field(
         DriftCheck(threshold=0.5, severity="warn"),
         description="Share of rows whose content_hash the previous version lacked.",

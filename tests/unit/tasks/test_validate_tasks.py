@@ -358,7 +358,7 @@ def test_compare_runs_the_checks_of_the_task_type() -> None:
         params.labels, params.validate_, task=text,
     ).profile  # fmt: skip
     checks = compare(previous, previous, params.validate_.drift, text)
-    assert set(checks) == {"text_length_ks", "row_count_change", "new_item_share"}
+    assert set(checks) == {"text_length_ks", "row_count_change", "row_drop", "new_item_share"}
     assert not any(c["drifted"] for c in checks.values())
     assert set(not_applicable(params.validate_.drift, text)) == {"label_psi", "image_mean_ks"}
     assert psi(pd.Series(LANGUAGES), pd.Series(LANGUAGES)) == 0.0

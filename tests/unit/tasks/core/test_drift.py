@@ -51,6 +51,7 @@ def test_same_data_has_no_drift(base: pd.DataFrame) -> None:
         "image_mean_ks",
         "numeric_ks:ink",
         "row_count_change",
+        "row_drop",
         "new_item_share",
     }
     assert not any(c["drifted"] for c in checks.values())
@@ -69,6 +70,8 @@ def test_shifted_crawl_drifts(tmp_path: Path, base: pd.DataFrame) -> None:
     later = _profile(tmp_path / "later", n_items=120, start=300)  # other items, fewer of them
     checks = compare(base, later, DRIFT)
     assert checks["row_count_change"]["statistic"] == 0.6 and checks["row_count_change"]["drifted"]
+    assert checks["row_drop"]["statistic"] == 0.6 and checks["row_drop"]["severity"] == "fail"
+    assert compare(later, base, DRIFT)["row_drop"]["statistic"] == 0.0  # more rows: no drop
     assert checks["new_item_share"]["statistic"] == 1.0
     assert not checks["image_mean_ks"]["drifted"]  # same kind of images
 
@@ -89,12 +92,13 @@ def test_previous_version_comes_from_dvc_lock_and_cache(tmp_path: Path, base: pd
     assert drift_report(tmp_path, base, DRIFT)["status"] == "ok"
     smaller = base.iloc[:100]
     report = drift_report(tmp_path, smaller, DRIFT)
-    assert report["status"] == "warn"  # row_count_change is warn by default
+    assert report["status"] == "fail"  # a drop of two thirds of the rows: row_drop fails
     assert report["checks"]["row_count_change"]["drifted"]
-    strict = DRIFT.model_copy(
-        update={"row_count_change": DRIFT.row_count_change.model_copy(update={"severity": "fail"})}
+    assert report["checks"]["row_drop"]["drifted"]
+    lenient = DRIFT.model_copy(
+        update={"row_drop": DRIFT.row_drop.model_copy(update={"severity": "warn"})}
     )
-    assert drift_report(tmp_path, smaller, strict)["status"] == "fail"
+    assert drift_report(tmp_path, smaller, lenient)["status"] == "warn"  # row_count_change: warn
 
 
 def test_the_locked_version_is_read_not_the_workspace(tmp_path: Path, base: pd.DataFrame) -> None:
