@@ -180,9 +180,7 @@ def test_killed_metrics_write_leaves_the_old_file(
 def test_metrics_of_a_known_small_case() -> None:
     """3 classes, 6 test items; the numbers worked out by hand. Class "c" never occurs: it gets
     zeros (no warning) and, as in scikit-learn, does not count in macro-F1."""
-    result = EvalResult(
-        ["a", "b", "c"], np.array([0, 0, 0, 1, 1, 1]), np.array([0, 0, 1, 1, 1, 0])
-    )
+    result = EvalResult(["a", "b", "c"], np.array([0, 0, 0, 1, 1, 1]), np.array([0, 0, 1, 1, 1, 0]))
     assert result.n_test == 6 and result.accuracy == pytest.approx(4 / 6)
     assert result.confusion.tolist() == [[2, 1, 0], [1, 2, 0], [0, 0, 0]]
     metrics = result.metrics()

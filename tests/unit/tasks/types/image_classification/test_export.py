@@ -94,8 +94,13 @@ def test_nan_difference_is_a_failure(project: Path) -> None:
     blob = export.to_onnx(model, card, 17)
     batch = np.zeros((2, 8, 8), np.uint8)
     with pytest.raises(ExportError):
-        export.check_parity(blob, model, {**card, "preprocessing": {**card["preprocessing"],
-                                                                     "std": 0.0}}, batch, 1e-4)
+        export.check_parity(
+            blob,
+            model,
+            {**card, "preprocessing": {**card["preprocessing"], "std": 0.0}},
+            batch,
+            1e-4,
+        )
 
 
 def test_image_size_mismatch_names_the_config(project: Path) -> None:
