@@ -88,7 +88,9 @@ HTTPCACHE_IGNORE_HTTP_CODES = [429, 500, 502, 503, 504, 522, 524]
 
 # Policy a custom spider (crawl.spider) may not loosen through its `custom_settings`: these are
 # set at "cmdline" priority, above Scrapy's "spider" priority.
-_ENFORCED = ("TELNETCONSOLE_ENABLED", "REMOTE_CONTROL_ENABLED", "COOKIES_ENABLED",
+# The guard's resolver: the address a name resolves to is checked once and connected to.
+DNS_RESOLVER = "crawlers.urlguard.GuardedResolver"
+_ENFORCED = ("DNS_RESOLVER", "TELNETCONSOLE_ENABLED", "REMOTE_CONTROL_ENABLED", "COOKIES_ENABLED",
              "DOWNLOAD_FAIL_ON_DATALOSS", "MEDIA_ALLOW_REDIRECTS", "RETRY_HTTP_CODES",
              "HTTPCACHE_POLICY", "HTTPCACHE_STORAGE")  # fmt: skip
 

@@ -6,8 +6,12 @@ Refused: schemes other than http/https (file://, ftp://, data:); hosts outside
 `crawl.allowed_domains` (a domain also allows its subdomains); link-local (cloud metadata at
 169.254.169.254), unspecified, multicast and reserved addresses, always; loopback (127.0.0.0/8,
 ::1, localhost) unless `crawl.allow_loopback`; private networks (10/8, 172.16/12, 192.168/16,
-fc00::/7, ...) unless `crawl.allow_private`. A host name is resolved once and refused when any
-of its addresses is refused, so an allowed-looking name cannot point the crawler at the machine.
+fc00::/7, ...) unless `crawl.allow_private`; every other special-purpose range of IANA's
+registries (shared address space 100.64.0.0/10, documentation and benchmarking ranges), always;
+and an IPv6 address whose embedded IPv4 address (mapped, 6to4, Teredo, NAT64) is refused. A host
+name is refused when any of its addresses is refused, so an allowed-looking name cannot point the
+crawler at the machine; and the address Scrapy connects to is the one `GuardedResolver` checked
+when it resolved the name (no second lookup a DNS rebinding could answer differently).
 """
 
 from __future__ import annotations
@@ -15,9 +19,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 from functools import cache
+from typing import Any
 from urllib.parse import urlsplit
 
+from scrapy.resolver import CachingThreadedResolver, dnscache
+from twisted.internet.error import DNSLookupError
+
 from crawlers.parse import PageParser
+from crawlers.settings import crawl_params_from
 from tasks.core.params import CrawlParams
 
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -54,9 +63,28 @@ def _addresses(host: str, resolve: bool) -> tuple[_Address, ...]:
     return _resolve(host) if resolve else ()
 
 
-def _address_problem(address: _Address, cfg: CrawlParams) -> str | None:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the last 32 bits are an IPv4 address
+
+
+def _embedded_ipv4(address: _Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (mapped, 6to4, Teredo, NAT64): reaching the
+    IPv6 form can reach them, so each is checked as well."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
+    if address.teredo:
+        found.extend(address.teredo)  # (server, client)
+    if address in _NAT64:
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
+
+
+def address_problem(address: _Address, cfg: CrawlParams) -> str | None:  # noqa: PLR0911 (a return per kind)
+    """Why the crawler may not connect to `address` under `cfg`, or None when it may."""
+    for inner in _embedded_ipv4(address):
+        problem = address_problem(inner, cfg)
+        if problem:
+            return f"{problem}, embedded in {address}"
     if address.is_loopback:
         return None if cfg.allow_loopback else "a loopback address (crawl.allow_loopback is false)"
     if address.is_link_local:
@@ -65,6 +93,10 @@ def _address_problem(address: _Address, cfg: CrawlParams) -> str | None:
         return "an unspecified, multicast or reserved address"
     if address.is_private and not cfg.allow_private:
         return "a private address (crawl.allow_private is false)"
+    # What is left of IANA's special-purpose registries (shared address space 100.64.0.0/10,
+    # documentation, benchmarking, ...): never on the public web.
+    if not address.is_global and not address.is_private:
+        return "a special-purpose address that is not globally reachable"
     return None
 
 
@@ -86,7 +118,7 @@ def refusal_reason(url: str, cfg: CrawlParams, *, resolve: bool = True) -> str |
     if not _host_allowed(host, cfg.allowed_domains):
         return f"host {host} is not in crawl.allowed_domains {cfg.allowed_domains}"
     for address in _addresses(host, resolve):
-        problem = _address_problem(address, cfg)
+        problem = address_problem(address, cfg)
         if problem:
             return f"host {host} is {problem}"
     return None
@@ -100,3 +132,27 @@ def check_crawl_config(cfg: CrawlParams) -> None:
         reason = refusal_reason(url, cfg)
         if reason:
             raise ValueError(f"start URL {url} refused: {reason}")
+
+
+class GuardedResolver(CachingThreadedResolver):
+    """Scrapy's default resolver (`DNS_RESOLVER`), refusing a name whose address the guard
+    refuses: the check and the connection use the one lookup."""
+
+    def __init__(self, reactor: Any, cache_size: int, timeout: float, cfg: CrawlParams) -> None:
+        super().__init__(reactor, cache_size, timeout)
+        self.cfg = cfg
+
+    @classmethod
+    def from_crawler(cls, crawler: Any, reactor: Any) -> GuardedResolver:
+        plain = CachingThreadedResolver.from_crawler(crawler, reactor)
+        return cls(reactor, dnscache.limit, plain.timeout, crawl_params_from(crawler.settings))
+
+    def getHostByName(self, name: str, timeout: Any = ()) -> Any:  # noqa: N802 (Twisted's name)
+        return super().getHostByName(name, timeout).addCallback(self.checked, name)
+
+    def checked(self, ip: str, name: str) -> str:
+        """`ip` (what `name` resolved to) if the guard allows it, else DNSLookupError."""
+        problem = address_problem(ipaddress.ip_address(ip.split("%", maxsplit=1)[0]), self.cfg)
+        if problem:
+            raise DNSLookupError(f"{name} resolved to {ip}: {problem}")
+        return ip
