@@ -61,7 +61,7 @@ def evaluate_model(model: nn.Module, card: dict[str, Any], data: Split) -> EvalR
         )
     device = pick_device("auto")
     x = preprocess(torch.from_numpy(data.pixels).to(device), card["preprocessing"])
-    predicted = predict_logits(model.to(device), x).argmax(1).cpu().numpy()
+    predicted = predict_logits(model.to(device), x, what="evaluate.test").argmax(1).cpu().numpy()
     return EvalResult(classes, data.labels, predicted)
 
 

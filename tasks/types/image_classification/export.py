@@ -37,6 +37,7 @@ from tasks.core.onnx_export import (
     ONNX_FILE,
     ExportError,
     compare_logits,
+    exporting,
     write_export,
 )
 from tasks.core.paths import CLEAN_DIR, MODELS_DIR
@@ -156,7 +157,8 @@ def export_stage(params: ImageParams) -> int:
     try:
         model, card = load_model(MODELS_DIR, ARCHITECTURES)
         test = read_clean(CLEAN_DIR).split("test")
-        blob, info = export_model(model, card, test.pixels, params.export)
+        with exporting(logger):
+            blob, info = export_model(model, card, test.pixels, params.export)
     except (DataError, ModelError, ExportError) as exc:
         logger.error("export failed: %s", exc)
         return 1

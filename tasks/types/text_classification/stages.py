@@ -43,7 +43,7 @@ from tasks.core.engine import TaskData, TrainError, fit, pick_device
 from tasks.core.io import atomic_dir, write_bytes
 from tasks.core.models import ModelError, build_model, load_model, predict_logits, save_model
 from tasks.core.objectives import classification_metrics
-from tasks.core.onnx_export import ExportError, compare_logits, write_export
+from tasks.core.onnx_export import ExportError, compare_logits, exporting, write_export
 from tasks.core.paths import CHECKPOINTS_DIR, CLEAN_ITEMS, EXPORT_DIR, MODELS_DIR, REPORTS_DIR
 from tasks.core.text_clean import clean_texts_stage
 from tasks.core.text_norm import normalise_text
@@ -242,7 +242,7 @@ def evaluate_model_dir(
     ids = torch.from_numpy(
         encode_texts(texts, card["preprocessing"], card_tokenizer(card, model_dir))
     )
-    predicted = predict_logits(model, ids).argmax(1).numpy()
+    predicted = predict_logits(model, ids, what="evaluate.test").argmax(1).numpy()
     return EvalResult(list(card["classes"]), actual, predicted), card
 
 
@@ -306,7 +306,8 @@ def export_stage(params: Params) -> int:
             encode_texts(texts[: params.export.parity_batch], card["preprocessing"], tokenizer),
             tokenizer,
         )
-        blob, info = export_text_model(model, card, batch, params.export)
+        with exporting(log):
+            blob, info = export_text_model(model, card, batch, params.export)
     except (*ERRORS, ExportError) as exc:
         log.error("export failed: %s", exc)
         return 1
