@@ -46,11 +46,15 @@ class LoadedModel:
 
     @property
     def input_spec(self) -> dict[str, Any]:
-        """What a request must send, for GET /model: image size, window length, text limit."""
-        config = self.card["config"]
-        if "height" in config:  # images
-            return {"height": config["height"], "width": config["width"]}
-        prep = self.card.get("preprocessing", {})
+        """What a request must send, for GET /model: how an image is fitted to the model (size,
+        mode, fit, resampling, background), window length, text limit."""
+        config, prep = self.card["config"], self.card.get("preprocessing", {})
+        if "fit" in prep:  # images: a request image of any size is fitted as clean fitted them
+            keys = ("height", "width", "mode", "fit", "resample", "background")
+            return {k: prep[k] for k in keys if k in prep}
+        if "height" in config:  # images, a card from before clean.image: grey, that size only
+            return {"height": config["height"], "width": config["width"], "mode": "L",
+                    "fit": "none"}
         keys = ("window", "horizon", "max_len", "tokenizer")
         return {k: prep[k] for k in keys if k in prep and not isinstance(prep[k], dict | list)}
 

@@ -190,6 +190,9 @@ def test_every_shape_trains_exports_and_serves(tmp_path: Path, variant: str) -> 
         np.testing.assert_allclose(got[0], want, atol=1e-6)
         np.testing.assert_allclose(got[1], want, atol=1e-6)
         assert len(got[2]) == 10  # another size: fitted, not refused
+        described = client.get("/model").json()["input"]  # how a client's image will be fitted
+        fit = ("height", "width", "mode", "fit", "resample", "background")
+        assert {k: described[k] for k in fit} == {k: prep[k] for k in fit}
         body = client.post("/predict/image", content=png, headers={"content-type": "image/png"})
         assert body.status_code == 200, body.text
         np.testing.assert_allclose(body.json()["predictions"][0]["probabilities"], want, atol=1e-6)

@@ -133,7 +133,8 @@ def test_model_health_and_docs(client: TestClient) -> None:
     model = client.get("/model").json()
     assert model["version"] == "v0001" and model["data_version"] == "data-1"
     assert model["labels"] == CARD["classes"] and model["metrics"]["n_test"] == 9
-    assert model["input"] == {"height": 8, "width": 8, "max_batch": 8, "max_body_bytes": 1 << 20}
+    assert model["input"] == {"height": 8, "width": 8, "mode": "L", "fit": "none",
+                              "max_batch": 8, "max_body_bytes": 1 << 20}
     assert client.get("/health").json() == {"status": "ok", "model_version": "v0001",
                                             "reload_error": None}
     assert client.get("/docs").status_code == 200
