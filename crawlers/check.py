@@ -9,9 +9,11 @@ no Scrapy reactor); reading is the same `crawlers.parse.PageParser` the spider u
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from protego import Protego
@@ -41,7 +43,28 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # each hop is checked by fetch() before it is followed
 
 
+def _read_by(resp: Any, deadline: float, url: str, cfg: CrawlParams) -> bytes:
+    """The body, read in chunks until `deadline` (time.monotonic): urllib's timeout is per read,
+    so a server sending a byte a second would otherwise hold the check for as long as it likes.
+    Past the deadline by at most one read (each read waits at most download_timeout_s)."""
+    chunks, size = [], 0
+    # an HTTPError (a 4xx/5xx answer) wraps the HTTPResponse it read as `fp`
+    read1 = resp.fp.read1 if isinstance(resp, urllib.error.HTTPError) else resp.read1
+    while chunk := read1(1 << 16):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cfg.max_response_bytes:
+            raise CheckError(f"{url}: larger than crawl.max_response_bytes")
+        if time.monotonic() > deadline:
+            raise CheckError(
+                f"{url}: the answer took longer than crawl.download_timeout_s "
+                f"({cfg.download_timeout_s:g} s) to arrive"
+            )
+    return b"".join(chunks)
+
+
 def _get(url: str, cfg: CrawlParams) -> Fetched:
+    deadline = time.monotonic() + cfg.download_timeout_s
     opener = urllib.request.build_opener(_NoRedirect)
     # S310: fetch() let only http(s) URLs that the URL guard accepts get here.
     request = urllib.request.Request(url, headers={"User-Agent": cfg.user_agent})  # noqa: S310
@@ -52,9 +75,7 @@ def _get(url: str, cfg: CrawlParams) -> Fetched:
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise CheckError(f"{url}: {exc}") from exc
     with resp:
-        body = resp.read(cfg.max_response_bytes + 1)
-        if len(body) > cfg.max_response_bytes:
-            raise CheckError(f"{url}: larger than crawl.max_response_bytes")
+        body = _read_by(resp, deadline, url, cfg)
         headers = resp.headers
         if 300 <= resp.status < 400 and headers.get("Location"):
             return Fetched(urljoin(url, headers["Location"]), resp.status, "redirect", b"")
