@@ -27,9 +27,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.backends import LoadedModel, load_champion, load_version
 from serve.inputs import InputError
@@ -153,8 +155,9 @@ class ModelState:
             loaded = load_version(
                 self.root, name, self.settings.backend, self.settings.onnx_threads
             )
-        except registry.RegistryError as exc:
-            raise ModelNotFound(str(exc)) from None
+        except registry.RegistryError as exc:  # the reason names server paths: logged, not sent
+            logger.warning("request for model %r: %s", name, exc)
+            raise ModelNotFound(f"no servable version {name!r} in the registry") from None
         if loaded.task != task:
             raise ModelNotFound(f"{name} is a {loaded.task} model, not {task}")
         while len(self.others) >= 4:  # oldest first: dicts keep insertion order
@@ -165,6 +168,15 @@ class ModelState:
 
 class ModelNotFound(LookupError):
     """The `model` field names a version that is not in the registry or cannot be served."""
+
+
+def _json_body(request: Request) -> None:
+    """415, not 422, for a /predict body that is not JSON (checked before the body is read)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        detail = [{"loc": ["header", "content-type"], "type": "value_error",
+                   "msg": f"expected application/json, got {media_type or 'nothing'!r}"}]
+        raise HTTPException(status_code=415, detail=detail)
 
 
 def _detail(errors: list[dict]) -> list[dict]:
@@ -215,12 +227,23 @@ def create_app(
         detail = [{"loc": list(exc.loc), "msg": exc.msg, "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI's answer to a body json cannot read (nested too deep, an integer of thousands of
+        # digits, bytes that are not UTF-8) is a bare string; give it the shape of every 4xx here
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            msg = ("the body is not JSON this server can read (too deeply nested, a number too "
+                   "long, or not UTF-8)")
+            return JSONResponse({"detail": [{"loc": ["body"], "msg": msg, "type": "json_invalid"}]},
+                                status_code=400)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(ModelNotFound)
     async def no_model(_request: Request, exc: ModelNotFound) -> JSONResponse:
         detail = [{"loc": ["body", "model"], "msg": str(exc), "type": "not_found"}]
         return JSONResponse({"detail": detail}, status_code=404)
 
-    @app.post("/predict", response_model=spec.response)
+    @app.post("/predict", response_model=spec.response, dependencies=[Depends(_json_body)])
     def predict(body: request_model) -> Any:  # type: ignore[valid-type]  # sync: a worker thread
         loaded = state.pick(body.model)
         result = spec.predict(body, loaded)

@@ -206,19 +206,28 @@ CASES = {  # name: (body (dict, or raw bytes), status, loc of the first error)
                         ["body", "task"]),
     "body not an object": ([GOOD], 422, ["body"]),
     "invalid JSON": (b'{"instances": [', 422, ["body", 15]),
+    "JSON nested too deep": (b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400,
+                             ["body"]),
+    "an integer of 5,000 digits": (b'{"instances": [{"pixels": [[' + b"9" * 5000 + b"]]}]}", 400,
+                                   ["body"]),
+    "bytes that are not UTF-8": (b'{"instances": [{"png_base64": "\xff\xfe"}]}', 400, ["body"]),
+    "text/plain body": (("text/plain", b'{"instances": []}'), 415, ["header", "content-type"]),
 }
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_bad_requests_are_4xx_with_the_field_path(client: TestClient, name: str) -> None:
     body, status, loc = CASES[name]
-    if isinstance(body, bytes):
+    if isinstance(body, tuple):  # (content type, bytes)
+        response = client.post("/predict", content=body[1], headers={"content-type": body[0]})
+    elif isinstance(body, bytes):
         response = client.post("/predict", content=body,
                                headers={"content-type": "application/json"})
     else:
         response = client.post("/predict", json=body)
     assert response.status_code == status, response.text
     assert response.json()["detail"][0]["loc"] == loc
+    assert "known:" not in response.json()["detail"][0]["msg"]  # no list of the registry's
 
 
 def test_tampered_files_are_refused(project: Path) -> None:
