@@ -24,6 +24,8 @@ import onnxruntime as ort
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from serve.app import create_app
 from serve.inputs import encode_png
@@ -421,3 +423,33 @@ def test_serve_params_read_only_the_serve_section(tmp_path: Path) -> None:
     params.write_text("serve: {max_bach: 4}\n")
     with pytest.raises(ParamsError, match="max_bach"):
         serve_params(tmp_path)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),  # NaN: CASES
+    lambda inner: st.lists(inner, max_size=9) | st.dictionaries(st.text(max_size=10), inner,
+                                                                max_size=4),
+    max_leaves=40,
+)
+bodies = st.one_of(
+    json_values,
+    st.fixed_dictionaries({"instances": st.lists(json_values, max_size=3)}),
+    st.fixed_dictionaries({"instances": st.lists(st.fixed_dictionaries(
+        {"pixels": st.lists(st.lists(st.integers(-5, 300), max_size=9), max_size=9)}),
+        max_size=2)}),
+    st.fixed_dictionaries({"instances": st.lists(st.fixed_dictionaries(
+        {"png_base64": st.text(max_size=40)}), max_size=2)}),
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(body=bodies)
+def test_any_json_body_gets_an_answer_not_a_500(client: TestClient, body: object) -> None:
+    """Property-based (issue 15): hypothesis-generated bodies, each a 200 or a 4xx whose
+    detail[].loc says where; never a 5xx."""
+    response = client.post("/predict", json=body)
+    assert response.status_code < 500, response.text
+    if response.status_code != 200:
+        assert isinstance(response.json()["detail"][0]["loc"], list), response.text

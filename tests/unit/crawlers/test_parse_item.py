@@ -8,9 +8,12 @@ body and an ISO-8859-1 page. Each gives an item or a reject, never an exception.
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crawlers.demo_site import build_site
 from crawlers.items import PageItem, PageReject
@@ -97,9 +100,14 @@ def test_whitespace_only_value_is_missing() -> None:
     assert isinstance(item, PageItem) and item.fields == {"label": None}
 
 
-def test_bad_selector_is_named_before_crawling() -> None:
+def test_bad_selector_is_named_when_params_load() -> None:
+    """Refused by the params schema (`kiln check`), before any crawl; check_selectors, the crawl's
+    own check, names it too for a selector built without the schema."""
+    with pytest.raises(ValueError, match=r"CSS selector 'span\.label::nope' is not valid"):
+        FieldSelector(css="span.label::nope")
+    unchecked = FieldSelector.model_construct(css="span.label::nope", xpath=None)
     with pytest.raises(ValueError, match=r"crawl\.fields\.label\.css 'span\.label::nope'"):
-        check_selectors({"label": FieldSelector(css="span.label::nope")})
+        check_selectors({"label": unchecked})
 
 
 def test_params_selectors_match_every_demo_page() -> None:
@@ -161,9 +169,12 @@ def test_unconvertible_value_rejects_the_page_naming_field_and_value() -> None:
     assert reject == PageReject(url=URL, reason="v: 'n/a' is not a float")
 
 
-def test_bad_xpath_is_named_before_crawling() -> None:
+def test_bad_xpath_is_named_when_params_load() -> None:
+    with pytest.raises(ValueError, match=r"XPath '//span\[' is not valid"):
+        FieldSelector(xpath="//span[")
+    unchecked = FieldSelector.model_construct(css=None, xpath="//span[")
     with pytest.raises(ValueError, match=r"crawl\.fields\.label\.xpath '//span\[' is not valid"):
-        check_selectors({"label": FieldSelector(xpath="//span[")})
+        check_selectors({"label": unchecked})
 
 
 def test_a_field_needs_exactly_one_selector() -> None:
@@ -263,3 +274,31 @@ def test_detail_link_is_escaped_as_scrapy_requests_it() -> None:
         ListEntry(url="http://h/item/caf%C3%A9%201?q=%C3%BC", values={"sku": "c"}, detail=True),
         PageReject(url="http://h/#item-2", reason="item block has no link"),
     ]
+
+
+_tags = st.sampled_from(["div", "span", "p", "h1", "a", "img", "dd", "dt", "table", "td", "br"])
+_html = st.recursive(
+    st.text(max_size=20).map(html.escape),
+    lambda inner: st.builds(
+        lambda tag, cls, body: f'<{tag} class="{cls}">{body}</{tag}>',
+        _tags, st.sampled_from(["label", "title", "digit", "x"]),
+        st.lists(inner, max_size=3).map("".join),
+    ),
+    max_leaves=15,
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(page=_html | st.text(max_size=200), spec=st.sampled_from([
+    {"css": "span.label::text"}, {"css": "h1.title::text", "type": "int"},
+    {"xpath": "//img/@src", "type": "url"}, {"css": "div", "cleanup": ["html_text", "strip"]},
+    {"css": "span::text", "type": "list"}, {"css": "p::text", "type": "date"},
+    {"css": "td::text", "regex": r"(\d+)", "type": "float"},
+]))  # fmt: skip
+def test_any_markup_gives_an_item_or_a_reject(page: str, spec: dict) -> None:
+    """Property-based (issue 15): hypothesis-generated markup through every field type and
+    cleanup; an item or a reject with a reason, never an exception."""
+    result = parse_item(page, URL, {"f": FieldSelector(**spec, required=False)})
+    assert isinstance(result, PageItem | PageReject)
+    result = parse_item(page, URL, {"f": FieldSelector(**spec)})
+    assert isinstance(result, PageItem) or result.reason
