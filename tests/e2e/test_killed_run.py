@@ -132,3 +132,10 @@ def test_a_killed_run_leaves_nothing_behind(
     stale = run([sys.executable, "-m", "dvc", "status", "--json"], project).stdout
     assert json.loads(stale or "{}") == {}
     assert not _processes_in(project)
+
+
+def test_kill_anywhere_one_round(tmp_path: Path) -> None:
+    """tests/e2e/kill_anywhere.py, shortened to one random kill: zero violations."""
+    from tests.e2e.kill_anywhere import main  # noqa: PLC0415
+
+    assert main(["--runs", "1", "--seed", "3", "--keep", str(tmp_path)]) == 0
