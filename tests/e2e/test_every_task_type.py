@@ -63,8 +63,8 @@ JOKE_PAGES = {"css": "nav.pagination", "allow": ["/jokes/page/[2-8]$"]}
 JOKE_BLOCKS = {"css": "article.joke", "link_css": "a.joke::attr(href)"}
 JOKE_TEXT = {"css": "div.joke-body", "cleanup": ["html_text", "strip"]}
 TINY_TRANSFORMER = {"epochs": 1, "d_model": 16, "layers": 1, "heads": 2, "text": {"max_len": 64}}
-# Text classification's default model is the pretrained MiniLM fine-tuned: no architecture knobs,
-# one epoch of short texts (the jokes are a sentence or two: 64 WordPiece tokens hold most).
+# Text classification's default model (linear, on WordPiece tokens): no architecture knobs, one
+# epoch of short texts (the jokes are a sentence or two: 64 WordPiece tokens hold most).
 DEFAULT_MODEL_SHORT = {"epochs": 1, "text": {"max_len": 64}}
 
 
@@ -169,7 +169,7 @@ def _request(task: str, project: Path) -> dict[str, Any]:
 def _kiln(project: Path, api_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     # `python -m flows.cli` with cwd=project runs the project's copy of the code, as a user would.
     # One OpenMP thread: on a shared 2-core machine two spin-wait (under load, 40 epochs of the
-    # linear text model took 235 s with two and 15 s with one); the text run (MiniLM) took 96 s.
+    # linear text model took 235 s with two and 15 s with one); the text run (then MiniLM) took 96 s.
     return run(
         [sys.executable, "-m", "flows.cli", *args, "--project", str(project)],
         project,
