@@ -169,7 +169,7 @@ def _request(task: str, project: Path) -> dict[str, Any]:
 def _kiln(project: Path, api_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     # `python -m flows.cli` with cwd=project runs the project's copy of the code, as a user would.
     # One OpenMP thread: on a shared 2-core machine two spin-wait (under load, 40 epochs of the
-    # linear text model took 235 s with two and 15 s with one); the text run (then MiniLM) took 96 s.
+    # linear text model took 235 s with two and 15 s with one).
     return run(
         [sys.executable, "-m", "flows.cli", *args, "--project", str(project)],
         project,

@@ -48,16 +48,24 @@ class SeriesCleanResult:
     report: dict[str, Any]  # reports/clean.json
 
 
-def infer_frequency(times: pd.DatetimeIndex) -> str:
-    """A pandas frequency string for sorted unique `times`: month starts "MS", else a fixed step.
+DAYS_PER_MONTH = 365.2425 / 12  # the Gregorian mean
 
-    The most common step wins, so a few gaps or stray rows do not change it."""
+
+def infer_frequency(times: pd.DatetimeIndex) -> str:
+    """A pandas frequency string for sorted unique `times`: month starts "MS", quarter or year
+    starts (or any whole number of months) "3MS", "12MS", ..., else a fixed step.
+
+    The most common step wins, so a few gaps or stray rows do not change it. A step of months
+    cannot be a fixed number of days: quarters are 90 to 92 days apart, years 365 or 366, and a
+    fixed "92D" or "365D" grid missed 198 of 202 quarters of US GDP and 300 of 307 years of
+    sunspots, which clean then rejected."""
     if len(times) < 2:
         raise DataError(f"a series needs at least 2 distinct timestamps, got {len(times)}")
     steps = pd.Series(np.diff(times.to_numpy())).value_counts()  # timedelta64, any unit
     step = pd.Timedelta(steps.index[0])
-    if pd.Timedelta(days=28) <= step <= pd.Timedelta(days=31) and bool((times.day == 1).all()):
-        return "MS"
+    if pd.Timedelta(days=28) <= step <= pd.Timedelta(days=366) and bool((times.day == 1).all()):
+        months = round(step / pd.Timedelta(days=DAYS_PER_MONTH))
+        return "MS" if months == 1 else f"{months}MS"
     if step % pd.Timedelta(days=1) == pd.Timedelta(0):
         return f"{step.days}D"  # "7D" rather than pandas' "168h"
     return pd.tseries.frequencies.to_offset(step).freqstr

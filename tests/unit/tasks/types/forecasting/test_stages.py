@@ -32,6 +32,7 @@ from tasks.core.params import parse_params
 from tasks.types.forecasting import report as forecasting_report
 from tasks.types.forecasting import stages as forecasting
 from tasks.types.forecasting.data import (
+    _grid,
     clean_series,
     fit_scaling,
     infer_frequency,
@@ -173,6 +174,17 @@ def test_outliers_of_the_value_column_are_clipped_when_asked() -> None:
 def test_monthly_series_gets_month_starts() -> None:
     times = pd.DatetimeIndex(pd.date_range("2000-01-01", periods=30, freq="MS").delete([5, 6]))
     assert infer_frequency(times) == "MS"
+
+
+@pytest.mark.parametrize(("freq", "expected"), [("QS", "3MS"), ("YS", "12MS"), ("QS-APR", "3MS")])
+def test_quarters_and_years_are_steps_of_months(freq: str, expected: str) -> None:
+    """A fixed "92D"/"365D" grid missed most quarters and years (issue 14's test sites: 198 of
+    202 quarters of GDP, 300 of 307 years of sunspots rejected by clean)."""
+    full = pd.date_range("1700-01-01" if freq == "YS" else "1959-01-01", periods=200, freq=freq)
+    times = pd.DatetimeIndex(full.delete([7, 50]))  # gaps do not change the step
+    frequency = infer_frequency(times)
+    assert frequency == expected
+    assert _grid(times, frequency).equals(full)
 
 
 def test_missing_column_is_named() -> None:
