@@ -453,3 +453,25 @@ def test_any_json_body_gets_an_answer_not_a_500(client: TestClient, body: object
     assert response.status_code < 500, response.text
     if response.status_code != 200:
         assert isinstance(response.json()["detail"][0]["loc"], list), response.text
+
+
+def test_openapi_fuzz_never_a_server_error(project: Path) -> None:
+    """schemathesis against the server's own OpenAPI document (issue 15): requests generated from
+    every operation's schema, valid and not; no 5xx (its `not_a_server_error` check). Driven by
+    hypothesis directly: schemathesis' pytest plug-in does not run under pytest 9."""
+    import schemathesis  # noqa: PLC0415 (a test dependency)
+    from schemathesis.checks import not_a_server_error  # noqa: PLC0415
+
+    app = create_app(project / "registry", ServeParams(max_batch=8))
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {f"{op.method.upper()} {op.path}" for op in operations} >= {"POST /predict",
+                                                                        "GET /health"}
+    for operation in operations:
+
+        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def fuzz(case) -> None:  # noqa: ANN001 (schemathesis' Case)
+            case.call_and_validate(checks=[not_a_server_error])
+
+        fuzz()
