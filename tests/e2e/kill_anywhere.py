@@ -7,8 +7,9 @@ with SIGKILL after a random delay (the process alone, or its whole process group
 * no process of the run is left once the stage guard's grace period is over (`survivors`);
 * registry.json reads, its champion exists and every file of it matches its recorded sha256;
   dvc.lock reads and holds exactly the stages that had committed (`registry`, `dvc_lock`);
-* the next `kiln run` completes, `dvc status` is then clean, and that run's crawl was complete,
-  so the champion was not trained on a partial crawl (`rerun`, `dvc_status`, `partial_crawl`).
+* the next `kiln run` completes, `dvc status` is then clean, and that run's crawl was whole: not
+  partial and as many items as the first run's (the site never changes), so the champion was not
+  trained on part of the site (`rerun`, `dvc_status`, `partial_crawl`, `incomplete_crawl`).
 
 It prints the count of kills per stage and of each violation; exit status 1 if any. The suite
 runs one round (tests/e2e/test_killed_run.py); the issue's figure is 30 rounds.
@@ -87,7 +88,9 @@ def registry_intact(project: Path) -> str | None:
     return None
 
 
-def one_round(project: Path, api: str, rng: random.Random, full_s: float, n: int) -> dict:
+def one_round(  # noqa: PLR0913, PLR0917 (the round's setting)
+    project: Path, api: str, rng: random.Random, full_s: float, full_items: int, n: int
+) -> dict:
     """Kill one run at a random point; the checks of the module docstring; what happened."""
     write_params(project, {"train": {"seed": n}})
     log = project.parent / f"round-{n}.log"
@@ -130,6 +133,8 @@ def one_round(project: Path, api: str, rng: random.Random, full_s: float, n: int
     crawl = json.loads((project / "reports" / "crawl.json").read_text())
     if crawl.get("partial"):
         result["violations"].append(f"partial_crawl: {crawl.get('partial_reason')}")
+    if crawl.get("items") != full_items:  # the site never changes: every whole crawl finds all
+        result["violations"].append(f"incomplete_crawl: {crawl.get('items')} of {full_items}")
     if (problem := registry_intact(project)) is not None:
         result["violations"].append(f"registry after the rerun: {problem}")
     return result
@@ -151,10 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         run([sys.executable, "-m", "flows.cli", "run", "--project", str(project)], project,
             extra_env={"PREFECT_API_URL": server.api_url})  # fmt: skip
         full_s = time.monotonic() - started
+        full_items = json.loads((project / "reports" / "crawl.json").read_text())["items"]
         print(f"first complete run: {full_s:.0f} s; kills land in 0.5..{full_s:.0f} s")
         results = []
         for n in range(1, args.runs + 1):
-            results.append(one_round(project, server.api_url, rng, full_s, n))
+            results.append(one_round(project, server.api_url, rng, full_s, full_items, n))
             r = results[-1]
             print(f"round {n}: {r['mode']} kill at {r['delay_s']} s, in {r['stage']}: "
                   f"{'; '.join(r['violations']) or 'ok'}", flush=True)  # fmt: skip
