@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import signal
 import sys
 import threading
 import time
@@ -29,6 +30,10 @@ from urllib.parse import urlsplit
 logger = logging.getLogger("kiln.demo_site")
 
 DROP = 0  # fault "status": promise the whole body, send half, hang up
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,18 @@ class DemoSiteServer:
     def wait(self) -> None:
         """Block until the server stops (Ctrl+C interrupts it)."""
         self._thread.join()
+
+    def serve_until_stopped(self, log: logging.Logger, what: str) -> None:
+        """The command-line sites' main loop: log "serving <what> at <url>", serve until Ctrl+C
+        or `kill` (SIGTERM stops it as cleanly), then stop."""
+        signal.signal(signal.SIGTERM, _interrupt)
+        log.info("serving %s at %s (Ctrl+C to stop)", what, self.url)
+        try:
+            self.wait()
+        except KeyboardInterrupt:
+            log.info("stopping")
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         self._httpd.shutdown()

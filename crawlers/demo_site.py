@@ -30,7 +30,6 @@ import importlib.util
 import io
 import logging
 import random
-import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -274,10 +273,6 @@ def running_demo_site(
         server.stop()
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -285,15 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     params = load_params(args.params).demo_site
-    server = start_demo_site(params, args.port)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl+C
-    logger.info("serving %d digits at %s (Ctrl+C to stop)", params.n_items, server.url)
-    try:
-        server.wait()
-    except KeyboardInterrupt:
-        logger.info("stopping")
-    finally:
-        server.stop()
+    start_demo_site(params, args.port).serve_until_stopped(logger, f"{params.n_items} digits")
     return 0
 
 

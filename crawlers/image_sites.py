@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import io
 import logging
-import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from crawlers.demo_server import DemoSiteServer
-from crawlers.demo_site import DemoSite, _digits, _interrupt, _png, build_site, start_demo_site
+from crawlers.demo_site import DemoSite, _digits, _png, build_site, start_demo_site
 from tasks.core.params import DemoSiteParams, load_params
 
 logger = logging.getLogger("kiln.image_sites")
@@ -145,16 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     params = load_params(args.params).demo_site
     server = start_image_site(params, args.variant, args.port)
-    signal.signal(signal.SIGTERM, _interrupt)
-    logger.info(
-        "serving %d %s digits at %s (Ctrl+C to stop)", params.n_items, args.variant, server.url
-    )
-    try:
-        server.wait()
-    except KeyboardInterrupt:
-        logger.info("stopping")
-    finally:
-        server.stop()
+    server.serve_until_stopped(logger, f"{params.n_items} {args.variant} digits")
     return 0
 
 

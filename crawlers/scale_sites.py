@@ -28,7 +28,6 @@ import io
 import logging
 import pkgutil
 import random
-import signal
 import warnings
 from functools import cache
 
@@ -42,7 +41,6 @@ from crawlers.demo_site import (
     DemoItem,
     _digits,
     _html,
-    _interrupt,
     _item_page,
     _list_page,
     _page_path,
@@ -246,14 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     server = start_scale_site(args.kind, args.n, args.seed, args.port)
-    signal.signal(signal.SIGTERM, _interrupt)
-    logger.info("serving %d %s at %s (Ctrl+C to stop)", args.n, args.kind, server.url)
-    try:
-        server.wait()
-    except KeyboardInterrupt:
-        logger.info("stopping")
-    finally:
-        server.stop()
+    server.serve_until_stopped(logger, f"{args.n} {args.kind}")
     return 0
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import logging
 import random
-import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from functools import cache
 
 from crawlers.demo_sections import _doc, _nav
 from crawlers.demo_server import DemoSiteServer, Page
-from crawlers.demo_site import ROBOTS_TXT, _interrupt
+from crawlers.demo_site import ROBOTS_TXT
 
 logger = logging.getLogger("kiln.series_sites")
 
@@ -185,17 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     server = start_series_site(args.site, args.host, args.port, args.seed)
-    signal.signal(signal.SIGTERM, _interrupt)
-    logger.info(
-        "serving %d %s values at %s (Ctrl+C to stop)",
-        len(series(args.site)), args.site, server.url,
-    )  # fmt: skip
-    try:
-        server.wait()
-    except KeyboardInterrupt:
-        logger.info("stopping")
-    finally:
-        server.stop()
+    server.serve_until_stopped(logger, f"{len(series(args.site))} {args.site} values")
     return 0
 
 

@@ -34,7 +34,6 @@ import html
 import importlib.util
 import logging
 import random
-import signal
 import sysconfig
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,7 +43,7 @@ from pathlib import Path
 
 from crawlers.demo_sections import _doc, _messy, _nav
 from crawlers.demo_server import DemoSiteServer, Page
-from crawlers.demo_site import ROBOTS_TXT, _interrupt
+from crawlers.demo_site import ROBOTS_TXT
 
 logger = logging.getLogger("kiln.text_sites")
 
@@ -341,16 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     server = start_text_site(args.site, args.host, args.port, args.seed)
-    signal.signal(signal.SIGTERM, _interrupt)
-    logger.info(
-        "serving %d %s texts at %s (Ctrl+C to stop)", len(texts(args.site)), args.site, server.url
-    )
-    try:
-        server.wait()
-    except KeyboardInterrupt:
-        logger.info("stopping")
-    finally:
-        server.stop()
+    server.serve_until_stopped(logger, f"{len(texts(args.site))} {args.site} texts")
     return 0
 
 
