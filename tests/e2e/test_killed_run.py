@@ -23,7 +23,8 @@ import yaml
 
 from flows.run_guard import RunInProgress, single_run_lock
 from flows.stage_guard import GRACE_S
-from tests.project import env, free_port, make_project, merge_params, run, tiny_demo_overrides
+from tests.e2e.kill_anywhere import kiln_run, processes_in
+from tests.project import free_port, make_project, merge_params, run, tiny_demo_overrides
 
 pytestmark = pytest.mark.e2e
 # A crawl of ~15 s (one request at a time) and training of ~15 s, so that a kill lands inside
@@ -34,33 +35,6 @@ SLOW = {
     "train": {"epochs": 40, "patience": 40},
     "promote": {"floors": {"accuracy": 0.3, "macro_f1": 0.0}, "baseline_gate": False},
 }
-
-
-def _processes_in(project: Path) -> list[str]:
-    """'pid cmdline' of every live process whose working directory is the project."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if Path(os.readlink(proc / "cwd")) == project:
-                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-                found.append(f"{proc.name} {cmd}")
-        except OSError:  # gone, or not ours to read
-            continue
-    return found
-
-
-def _start_run(project: Path, api_url: str, log: Path) -> subprocess.Popen:
-    with log.open("wb") as out:
-        return subprocess.Popen(  # a session of its own: the test can kill its whole group
-            [sys.executable, "-m", "flows.cli", "run", "--project", str(project)],
-            cwd=project,
-            env={**env(), "PREFECT_API_URL": api_url},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
 
 
 def _wait_for_line(log: Path, text: str, timeout_s: float = 300) -> None:
@@ -100,7 +74,7 @@ def test_a_killed_run_leaves_nothing_behind(
     project = make_project(tmp_path, merge_params(tiny_demo_overrides(free_port()), SLOW))
     api = prefect_server.api_url
     log = tmp_path / "killed.log"
-    killed = _start_run(project, api, log)
+    killed = kiln_run(project, api, log)
     _wait_for_line(log, line)
     time.sleep(1)
     if kill == "process":
@@ -108,7 +82,7 @@ def test_a_killed_run_leaves_nothing_behind(
     else:
         os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
-    assert _processes_in(project), "the stage had already ended: the kill missed it"
+    assert processes_in(project), "the stage had already ended: the kill missed it"
 
     # dvc.lock holds exactly the stages the killed run finished and committed (its
     # flow process, the only one that commits, is gone)
@@ -127,11 +101,11 @@ def test_a_killed_run_leaves_nothing_behind(
     while True:
         try:
             with single_run_lock(project):
-                assert not _processes_in(project), "the lock was free while the run lived on"
+                assert not processes_in(project), "the lock was free while the run lived on"
                 break
         except RunInProgress:
             refusals += 1
-            assert time.monotonic() < deadline, f"still running: {_processes_in(project)}"
+            assert time.monotonic() < deadline, f"still running: {processes_in(project)}"
             time.sleep(0.2)
     assert refusals, "the stage's processes did not hold the run lock"
 
@@ -142,7 +116,7 @@ def test_a_killed_run_leaves_nothing_behind(
     assert registry["champion"] == "v0001"
     stale = run([sys.executable, "-m", "dvc", "status", "--json"], project).stdout
     assert json.loads(stale or "{}") == {}
-    assert not _processes_in(project)
+    assert not processes_in(project)
 
 
 def test_kill_anywhere_one_round(tmp_path: Path) -> None:
