@@ -26,6 +26,9 @@ class PageItem:
     # (url, the fields read for it on this page, or None): the links it followed; None: not a page
     links: list[tuple[str, dict[str, Any] | None]] | None = None
     fresh_s: float = 0.0  # seconds the server said the page stays fresh (Cache-Control max-age)
+    # The `from: list` fields read for it on the list page that linked here (None: not linked
+    # from an item block): a resumed crawl asks for a failed page again with them.
+    list_values: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -45,3 +48,12 @@ class PageReject:
     url: str
     reason: str
     status: int | None = None  # HTTP status; None when no response came back
+    list_values: dict[str, Any] | None = None  # as PageItem.list_values; not part of data/raw
+
+
+def worth_retrying(reject: dict[str, Any]) -> bool:
+    """Whether a page with this reject (a row of the spider's rejects.jsonl) may give an item
+    when asked again: it got no answer (network error, its image or file failed) or a server
+    error. A page that answered but did not parse (status 2xx-4xx) would give the same reject."""
+    status = reject.get("status")
+    return status is None or status >= 500

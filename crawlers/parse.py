@@ -105,7 +105,10 @@ class PageParser:
         for field in self.fields:
             if field.spec.from_ == "list":
                 values[field.name] = (list_values or {}).get(field.name)
-        return self._finish(url, values, problems)
+        result = self._finish(url, values, problems)
+        if isinstance(result, PageItem):
+            result.list_values = dict(list_values) if list_values is not None else None
+        return result
 
     def parse_list(self, page: str | Selector, url: str) -> list[ListEntry | PageItem | PageReject]:
         """The item blocks of a list page, in page order ([] without `crawl.item_list`)."""

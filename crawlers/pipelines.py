@@ -143,9 +143,12 @@ class HashedImagesPipeline(FilesPipeline):
         for url, (ok, value) in zip(urls, results, strict=True):
             if not ok:
                 message = value.getErrorMessage() if isinstance(value, Failure) else str(value)
+                if isinstance(value, Failure) and not message:  # Scrapy's FileException has none
+                    message = value.type.__name__
                 what = "image" if url == item.image_url else "file"
                 logger.warning("%s %s of %s failed: %s", what, url, item.url, message)
-                return PageReject(url=item.url, reason=f"{what} {url} failed: {message}")
+                return PageReject(url=item.url, reason=f"{what} {url} failed: {message}",
+                                  list_values=item.list_values)  # fmt: skip
         paths = iter(value["path"] for _, value in results)
         if item.image_url:
             item.image_path = next(paths)

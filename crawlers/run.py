@@ -134,6 +134,10 @@ def run_spider(
     whole crawl's: the previous run's stats.json in `out_dir` added, see add_previous_stats)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = _previous_stats(out_dir) if resume else {}  # before this run overwrites them
+    # stats.json is written once the spider has closed, its JOBDIR saved: the sign that the
+    # crawl may be resumed (tasks.crawl). Gone while it runs: a spider killed outright leaves a
+    # JOBDIR whose pending requests were never saved, and a crawl resumed from it would miss them.
+    (out_dir / "stats.json").unlink(missing_ok=True)
     settings = settings_for(cfg, out_dir, cache_dir)
     if jobdir is not None:
         settings.set("JOBDIR", str(jobdir), priority="cmdline")

@@ -8,7 +8,9 @@ again gives a byte-identical `data/raw/`.
 
 The spider works in `.kiln/crawl-job/`, with Scrapy's JOBDIR there: SIGINT/SIGTERM stops it
 gracefully (requests in flight finish, pending ones are saved) and the next run with the same
-`crawl` params resumes where it stopped; other params start afresh. The HTTP cache in
+`crawl` params resumes where it stopped, and asks again for the pages that failed for want of an
+answer (a run killed with the site it serves, crawlers/spiders/generic.py); a crawl killed
+before it could save its state, or other params, start afresh. The HTTP cache in
 `.kiln/httpcache/` (`crawl.http_cache`, pruned to `crawl.http_cache_max_mb` after each crawl)
 makes a refresh send conditional requests only, and item pages checked within
 `crawl.revisit_after_s` are not requested at all (`crawlers/revisit.py`, `.kiln/crawl-state.json`).
@@ -258,8 +260,7 @@ def crawl_site(
     items = _item_rows(fetched, out, previous_items, stamp, cfg)
     kept = _kept_rows(out, previous_items, skippable, {row["url"] for row in items})
     items = sorted(items + kept, key=lambda row: row["url"])
-    unique = {json.dumps(r, sort_keys=True): r for r in read_jsonl(out / "rejects.jsonl")}
-    rejects = sorted(unique.values(), key=lambda r: (r["url"], r["reason"]))
+    rejects = _final_rejects(read_jsonl(out / "rejects.jsonl"), {row["url"] for row in items})
     stats = _report(spider, len(items), len(rejects), duration_s, cfg)
     if not items:
         unreachable = spider.get("kiln/robots_unreachable", 0)
@@ -282,6 +283,18 @@ def crawl_site(
     parsed_pages = json.loads(parsed.read_text(encoding="utf-8")) if parsed.is_file() else []
     return CrawlResult(items=items, rejects=rejects, files=files, stats=stats,
                        visits=visits_now, list_pages=parsed_pages)  # fmt: skip
+
+
+def _final_rejects(
+    spider_rejects: list[dict[str, Any]], item_urls: set[str]
+) -> list[dict[str, Any]]:
+    """One reject per page that gave no item: its last, in the order they came. A resumed crawl
+    asks again for the pages that failed in the run it resumes (crawlers/spiders/generic.py):
+    an answer replaces the earlier failure."""
+    last = {row["url"]: row for row in spider_rejects if row["url"] not in item_urls}
+    drop = ("list_values",)  # the spider's, for asking again; not part of data/raw
+    rows = ({k: v for k, v in row.items() if k not in drop} for row in last.values())
+    return sorted(rows, key=lambda r: r["url"])
 
 
 def _kept_rows(
@@ -357,13 +370,19 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def _can_resume(job: Path, cfg: CrawlParams) -> bool:
-    """An interrupted crawl of the same `crawl` params is waiting in `job`."""
+    """An interrupted crawl of the same `crawl` params is waiting in `job`, stopped cleanly."""
     config = job / "crawl.json"
-    return (
+    if not (
         (job / "jobdir").is_dir()
         and config.is_file()
         and config.read_text(encoding="utf-8") == cfg.model_dump_json(by_alias=True)
-    )
+    ):
+        return False
+    if not (job / "spider" / "stats.json").is_file():  # crawlers/run.py: written on a clean stop
+        logger.warning("the interrupted crawl in %s was killed before it could save its state; "
+                       "crawling afresh", job)  # fmt: skip
+        return False
+    return True
 
 
 def partial_message(stats: dict[str, Any], cfg: CrawlParams) -> str:

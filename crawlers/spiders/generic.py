@@ -33,14 +33,14 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 from w3lib.html import strip_html5_whitespace
 
-from crawlers.items import CarriedItem, PageItem, PageReject
+from crawlers.items import CarriedItem, PageItem, PageReject, worth_retrying
 from crawlers.limits import page_failed
 from crawlers.parse import ListEntry, PageParser
 from crawlers.prefetch import prefetch_request
 from crawlers.revisit import LIST_PAGES_FILE, same_list_values, server_fresh_s
 from crawlers.settings import crawl_params_from
 from crawlers.urlguard import refusal_reason
-from tasks.core.io import write_json
+from tasks.core.io import read_jsonl, write_json
 from tasks.core.params import CrawlParams
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def with_downloads(item: PageItem | PageReject, cfg: CrawlParams, status: int | 
     """Point an item at its image (`crawl.image_field`) and files (`crawl.file_fields`), as
     absolute URLs; a reject keeps `status`."""
     if isinstance(item, PageReject):
-        return PageReject(item.url, item.reason, status)
+        return PageReject(item.url, item.reason, status, item.list_values)
     for name in cfg.file_fields:
         value = item.fields.get(name)
         values = value if isinstance(value, list) else [value]
@@ -116,6 +116,8 @@ class GenericSpider(scrapy.Spider):
                 self.crawler.stats.inc_value("kiln/refused")
                 continue
             yield self._request(url)
+        for url, list_values in self._failed_before():
+            yield self._request(url, list_values).replace(dont_filter=True)
         starts = set(self.cfg.start_urls)
         ahead = [u for u in self._prefetch if u not in starts and not refusal_reason(u, self.cfg)]
         if ahead:
@@ -126,6 +128,28 @@ class GenericSpider(scrapy.Spider):
     def _prefetched(self, _: Any) -> None:
         """A prefetch's own callback and errback: its answer is used, if the crawl reaches the
         page, through the crawl's request for it (crawlers/prefetch.py)."""
+
+    def _failed_before(self) -> list[tuple[str, dict[str, Any] | None]]:
+        """On a resume: the pages of the interrupted run that failed for want of an answer.
+
+        A run killed mid-crawl takes the site's answers down with it as often as not (the demo
+        site is served by the run itself; a network blip is as likely then as ever): its last
+        requests fail and become rejects. Scrapy's JOBDIR holds the requests still to make, not
+        those, so without this the resumed crawl would end without those pages and the pages
+        they link to (7 of 300 items, all images in flight, when a run was killed 0.3 s in).
+        """
+        if not self.crawler.settings.getbool("KILN_RESUME"):
+            return []
+        out = Path(self.crawler.settings["KILN_OUT_DIR"])
+        rejects, items = out / "rejects.jsonl", out / "items.jsonl"
+        failed = {row["url"]: row.get("list_values") for row in read_jsonl(rejects)
+                  if worth_retrying(row)} if rejects.is_file() else {}  # fmt: skip
+        for row in read_jsonl(items) if items.is_file() else []:
+            failed.pop(row["url"], None)  # it gave its item after all (fetched twice)
+        if failed:
+            logger.info("asking again for the %d pages that failed in the interrupted crawl",
+                        len(failed))  # fmt: skip
+        return list(failed.items())
 
     def closed(self, reason: str) -> None:
         """Record the list pages parsed (with those of the interrupted run this one resumes)."""
@@ -239,4 +263,4 @@ def page_failure(spider: scrapy.Spider, failure: Failure) -> Iterator[PageReject
         page_failed(spider.crawler, request)  # crawl.max_pages counts it (crawlers/limits.py)
     spider.crawler.stats.inc_value("kiln/failures")
     logger.warning("page failed: %s: %s", request.url, reason)
-    yield PageReject(request.url, reason, status)
+    yield PageReject(request.url, reason, status, request.meta.get(_LIST_VALUES))
