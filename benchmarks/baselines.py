@@ -14,7 +14,7 @@ model clears promote's baseline gate (`promote.min_margin_over_baseline`, tasks/
                         reports/metrics.json, e.g. a project after `kiln run`); nothing runs
     --only NAME ...     only these examples (params, co2, jokes, jokes_generation, jokes_minilm,
                         and the test sites: docs, apis, elnino, sunspots, gdp, grey28, rgb32,
-                        rgb64x48, mixed); `examples` or `sites` stand for either group
+                        rgb64x48, mixed, photo28); `examples` or `sites` stand for either group
     --skip NAME ...     all but these
     --with-minilm       include jokes_minilm: fine-tuning the pretrained MiniLM takes ~20 min on
                         a 2-core CPU, so it is left out by default

@@ -12,6 +12,11 @@ modes, so the image pipeline is tested beyond the demo's 8x8 grey:
 | `rgb64x48` | 64 wide x 48 high RGB, colourised the same way (stretched: not square) |
 | `rgba32` | 32x32 RGBA: coloured ink, transparent background (alpha = ink) |
 | `mixed` | grey, sizes drawn per item from 8x8, 16x16, 28x28, 32x24 and 20x36 (w x h) |
+| `photo28` | 28x28 grey photos: the digit 12-24 px high anywhere, own background, noise |
+
+The others keep each digit centred at one size, which suits logistic regression on pixels (it
+reaches macro-F1 0.98-0.99 on `grey28` and `rgb32`, leaving a CNN no room to beat it by promote's
+margin); `photo28` moves and scales it, as photographs of one kind of object do.
 
 Colours and sizes are drawn per item from `demo_site.seed` and the item's index, never from its
 label, so neither tells the digit. Same params and variant, same bytes.
@@ -62,6 +67,7 @@ VARIANTS = {
         ImageVariant("rgb64x48", ((64, 48),), "RGB"),
         ImageVariant("rgba32", ((32, 32),), "RGBA"),
         ImageVariant("mixed", ((8, 8), (16, 16), (28, 28), (32, 24), (20, 36)), "L"),
+        ImageVariant("photo28", ((28, 28),), "L"),
     )
 }
 
@@ -77,6 +83,8 @@ def digit_image(variant: ImageVariant, i: int, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng([seed, i])
     size = variant.sizes[int(rng.integers(len(variant.sizes)))]
     grey = _grey(i)
+    if variant.name == "photo28":
+        return _photo(grey, size, rng)
     if grey.size != size:
         grey = grey.resize(size, Image.Resampling.BICUBIC)
     if variant.mode == "L":
@@ -89,6 +97,20 @@ def digit_image(variant: ImageVariant, i: int, seed: int = 0) -> Image.Image:
         return Image.fromarray(np.concatenate([rgb.astype(np.uint8), alpha], axis=2))
     bg = rng.integers(0, 100, 3).astype(np.float64)  # ... on a dark background
     return Image.fromarray(np.rint(bg + (fg - bg) * ink).astype(np.uint8))
+
+
+def _photo(grey: Image.Image, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    """The digit at a random size and place in a `size` frame, bright ink on a darker background
+    of a random level, plus Gaussian noise (std 12 grey levels)."""
+    side = int(rng.integers(12, 25))  # pixels
+    digit = np.asarray(grey.resize((side, side), Image.Resampling.BICUBIC), np.float64) / 255.0
+    width, height = size
+    top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+    ink = np.zeros((height, width))
+    ink[top : top + side, left : left + side] = digit
+    bg, fg = float(rng.integers(0, 110)), float(rng.integers(170, 256))
+    frame = bg + (fg - bg) * ink + rng.normal(0.0, 12.0, ink.shape)
+    return Image.fromarray(np.clip(np.rint(frame), 0, 255).astype(np.uint8))
 
 
 def digit_png(variant: ImageVariant | str, i: int, seed: int = 0) -> bytes:

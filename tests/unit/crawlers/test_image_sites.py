@@ -67,3 +67,14 @@ def test_colours_do_not_tell_the_digit() -> None:
     assert min(spreads) > 15  # grey levels: many colours within each digit
     means = np.array([np.mean(c, axis=0) for c in colours.values()])
     assert np.ptp(means, axis=0).max() < 40  # and about the same colours across digits
+
+
+def test_photo28_moves_and_scales_each_digit() -> None:
+    """The ink's box differs from item to item (place and size), unlike the centred variants."""
+    boxes = set()
+    for i in range(40):
+        with Image.open(io.BytesIO(digit_png("photo28", i))) as img:
+            ink = np.asarray(img, np.float64)
+        rows, cols = np.nonzero(ink > (ink.min() + ink.max()) / 2)
+        boxes.add((rows.min() // 4, cols.min() // 4, (rows.max() - rows.min()) // 4))
+    assert len(boxes) > 15  # of 40; the centred grey28 gives one or two
