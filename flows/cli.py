@@ -203,6 +203,10 @@ def crawl(project: ProjectOpt = Path("."),
         import subprocess  # noqa: PLC0415
 
         raise typer.Exit(subprocess.call([sys.executable, "-m", "tasks.crawl"], cwd=project))
+    if params.crawl is None:
+        typer.secho("params.yaml has no crawl section (source.kind is "
+                    f"{params.source.kind}): there is nothing to check", fg="red", err=True)
+        raise typer.Exit(2)
     from crawlers.check import CheckError, format_report  # noqa: PLC0415
     from crawlers.check import check_url as check_page  # noqa: PLC0415
 
