@@ -49,3 +49,23 @@ def predict_files(paths: list[Path], root: Path, backend: str = "onnx") -> list[
             }
         )
     return rows
+
+
+def best_guesses(inputs: list[bytes | str], root: Path, backend: str = "onnx"
+                 ) -> tuple[str, list[tuple[str, float]]]:
+    """The champion's version and, per input (PNG bytes, or a text for a text classifier), its
+    most probable label and that label's probability: how sure the model is of it."""
+    loaded = load_champion(root, backend)
+    spec = task_spec(loaded.task)
+    guesses = []
+    for value in inputs:
+        if isinstance(value, bytes):
+            if spec.predict_png is None:
+                raise InputError(("champion",), f"a {loaded.task} model does not read images")
+            result = spec.predict_png(value, loaded)
+        else:
+            result = spec.predict(spec.request(1).model_validate(
+                {"instances": [{"text": value}]}), loaded)  # fmt: skip
+        best = result.predictions[0]
+        guesses.append((best.label, float(best.probability)))
+    return loaded.version, guesses
