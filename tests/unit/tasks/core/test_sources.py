@@ -213,3 +213,18 @@ def test_an_unchanged_source_gives_the_same_rows_and_a_failed_one_leaves_data_ra
              for p in (tmp_path / "data/raw").rglob("*") if p.is_file()}  # fmt: skip
     assert after == raw
     assert not [p for p in (tmp_path / "data").iterdir() if p.name != "raw"]  # no temp left
+
+
+def test_a_table_by_url_and_by_glob(tmp_path: Path) -> None:
+    fields = {"text": {}, "label": {}}
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.jsonl").write_text(json.dumps({"text": name, "label": "en"}) + "\n")
+    cfg = SourceParams(kind="table", path=f"file://{tmp_path}/*.jsonl", fields=fields)
+    result = read_source(cfg, [], Path("."))  # fsspec, as for s3:// or https://
+    assert [r["url"] for r in result.items] == [f"file://{tmp_path}/a.jsonl#L1",
+                                                f"file://{tmp_path}/b.jsonl#L1"]  # fmt: skip
+    cfg = SourceParams(kind="table", path="*.jsonl", fields=fields)
+    assert [r["url"] for r in read_source(cfg, [], tmp_path).items] == ["a.jsonl#L1", "b.jsonl#L1"]
+    cfg = SourceParams(kind="table", path=f"file://{tmp_path}/none.csv", fields=fields)
+    with pytest.raises(SourceError, match="none.csv"):
+        read_source(cfg, [], Path("."))
