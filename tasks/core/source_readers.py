@@ -311,7 +311,11 @@ def read_package(cfg: SourceParams) -> list[Record | Reject]:
         loader = getattr(importlib.import_module(module_name), func_name)
     except (ImportError, AttributeError) as exc:
         raise SourceError(f"source.loader {cfg.loader!r} cannot be loaded: {exc}") from None
-    dataset = loader()
+    try:
+        dataset = loader()
+    except Exception as exc:  # whatever the package raises: name the loader, not a traceback
+        raise SourceError(f"source.loader {cfg.loader!r} failed: {type(exc).__name__}: "
+                          f"{exc}") from None
     frame = _frame(dataset, cfg.loader)
     check_columns(cfg.loader, list(frame.columns), cfg, "")
     return [Record(f"{cfg.loader}#{i}", _plain(values)) for i, values in

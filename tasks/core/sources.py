@@ -108,7 +108,8 @@ def image_file(value: Any, base: Path | None) -> tuple[bytes, str]:
                 buffer = io.BytesIO()
                 image.save(buffer, format="PNG")
                 data, ext = buffer.getvalue(), "png"
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:  # Pillow's decode errors
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        # Pillow's decode errors, and an image over its pixel limit (a decompression bomb)
         raise ValueError(f"not a readable image ({exc})") from None
     return data, ext
 
