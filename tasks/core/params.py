@@ -451,6 +451,13 @@ class SourceParams(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> SourceParams:
+        import codecs  # noqa: PLC0415
+
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ValueError(f"source.encoding {self.encoding!r} is not an encoding Python "
+                             "knows (e.g. utf-8, latin-1, cp1252)") from None
         if self.kind == "crawl":
             return self
         if self.kind in ("table", "folder") and not self.path:

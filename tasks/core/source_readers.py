@@ -256,6 +256,13 @@ def _visible(path: Path) -> bool:
 
 
 def read_folder(cfg: SourceParams, root: Path) -> list[Record | Reject]:
+    try:
+        return _read_folder(cfg, root)
+    except OSError as exc:  # a folder that cannot be listed (permissions, removed meanwhile)
+        raise SourceError(f"{exc.filename}: cannot be listed ({exc.strerror})") from None
+
+
+def _read_folder(cfg: SourceParams, root: Path) -> list[Record | Reject]:
     folder = cfg.path or ""  # params require it for this kind
     top = root / folder
     if not top.is_dir():

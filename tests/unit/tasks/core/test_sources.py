@@ -228,3 +228,24 @@ def test_a_table_by_url_and_by_glob(tmp_path: Path) -> None:
     cfg = SourceParams(kind="table", path=f"file://{tmp_path}/none.csv", fields=fields)
     with pytest.raises(SourceError, match="none.csv"):
         read_source(cfg, [], Path("."))
+
+
+def test_an_unknown_encoding_is_refused_by_params() -> None:
+    with pytest.raises(ValueError, match="source.encoding 'utf-9' is not an encoding"):
+        SourceParams(kind="table", path="a.csv", encoding="utf-9", fields={"label": {}})
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error_naming_it(
+    tmp_path: Path, monkeypatch
+) -> None:
+    cfg = _folder(tmp_path, {"0": [_png(0)]})
+    listing = Path.iterdir
+
+    def refused(path: Path):  # noqa: ANN202 (chmod 0 does not stop root, who runs CI)
+        if path.name == "0":
+            raise PermissionError(13, "Permission denied", str(path))
+        return listing(path)
+
+    monkeypatch.setattr(Path, "iterdir", refused)
+    with pytest.raises(SourceError, match=r"imgs/0: cannot be listed \(Permission denied\)"):
+        read_source(cfg, [], tmp_path)
