@@ -12,7 +12,7 @@ changed while it was read) raises SourceError naming the file and line.
   Lines one line at a time, Parquet through pandas. A line that is not in `source.encoding` is a
   reject naming the line and the byte (a file of mixed encodings loses only those lines).
 * folder: `<path>/<class>/<file>` (or `<path>/<file>` when `source.labelled` is false): columns
-  `class`, `file` (its path) and, for text files, `text`.
+  `class`, `file` (its path in the project) and, for text files, `text`.
 * package: `source.loader` called with no arguments; a pandas frame (statsmodels' `.data`) or a
   scikit-learn Bunch (`target`, `target_name`, the feature names, `image` as PNG bytes).
 """
@@ -298,7 +298,7 @@ def _shown(path: Path, root: Path) -> str:
 
 def _file_record(path: Path, label: str | None, cfg: SourceParams, root: Path) -> Record | Reject:
     where = _shown(path, root)
-    values: dict[str, Any] = {"class": label, "file": path.name}
+    values: dict[str, Any] = {"class": label, "file": where}  # relative to the project
     if cfg.files == "text":
         try:
             data = read_stable(path)
@@ -308,7 +308,7 @@ def _file_record(path: Path, label: str | None, cfg: SourceParams, root: Path) -
         if problem := _undecodable(text, cfg.encoding):
             return Reject(where, problem)
         values["text"] = text if text.strip() else None
-    return Record(where, values, path.parent)
+    return Record(where, values, root)
 
 
 def read_package(cfg: SourceParams) -> list[Record | Reject]:

@@ -105,6 +105,7 @@ def test_a_folder_tree_gives_images_and_rejects_what_is_not_one(tmp_path: Path) 
     for row in result.items:
         assert result.files[row["image_path"]] == (tmp_path / row["url"]).read_bytes()
         assert row["image_path"].startswith("images/") and row["image_path"].endswith(".png")
+        assert row["image_url"] == row["image"] == row["url"]  # where the image came from
     rejects = _rejects(result)
     assert rejects["imgs/2/"] == "class folder '2' has no files"
     assert rejects["imgs/1/1.png"].startswith("image: not a readable image")
