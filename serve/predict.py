@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from serve.backends import load_champion
 from serve.inputs import InputError
 from serve.schemas import task_spec
@@ -64,8 +66,11 @@ def best_guesses(inputs: list[bytes | str], root: Path, backend: str = "onnx"
                 raise InputError(("champion",), f"a {loaded.task} model does not read images")
             result = spec.predict_png(value, loaded)
         else:
-            result = spec.predict(spec.request(1).model_validate(
-                {"instances": [{"text": value}]}), loaded)  # fmt: skip
+            try:
+                request = spec.request(1).model_validate({"instances": [{"text": value}]})
+            except ValidationError as exc:  # e.g. a text longer than the server takes
+                raise InputError(("text",), f"{value[:40]!r}...: {exc}") from None
+            result = spec.predict(request, loaded)
         best = result.predictions[0]
         guesses.append((best.label, float(best.probability)))
     return loaded.version, guesses

@@ -30,6 +30,7 @@ from fastapi.testclient import TestClient
 
 from flows.dvc_stages import stage_names
 from serve.app import create_app
+from serve.predict import best_guesses
 from tasks.core.params import ServeParams
 from tests.e2e.test_every_task_type import _kiln, _request, _said
 from tests.project import REPO, dvc, flow_run_id, make_project, run, task_run_states
@@ -91,6 +92,10 @@ def test_source_runs_to_a_served_model(kind: str, tmp_path: Path, prefect_server
 
     if kind != "table":
         return
+    # How sure the text champion is (what `kiln label export --least-sure` ranks texts by).
+    version, guesses = best_guesses(["Warum programmieren Informatiker so gern im Dunkeln?",
+                                     "x" * 10], project / "registry")  # fmt: skip
+    assert version == "v0001" and all(g in ("cs", "de", "en") and 0 < p <= 1 for g, p in guesses)
     # A refresh of the unchanged file: data/raw byte-identical, every later stage skipped.
     items = (project / "data/raw/items.jsonl").read_bytes()
     run_id = _full_run(project, api)
