@@ -92,7 +92,11 @@ def table_files(cfg: SourceParams, root: Path) -> Iterator[tuple[str, bytes]]:
     if _is_url(pattern):
         import fsspec  # noqa: PLC0415 (only remote tables need it)
 
-        opened = fsspec.open_files(pattern, mode="rb")
+        try:
+            opened = fsspec.open_files(pattern, mode="rb")
+        except (ImportError, ValueError, OSError) as exc:  # no filesystem for the scheme (s3fs
+            # missing), a malformed URL, the listing of a glob refused
+            raise SourceError(f"source.path {pattern!r} cannot be opened: {exc}") from None
         if not opened:
             raise SourceError(f"source.path {pattern!r} matches no file")
         for handle in sorted(opened, key=lambda f: f.path):
