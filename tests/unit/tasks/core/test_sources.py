@@ -229,6 +229,9 @@ def test_a_table_by_url_and_by_glob(tmp_path: Path) -> None:
     cfg = SourceParams(kind="table", path=f"file://{tmp_path}/none.csv", fields=fields)
     with pytest.raises(SourceError, match="none.csv"):
         read_source(cfg, [], Path("."))
+    cfg = SourceParams(kind="table", path="nosuchscheme://bucket/a.csv", fields=fields)
+    with pytest.raises(SourceError, match="'nosuchscheme://bucket/a.csv' cannot be opened"):
+        read_source(cfg, [], Path("."))
 
 
 def test_an_unknown_encoding_is_refused_by_params() -> None:
