@@ -41,8 +41,8 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def unlabelled(project: Path, params: Params) -> list[tuple[dict[str, Any], bytes | str]]:
-    """(review row, the item's image bytes or text) for every raw row without a label whose key
+def unlabelled(project: Path, params: Params) -> list[tuple[dict[str, Any], Path | str]]:
+    """(review row, the item's image file or text) for every raw row without a label whose key
     the overrides file does not label."""
     items = project / RAW_DIR / "items.jsonl"
     overrides = project / params.labels.overrides
@@ -57,7 +57,7 @@ def unlabelled(project: Path, params: Params) -> list[tuple[dict[str, Any], byte
             continue
         key, value = key_of_image_path(row.get("image_path")), None
         if key is not None:
-            value = (project / RAW_DIR / row["image_path"]).read_bytes()
+            value = project / RAW_DIR / row["image_path"]
         elif text_cfg is not None and isinstance(row.get(text_cfg.column), str):
             value = row[text_cfg.column]
             key = text_key(normalise_text(value, text_cfg))
@@ -68,13 +68,14 @@ def unlabelled(project: Path, params: Params) -> list[tuple[dict[str, Any], byte
     return out
 
 
-def least_sure(found: list[tuple[dict[str, Any], bytes | str]], project: Path, n: int
+def least_sure(found: list[tuple[dict[str, Any], Path | str]], project: Path, n: int
                ) -> list[dict[str, Any]]:
     """The `n` unlabelled items the champion is least sure of, least sure first."""
     from serve.predict import best_guesses  # noqa: PLC0415 (ONNX Runtime only when ranking)
     from tasks.core.registry import REGISTRY_DIR  # noqa: PLC0415
 
-    version, guesses = best_guesses([value for _, value in found], project / REGISTRY_DIR)
+    inputs = [v.read_bytes() if isinstance(v, Path) else v for _, v in found]  # PNG bytes, texts
+    version, guesses = best_guesses(inputs, project / REGISTRY_DIR)
     ranked = sorted(zip(found, guesses, strict=True), key=lambda x: (x[1][1], x[0][0]["key"]))
     return [{**review, "reason": f"unlabelled; champion {version} guesses {label} (p={p:.3f})"}
             for (review, _), (label, p) in ranked[:n]]  # fmt: skip
