@@ -31,7 +31,7 @@ from typing import Any
 
 from tasks.core.params import SourceParams, check_loader
 
-HIDDEN = (".", "_")  # .DS_Store, .git, __MACOSX: never data
+HIDDEN = "."  # .DS_Store, .git, .ipynb_checkpoints: never data (nor is __MACOSX, below)
 
 
 class SourceError(RuntimeError):
@@ -71,9 +71,8 @@ def read_stable(path: Path) -> bytes:
         raise SourceError(f"{path}: not found") from None
     except OSError as exc:
         raise SourceError(f"{path}: cannot be read ({exc.strerror})") from None
-    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or len(
-        data
-    ) != after.st_size:
+    changed = (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns)
+    if changed or len(data) != after.st_size:
         raise SourceError(f"{path}: changed while it was read; run again once it is written")
     return data
 
@@ -256,7 +255,7 @@ def read_table(cfg: SourceParams, root: Path) -> list[SourceFile]:
 
 
 def _visible(path: Path) -> bool:
-    return not path.name.startswith(HIDDEN)
+    return not path.name.startswith(HIDDEN) and path.name != "__MACOSX"  # a zip's resource forks
 
 
 def read_folder(cfg: SourceParams, root: Path) -> list[Record | Reject]:
