@@ -12,7 +12,10 @@ no network: the crawl stage reads the source into data/raw, the model is promote
 The table source then shows what DVC and the flow make of a source: a refresh of the unchanged
 file re-reads it, finds data/raw byte-identical and skips every later stage; after a row of the
 CSV changes, the crawl stage records a new data/raw (with the new file's bytes under
-data/raw/sources/) and every stage after it runs again.
+data/raw/sources/, which `dvc checkout` restores) and every stage after it runs again.
+test_labelling_from_scratch: a folder of unlabelled images, `kiln label export` (all of them,
+then the ones the champion is least sure of), labels written into labels/overrides.csv, and the
+runs that train on them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -111,7 +115,10 @@ def test_source_runs_to_a_served_model(kind: str, tmp_path: Path, prefect_server
     digest = hashlib.sha256(csv_path.read_bytes()).hexdigest()
     run_id = _full_run(project, api)
     assert task_run_states(api, run_id) == dict.fromkeys(STAGES, "Completed")
-    assert (project / f"data/raw/sources/{digest}.csv").is_file()  # the bytes DVC versions
+    # DVC holds this data/raw, the CSV's bytes included: a checkout restores them as read.
+    shutil.rmtree(project / "data/raw")
+    dvc("checkout", "crawl", cwd=project)
+    assert (project / f"data/raw/sources/{digest}.csv").read_bytes() == csv_path.read_bytes()
     changed = [json.loads(line) for line in (project / "data/raw/items.jsonl").open()]
     assert {r["url"] for r in changed} == {r["url"] for r in raw}
     assert [r for r in changed if r["text"].startswith("A changed joke")]
