@@ -72,8 +72,8 @@ def _full_run(project: Path, api: str) -> str:
     done = _kiln(project, api, "run")
     assert done.returncode == 0, _said(done)
     assert "demo site started" not in done.stdout + done.stderr
-    run_id = flow_run_id(done.stdout)
-    return run_id
+    assert not (project / ".kiln/crawl-state.json").exists()  # written by every crawl
+    return flow_run_id(done.stdout)
 
 
 @pytest.mark.parametrize("kind", sorted(EXAMPLES))
