@@ -169,7 +169,10 @@ def run_spider(
 def _load(args: argparse.Namespace) -> CrawlParams:
     if args.config:
         return CrawlParams.model_validate_json(args.config.read_text(encoding="utf-8"))
-    return load_params(args.params).crawl
+    cfg = load_params(args.params).crawl
+    if cfg is None:
+        raise ParamsError(f"{args.params} has no crawl section (its source is not a crawl)")
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -180,15 +180,25 @@ def label_export(
     project: ProjectOpt = Path("."),
     out: Annotated[Path, typer.Option(help="Where the review file goes.")] = Path(
         "labels/to_review.csv"),
+    least_sure: Annotated[int | None, typer.Option(
+        min=1, help="Of the unlabelled items, only the N the champion is least sure of.")] = None,
 ) -> None:
-    """Write the items that need a human look (suspected label errors, missing labels)."""
+    """Write the items that need a human look (suspected label errors, missing labels, items
+    with no label yet)."""
+    from serve.inputs import InputError  # noqa: PLC0415
     from tasks.core.label_export import export  # noqa: PLC0415 (pandas only when used)
+    from tasks.core.registry import RegistryError  # noqa: PLC0415
 
     project = project.resolve()
+    params = _params_or_exit(project)
     target = out if out.is_absolute() else project / out
-    n = export(project, target)
+    try:
+        n = export(project, target, params, least_sure)
+    except (RegistryError, InputError) as exc:  # no champion, or one that cannot rank these
+        typer.secho(f"cannot rank by the champion: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"{n} items to review in {target}; fill `label`, then append the rows to "
-               f"{_params_or_exit(project).labels.overrides}")
+               f"{params.labels.overrides}")
 
 
 @app.command()
@@ -203,6 +213,10 @@ def crawl(project: ProjectOpt = Path("."),
         import subprocess  # noqa: PLC0415
 
         raise typer.Exit(subprocess.call([sys.executable, "-m", "tasks.crawl"], cwd=project))
+    if params.crawl is None:
+        typer.secho("params.yaml has no crawl section (source.kind is "
+                    f"{params.source.kind}): there is nothing to check", fg="red", err=True)
+        raise typer.Exit(2)
     from crawlers.check import CheckError, format_report  # noqa: PLC0415
     from crawlers.check import check_url as check_page  # noqa: PLC0415
 

@@ -21,7 +21,8 @@ from tasks.core.paths import CRAWL_PARTIAL_REPORT, CRAWL_REPORT
 # reports/crawl.json's figures in the order the table shows them (tasks/crawl.py writes them)
 CRAWL_FIGURES = ("partial", "partial_reason", "pages", "files", "items", "rejects", "retries",
                  "failures", "refused", "bytes", "duration_s", "pages_per_s", "not_modified",
-                 "from_cache", "kept", "fetched_ahead", "finish_reason")  # fmt: skip
+                 "from_cache", "kept", "fetched_ahead", "finish_reason",
+                 "source")  # fmt: skip  (the source.kind read instead of a crawl)
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -64,6 +64,8 @@ def _answers(url: str) -> bool:
 
 def points_at_demo_site(params: Params) -> bool:
     demo = params.demo_site
+    if params.source.kind != "crawl" or params.crawl is None:
+        return False  # a table, folder or packaged dataset: nothing is crawled
     for url in params.crawl.start_urls:
         parts = urlsplit(url)
         if parts.hostname in (demo.host, "localhost") and (parts.port or 80) == demo.port:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from serve.backends import load_champion
 from serve.inputs import InputError
 from serve.schemas import task_spec
@@ -49,3 +51,26 @@ def predict_files(paths: list[Path], root: Path, backend: str = "onnx") -> list[
             }
         )
     return rows
+
+
+def best_guesses(inputs: list[bytes | str], root: Path, backend: str = "onnx"
+                 ) -> tuple[str, list[tuple[str, float]]]:
+    """The champion's version and, per input (PNG bytes, or a text for a text classifier), its
+    most probable label and that label's probability: how sure the model is of it."""
+    loaded = load_champion(root, backend)
+    spec = task_spec(loaded.task)
+    guesses = []
+    for value in inputs:
+        if isinstance(value, bytes):
+            if spec.predict_png is None:
+                raise InputError(("champion",), f"a {loaded.task} model does not read images")
+            result = spec.predict_png(value, loaded)
+        else:
+            try:
+                request = spec.request(1).model_validate({"instances": [{"text": value}]})
+            except ValidationError as exc:  # e.g. a text longer than the server takes
+                raise InputError(("text",), f"{value[:40]!r}...: {exc}") from None
+            result = spec.predict(request, loaded)
+        best = result.predictions[0]
+        guesses.append((best.label, float(best.probability)))
+    return loaded.version, guesses

@@ -23,6 +23,9 @@ record it, so that neither the flow nor `dvc repro` can train on it: data/raw an
 reports/crawl.json stay as they were (so every later stage stays up to date), its report goes to
 `reports/crawl_partial.json`, and the stage exits with status 3 and a message naming the limit.
 
+With `source.kind` other than `crawl` the stage reads that source instead (tasks/core/sources.py)
+into the same data/raw layout; nothing is crawled.
+
 Exit status: 0 ok; 1 the crawl failed (spider process failed, zero items); 2 it must not start
 (params.yaml invalid, a start URL refused, a bad selector); 3 the crawl is partial and
 `crawl.allow_partial` is false; 130 interrupted (resumable). On any failure the previous
@@ -417,7 +420,13 @@ def main() -> int:
     CRAWL_PARTIAL_REPORT.unlink(missing_ok=True)  # it describes the last crawl only
     try:
         params = load_params()
+        if params.source.kind != "crawl":  # a table, a folder or a packaged dataset
+            from tasks.core import sources  # noqa: PLC0415 (pandas/Pillow only for those)
+
+            return sources.main(params.source)
         cfg = params.crawl
+        if cfg is None:  # params refuse source.kind crawl without it; a type checker cannot know
+            raise CrawlConfigError("params.yaml has no crawl section")
         previous = _previous_items(RAW_DIR / "items.jsonl")
         resume = _can_resume(JOB_DIR, cfg)
         if not resume:

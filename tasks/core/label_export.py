@@ -7,6 +7,13 @@ label (`data/quarantine/validate.jsonl`), and items clean rejected for conflicti
 `labels.overrides` names) then `url,reason,given` for the reviewer. A person fills or checks
 `label`, deletes the rows they do not want to change, and appends the rest to the overrides file;
 an empty label left in the overrides file fails clean loudly.
+
+Labelling from scratch: the rows of `data/raw/items.jsonl` without a label (a folder read with
+`source.labelled: false`, or a table whose label cell is empty) that the overrides file does not
+label yet are listed too ("unlabelled"), all of them, or with `least_sure=N` the N the champion is
+least sure of (lowest probability of its best guess; its guess is in the reason). The labels a
+person writes into the overrides file are the training labels of the next run: the file is a DVC
+dependency of validate and clean, and versioned with the project.
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ from typing import Any
 import pandas as pd
 
 from tasks.core.label_review import key_of_image_path, write_csv
+from tasks.core.params import Params
+from tasks.core.paths import RAW_DIR
+from tasks.core.text_norm import normalise_text, text_key
 
 COLUMNS = ["key", "label", "url", "reason", "given"]
 _LABEL_REASONS = ("(label)", "(label_normalised)")  # validate's expectations on the label
@@ -31,8 +41,52 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def items_to_review(project: Path) -> list[dict[str, Any]]:
-    """Rows for the review file, one per key, sorted by (reason, key)."""
+def unlabelled(project: Path, params: Params) -> list[tuple[dict[str, Any], Path | str]]:
+    """(review row, the item's image file or text) for every raw row without a label whose key
+    the overrides file does not label."""
+    items = project / RAW_DIR / "items.jsonl"
+    overrides = project / params.labels.overrides
+    labelled = set()
+    if overrides.is_file():
+        with open(overrides, newline="", encoding="utf-8") as fh:
+            labelled = {r["key"] for r in csv.DictReader(fh) if (r.get("label") or "").strip()}
+    text_cfg = getattr(params.clean, "text", None)  # the text task types' normalisation
+    out = []
+    for row in _jsonl(items):
+        if (row.get("label") or "").strip():
+            continue
+        key, value = key_of_image_path(row.get("image_path")), None
+        if key is not None:
+            value = project / RAW_DIR / row["image_path"]
+        elif text_cfg is not None and isinstance(row.get(text_cfg.column), str):
+            value = row[text_cfg.column]
+            key = text_key(normalise_text(value, text_cfg))
+        if key is None or key in labelled:
+            continue
+        review = {"key": key, "label": "", "url": row["url"], "reason": "unlabelled", "given": None}
+        out.append((review, value))
+    return out
+
+
+def least_sure(found: list[tuple[dict[str, Any], Path | str]], project: Path, n: int
+               ) -> list[dict[str, Any]]:
+    """The `n` unlabelled items the champion is least sure of, least sure first."""
+    from serve.predict import best_guesses  # noqa: PLC0415 (ONNX Runtime only when ranking)
+    from tasks.core.registry import REGISTRY_DIR  # noqa: PLC0415
+
+    inputs = [v.read_bytes() if isinstance(v, Path) else v for _, v in found]  # PNG bytes, texts
+    version, guesses = best_guesses(inputs, project / REGISTRY_DIR)
+    ranked = sorted(zip(found, guesses, strict=True), key=lambda x: (x[1][1], x[0][0]["key"]))
+    return [{**review, "reason": f"unlabelled; champion {version} guesses {label} (p={p:.3f})"}
+            for (review, _), (label, p) in ranked[:n]]  # fmt: skip
+
+
+def items_to_review(
+    project: Path, params: Params | None = None, least_sure_n: int | None = None
+) -> list[dict[str, Any]]:
+    """Rows for the review file, one per key, sorted by (reason, key); with `params`, the
+    unlabelled items too (all, or the `least_sure_n` the champion is least sure of, in that
+    order, after the others)."""
     out: dict[str, dict[str, Any]] = {}
     issues = project / "reports/label_issues.csv"
     if issues.is_file():
@@ -77,11 +131,20 @@ def items_to_review(project: Path) -> list[dict[str, Any]]:
                     "given": given,
                 },
             )
-    return sorted(out.values(), key=lambda r: (r["reason"], r["key"]))
+    reviewed = sorted(out.values(), key=lambda r: (r["reason"], r["key"]))
+    if params is None:
+        return reviewed
+    found = [(review, value) for review, value in unlabelled(project, params)
+             if review["key"] not in out]  # fmt: skip
+    if least_sure_n is None:
+        return reviewed + sorted((review for review, _ in found), key=lambda r: r["key"])
+    return reviewed + (least_sure(found, project, least_sure_n) if found else [])
 
 
-def export(project: Path, target: Path) -> int:
+def export(
+    project: Path, target: Path, params: Params | None = None, least_sure_n: int | None = None
+) -> int:
     """Write the review file (atomically); returns how many items it lists."""
-    rows = items_to_review(project)
+    rows = items_to_review(project, params, least_sure_n)
     write_csv(target, rows, COLUMNS)
     return len(rows)

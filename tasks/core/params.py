@@ -368,6 +368,116 @@ class CrawlParams(_Section):
         return self
 
 
+# Packages whose datasets ship inside the package (`source.loader`): loading one reads files
+# installed with it and never downloads (scikit-learn's `fetch_*` functions download, so only
+# functions named `load*` are allowed).
+PACKAGED_DATASETS = ("sklearn.datasets", "statsmodels.datasets")
+ROW_KEYS = ("url", "content_hash", "first_seen", "image_url", "image_path")  # every data/raw row's
+_LOADER_NAME = re.compile(r"(?P<module>[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*):(?P<func>load\w*)")
+
+
+def check_loader(loader: str) -> tuple[str, str]:
+    """(module, function) of a `source.loader`; ValueError unless it names a `load*` function of
+    a module in PACKAGED_DATASETS (nothing is imported here)."""
+    match = _LOADER_NAME.fullmatch(loader)
+    allowed = match and any(
+        match["module"] == p or match["module"].startswith(p + ".") for p in PACKAGED_DATASETS
+    )
+    if not allowed:
+        raise ValueError(
+            f"source.loader {loader!r} is not 'module:load_function' of a packaged dataset "
+            f"(modules under {list(PACKAGED_DATASETS)}, e.g. 'sklearn.datasets:load_digits', "
+            "'statsmodels.datasets.co2:load_pandas'); these read data installed with the package, "
+            "nothing is downloaded"
+        )
+    return match["module"], match["func"]
+
+
+class SourceField(_Section):
+    """One field of a non-crawl source: the column it comes from and its type, converted and
+    required or optional as crawl fields are."""
+
+    column: str | None = Field(None, description="The source's column (None: the field's name).")
+    type: Literal["str", "int", "float", "date"] = Field(
+        "str", description="str; int/float: a number ('1,234' ok); date: written as ISO YYYY-MM-DD."
+    )
+    date_format: str | None = Field(
+        None, description="strptime format of a `date` field given as text; None: ISO 8601 text."
+    )
+    required: bool = Field(True, description="A required field missing rejects the row.")
+
+
+class SourceParams(_Section):
+    """Where data/raw comes from (tasks/core/sources.py): the crawl, or a table, a folder tree or a
+    packaged dataset, each read into the same rows and hash-named files as the crawl writes."""
+
+    kind: Literal["crawl", "table", "folder", "package"] = Field(
+        "crawl",
+        description="crawl: the `crawl` section; table: CSV, Parquet or JSON Lines file(s); "
+        "folder: <path>/<class>/<file> (images or text files); package: a dataset that installs "
+        "with a Python package (`loader`).",
+    )
+    path: str | None = Field(
+        None,
+        description="table: a file, a glob or a URL (fsspec: s3://, https://...) relative to the "
+        "project; folder: the root directory.",
+    )
+    format: Literal["auto", "csv", "parquet", "jsonl"] = Field(
+        "auto", description="table: the file format; auto: from the suffix."
+    )
+    encoding: str = Field("utf-8", description="table (csv, jsonl) and text files: the encoding.")
+    files: Literal["image", "text"] = Field(
+        "image", description="folder: each file is an image, or a text (column `text`)."
+    )
+    labelled: bool = Field(
+        True,
+        description="folder: true: <path>/<class>/<file>, the class in column `class`; false: "
+        "<path>/<file>, `class` empty (label them with `kiln label export`).",
+    )
+    loader: str | None = Field(
+        None, description="package: 'module:load_function', e.g. 'sklearn.datasets:load_digits'."
+    )
+    fields: dict[str, SourceField] = Field(
+        default_factory=dict,
+        description="The row's fields (label, text, image, time, value...) and their columns. "
+        "Columns: a table's own; folder: class, file, text; package: its frame's columns, or "
+        "target, target_name, image and the feature names of a scikit-learn dataset.",
+    )
+    image_field: str | None = Field(
+        None,
+        description="Field (in `fields`) holding an image: a file path (relative to the table's "
+        "folder) or an image array; stored as images/<sha256>.<ext> and the row's image_path.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SourceParams:
+        import codecs  # noqa: PLC0415
+
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ValueError(f"source.encoding {self.encoding!r} is not an encoding Python "
+                             "knows (e.g. utf-8, latin-1, cp1252)") from None
+        if self.kind == "crawl":
+            return self
+        if self.kind in ("table", "folder") and not self.path:
+            raise ValueError(f"source.kind {self.kind} needs source.path")
+        if self.kind == "package":
+            if not self.loader:
+                raise ValueError("source.kind package needs source.loader")
+            check_loader(self.loader)
+        if not self.fields:
+            raise ValueError(f"source.kind {self.kind} needs source.fields")
+        clash = sorted(set(self.fields) & set(ROW_KEYS))
+        if clash:
+            raise ValueError(f"source.fields may not be named {clash}: those are row keys")
+        if self.image_field is not None and self.image_field not in self.fields:
+            raise ValueError(
+                f"image_field {self.image_field!r} is not one of fields {sorted(self.fields)}"
+            )
+        return self
+
+
 class LabelParams(_Section):
     """The label set, shared by validate (what is allowed) and clean (how to normalise)."""
 
@@ -761,7 +871,7 @@ class Params(_Section):
 
     project: ProjectParams
     demo_site: DemoSiteParams = DemoSiteParams()
-    crawl: CrawlParams
+    crawl: CrawlParams | None = None  # required when source.kind is crawl (the default)
     labels: LabelParams = LabelParams()
     validate_: ValidateParams = Field(alias="validate")
     clean: CleanParams = CleanParams()
@@ -771,6 +881,7 @@ class Params(_Section):
     promote: PromoteParams = PromoteParams()
     serve: ServeParams = ServeParams()
     schedule: ScheduleParams = ScheduleParams()
+    source: SourceParams = SourceParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -781,6 +892,12 @@ class Params(_Section):
         if cls.HEADLINE_METRICS and isinstance(promote, dict) and "metric" not in promote:
             return {**data, "promote": {**promote, "metric": cls.HEADLINE_METRICS[0]}}
         return data
+
+    @model_validator(mode="after")
+    def _crawl_when_crawling(self) -> Params:
+        if self.source.kind == "crawl" and self.crawl is None:
+            raise ValueError("'crawl': Field required when source.kind is crawl (the default)")
+        return self
 
     @model_validator(mode="after")
     def _promote_metric_is_measured(self) -> Params:

@@ -216,6 +216,10 @@ SHIPPED = {
     "examples/jokes.params.yaml": "text_classification",
     "examples/jokes_minilm.params.yaml": "text_classification",
     "examples/jokes_generation.params.yaml": "text_generation",
+    "examples/table.params.yaml": "text_classification",  # the sources beside the crawl
+    "examples/folder.params.yaml": "image_classification",
+    "examples/unlabelled.params.yaml": "image_classification",
+    "examples/package.params.yaml": "forecasting",
 }
 
 
