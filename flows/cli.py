@@ -21,6 +21,7 @@ import typer
 
 from flows.cli_models import echo_champion
 from flows.cli_models import register as register_model_commands
+from flows.dvc_plots import ensure_template
 from flows.prefect_server import DEFAULT_PORT, ensure_server, read_pid_file
 from tasks.core.params import ParamsError, load_params
 
@@ -51,6 +52,7 @@ def run(project: ProjectOpt = Path("."), port: PortOpt = DEFAULT_PORT) -> None:
     """Run refresh-and-retrain once: crawl, validate, clean, train, evaluate (via DVC)."""
     project = project.resolve()
     _params_or_exit(project)
+    ensure_template(project)  # `dvc plots show` offline after the run (flows/dvc_plots.py)
     server = _prefect_env(project, port)
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings  # noqa: PLC0415
 
