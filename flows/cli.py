@@ -71,6 +71,7 @@ def run(project: ProjectOpt = Path("."), port: PortOpt = DEFAULT_PORT) -> None:
         typer.secho(f"refresh-and-retrain {state.type.value.lower()}: {state.message}",
                     fg="red", err=True)
         raise typer.Exit(1)
+    _echo_stages(state.result())
     metrics_path = project / "reports" / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     names = ("accuracy", "macro_f1", "mae", "rmse", "mape", "perplexity")  # whichever the task has
@@ -78,6 +79,18 @@ def run(project: ProjectOpt = Path("."), port: PortOpt = DEFAULT_PORT) -> None:
         f"{k}={metrics[k]:.4f}" for k in names if k in metrics))
     echo_champion(project)  # the promote decision and the champion (`kiln models list`)
     typer.echo(f"Prefect UI: {server.ui_url} (stop it with `kiln server --stop`)")
+
+
+def _echo_stages(outcomes: list) -> None:
+    """Which stages ran and which DVC found up to date; and, when train did not run, that the
+    model and metrics printed next are an earlier run's."""
+    ran = [o.stage for o in outcomes if o.ran]
+    skipped = [o.stage for o in outcomes if not o.ran]
+    typer.echo(f"Stages run: {', '.join(ran) or 'none'}"
+               + (f"; skipped, up to date: {', '.join(skipped)}" if skipped else ""))
+    if "train" in skipped:
+        typer.echo("Nothing retrained: the data and params train reads are unchanged since "
+                   "the last run, so the model and test metrics below are that run's")
 
 
 @app.command()
@@ -243,10 +256,23 @@ def _params_or_exit_file(path: Path, dvc_yaml: Path) -> None:
 register_model_commands(app)  # kiln promote, kiln models list|rollback, kiln serve, kiln predict
 
 
+class _StageName(logging.Filter):
+    """Adds the task run's name (the stage) to each line of a task run: Prefect puts it in the
+    record, and its own lines ("Finished in state Completed()") are otherwise the same line after
+    every stage."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = getattr(record, "task_run_name", None)
+        record.stage = f"[{name}]" if name else ""
+        return True
+
+
 def main() -> None:
     # Kiln's own progress at INFO; libraries (httpx's request lines, ...) only when they warn.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s",
-                        stream=sys.stderr)
+    console = logging.StreamHandler(sys.stderr)
+    console.addFilter(_StageName())
+    console.setFormatter(logging.Formatter("%(asctime)s %(name)s%(stage)s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[console])
     logging.getLogger("kiln").setLevel(logging.INFO)
     # At exit, after Prefect has sent its queued logs and events (threading's exit hooks run
     # before atexit's) and while the other exit handlers still run, move every object to the

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows.dvc_plots import TEMPLATE
 from flows.dvc_stages import stage_names
 from tests.project import (
     REPO,
@@ -67,6 +68,25 @@ def _assert_committed_as_they_ran(project: Path, log: str) -> None:
     assert (project / "data" / "raw" / "items.jsonl").read_bytes() == items
 
 
+def _assert_console(result, first_run: bool) -> None:  # noqa: ANN001 (CompletedProcess)
+    """No line of `kiln run`'s log says the same as another (timestamps aside: each stage's lines
+    carry its name, DVC's "Updating lock file 'dvc.lock'" comes once); a first run says so
+    instead of listing every dep as modified; the end says what ran and what was skipped."""
+    lines = [line.split(" ", 2)[-1] for line in result.stderr.splitlines() if line.strip()]
+    repeated = {line: n for line in set(lines) if (n := lines.count(line)) > 1}
+    assert not repeated, repeated
+    if first_run:
+        assert "validate is stale (first run: dvc.lock records no earlier run of it)" in \
+            result.stderr
+        assert "modified" not in result.stderr and "deleted" not in result.stderr
+        assert f"Stages run: {', '.join(STAGES)}\n" in result.stdout
+        assert "Nothing retrained" not in result.stdout
+        return
+    for stage in STAGES[1:]:
+        assert f"prefect.task_runs[{stage}] {stage} skipped: up to date" in result.stderr
+    assert f"skipped, up to date: {', '.join(STAGES[1:])}\nNothing retrained" in result.stdout
+
+
 def _assert_validate_ran_once_with_its_log(api: str, run_id: str) -> None:
     """Bad data does not get better by retrying: one attempt; the stage's own log is in its run."""
     validate_run = task_run(api, run_id, "validate")
@@ -109,16 +129,17 @@ def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:
     assert f"Promotion: {promotion['reason']}\nChampion: v0001" in first.stdout
     card = (project / "models" / "card.json").read_bytes()
     raw_hash = _lock_hash(project, "crawl")
+    _assert_console(first, first_run=True)
 
     # 2. Refresh of the unchanged site: byte-identical crawl, later stages skipped with a reason.
     # Run from outside the project: DVC must check the project's stages, not the cwd's.
     second = _kiln_run(project, api, cwd=tmp_path)
-    run_id = flow_run_id(second.stdout)
-    states = task_run_states(api, run_id)
+    states = task_run_states(api, flow_run_id(second.stdout))
     assert states == {"crawl": "Completed", **dict.fromkeys(STAGES[1:], "Skipped")}
     assert _lock_hash(project, "crawl") == raw_hash
     assert (project / "models" / "card.json").read_bytes() == card
     assert (project / "registry" / "registry.json").read_bytes() == registry_json
+    _assert_console(second, first_run=False)
 
     # 3. The site turns dirty: the flow fails at validate and the previous model stays.
     write_params(project, {"demo_site": {"bad_label_share": 0.6}})
@@ -143,4 +164,5 @@ def test_params_typo_fails_before_any_work(tmp_path: Path, prefect_server) -> No
     assert result.returncode == 2
     assert "unknown key 'train.epoch'; did you mean 'train.epochs'?" in result.stderr
     assert not (project / "data").exists()
-    assert not (project / ".kiln").exists()  # not even the run lock or a Prefect home
+    # not even the run lock or a Prefect home: only the plots template make_project put there
+    assert [p.name for p in (project / ".kiln").iterdir()] == [TEMPLATE.name]
