@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperArgument, TyperOption
 
 from flows.cli_models import echo_champion
 from flows.cli_models import register as register_model_commands
@@ -25,8 +26,27 @@ from flows.dvc_plots import ensure_template
 from flows.prefect_server import DEFAULT_PORT, ensure_server, read_pid_file
 from tasks.core.params import ParamsError, load_params
 
+
+def _help_without_python_types() -> None:
+    """typer 0.29 prints each parameter's Python type in help: `--json <bool>`, `--help <bool>`,
+    `FILE... <list[Path]>`. A flag takes no value and an argument's metavar says what it is, so
+    those show none; an option that takes a value keeps its type (`--port <int>`)."""
+    option_type = TyperOption.display_type_rich
+
+    def option(self: TyperOption, ctx: typer.Context) -> str | None:
+        return None if self.is_flag else option_type(self, ctx=ctx)
+
+    def argument(_self: TyperArgument, ctx: typer.Context) -> None:  # noqa: ARG001
+        return None
+
+    TyperOption.display_type_rich = option  # type: ignore[method-assign]
+    TyperArgument.display_type_rich = argument  # type: ignore[method-assign]
+
+
+_help_without_python_types()
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Kiln: declarative crawl → validate → clean → train → evaluate pipelines.")
+                  help="Kiln: declarative crawl → validate → clean → train → evaluate → export → "
+                       "promote pipelines.")
 
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="Project directory.")]
 PortOpt = Annotated[int, typer.Option(help="Port of the local Prefect server.")]
@@ -47,9 +67,25 @@ def _prefect_env(project: Path, port: int):  # noqa: ANN202 (returns PrefectServ
     return ensure_server(home, port)
 
 
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version  # noqa: PLC0415
+
+        typer.echo(f"kiln {version('kiln')}")
+        raise typer.Exit
+
+
+@app.callback()
+def _options(_version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print Kiln's version.")] = False,
+             ) -> None:
+    pass
+
+
 @app.command()
 def run(project: ProjectOpt = Path("."), port: PortOpt = DEFAULT_PORT) -> None:
-    """Run refresh-and-retrain once: crawl, validate, clean, train, evaluate (via DVC)."""
+    """Run refresh-and-retrain once: the stages crawl, validate, clean, train, evaluate, export
+    and promote of dvc.yaml, each through DVC (an up-to-date one is skipped)."""
     project = project.resolve()
     _params_or_exit(project)
     ensure_template(project)  # `dvc plots show` offline after the run (flows/dvc_plots.py)
@@ -165,6 +201,43 @@ def check(project: ProjectOpt = Path("."),
     typer.echo("params.yaml is valid")
 
 
+@app.command("params")
+def params_command(
+    project: ProjectOpt = Path("."),
+    schema: Annotated[bool, typer.Option(
+        "--schema", help="List every key with its type, default and meaning.")] = False,
+    task: Annotated[str | None, typer.Option(
+        help="With --schema: the task type whose keys to list (default: params.yaml's).")] = None,
+) -> None:
+    """Print params.yaml as Kiln reads it, defaults included; with --schema, every key it can
+    hold."""
+    if not schema:
+        import yaml  # noqa: PLC0415
+
+        from tasks.core.params import complete  # noqa: PLC0415
+
+        typer.echo(yaml.safe_dump(complete(_params_or_exit(project.resolve())), sort_keys=False))
+        return
+    from tasks.core.params import Params, read_params_file  # noqa: PLC0415
+    from tasks.core.params_doc import schema_text  # noqa: PLC0415
+    from tasks.core.plugins import UnknownTaskType, task_type  # noqa: PLC0415
+
+    path = project.resolve() / "params.yaml"
+    if task is None and path.exists():
+        try:
+            task = (read_params_file(path).get("project") or {}).get("task")
+        except ParamsError as exc:
+            typer.secho(str(exc), fg="red", err=True)
+            raise typer.Exit(2) from None
+    try:
+        model = task_type(task).params if task else Params
+    except UnknownTaskType as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"# params.yaml keys (task type: {task or 'any'}), each as `key: type = default`")
+    typer.echo(schema_text(model))
+
+
 def _complete_params_file(path: Path) -> None:
     """Rewrite `path` with every key and its value (its comments are lost; the old file is kept
     as .bak), so that DVC finds every key it tracks."""
@@ -226,9 +299,10 @@ def crawl(project: ProjectOpt = Path("."),
     except CheckError as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(1) from None
-    typer.echo(format_report(got, report, params.crawl))
-    if any(r.n_matches == 0 and params.crawl.fields[n].required for n, r in report.items()):
-        raise typer.Exit(1)  # a required field matched nothing: the crawl would reject the page
+    text, kept = format_report(got, report, params.crawl)
+    typer.echo(text)
+    if not kept:
+        raise typer.Exit(1)  # the crawl would reject the page
 
 
 @app.command()
