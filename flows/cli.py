@@ -275,8 +275,29 @@ def label_export(
     project = project.resolve()
     target = out if out.is_absolute() else project / out
     n = export(project, target)
-    typer.echo(f"{n} items to review in {target}; fill `label`, then append the rows to "
-               f"{_params_or_exit(project).labels.overrides}")
+    typer.echo(f"{n} items to review in {target}; fill `label` where you decide (`suggested` is "
+               f"the model's class, `given` the crawled one), then `kiln label import {out}`")
+
+
+@label_app.command("import")
+def label_import(
+    review: Annotated[Path, typer.Argument(metavar="FILE", help="A filled review file.")],
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Merge FILE's decisions (rows with a `label`) into the overrides file, every row checked
+    first; the next `kiln run` applies them."""
+    from tasks.core.label_import import LabelImportError, import_decisions  # noqa: PLC0415
+
+    project = project.resolve()
+    params = _params_or_exit(project)
+    try:
+        done = import_decisions(project, review, params)
+    except LabelImportError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{params.labels.overrides}: {done.added} added, {done.changed} changed, "
+               f"{done.unchanged} already there; {done.undecided} rows without a label skipped. "
+               "The next `kiln run` applies them (validate and clean depend on the file)")
 
 
 @app.command()

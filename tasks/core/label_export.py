@@ -1,12 +1,13 @@
 """Items that need a human look, in the overrides format: `kiln label export [--out FILE]`.
 
-Collects, from the last run's outputs: suspected label errors (`reports/label_issues.csv`, the
-label column prefilled with the model's class), rows validate quarantined for a missing or unknown
-label (`data/quarantine/validate.jsonl`), and items clean rejected for conflicting labels
-(`data/quarantine/clean.jsonl`); the last two have an empty label. Columns: `key,label` (what
-`labels.overrides` names) then `url,reason,given` for the reviewer. A person fills or checks
-`label`, deletes the rows they do not want to change, and appends the rest to the overrides file;
-an empty label left in the overrides file fails clean loudly.
+Collects, from the last run's outputs: suspected label errors (`reports/label_issues.csv`, with
+the model's class in `suggested`), rows validate quarantined for a missing or unknown label
+(`data/quarantine/validate.jsonl`), and items clean rejected for conflicting labels
+(`data/quarantine/clean.jsonl`). Columns: `key,label` (what `labels.overrides` names; `label` is
+left empty: it is the reviewer's answer), then for the reviewer `suggested` (the model's class, if
+any), `given` (the crawled label), `item` (the image file, data/raw/images/<key>.<ext>), `url`
+and `reason`. A person fills `label` where they decide, and `kiln label import FILE`
+(tasks/core/label_import.py) merges the filled rows into the overrides file.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 import pandas as pd
 
 from tasks.core.label_review import key_of_image_path, write_csv
+from tasks.core.paths import RAW_DIR
 
-COLUMNS = ["key", "label", "url", "reason", "given"]
+COLUMNS = ["key", "label", "suggested", "given", "item", "url", "reason"]
 _LABEL_REASONS = ("(label)", "(label_normalised)")  # validate's expectations on the label
 
 
@@ -40,7 +42,8 @@ def items_to_review(project: Path) -> list[dict[str, Any]]:
             for row in csv.DictReader(fh):
                 out[row["key"]] = {
                     "key": row["key"],
-                    "label": row["suggested"],
+                    "label": "",
+                    "suggested": row["suggested"],
                     "url": row["url"],
                     "reason": "suspected label error",
                     "given": row["label"],
@@ -53,6 +56,7 @@ def items_to_review(project: Path) -> list[dict[str, Any]]:
                 {
                     "key": key,
                     "label": "",
+                    "item": row.get("image_path"),
                     "url": row.get("url"),
                     "reason": "missing or unknown label",
                     "given": row.get("label"),
@@ -72,11 +76,15 @@ def items_to_review(project: Path) -> list[dict[str, Any]]:
                 {
                     "key": key,
                     "label": "",
+                    "item": image_path,
                     "url": row["url"],
                     "reason": "conflicting labels",
                     "given": given,
                 },
             )
+    for row in out.values():  # the image, as a path from the project (a label error's: by url)
+        image = row.get("item") or paths.get(row["url"], (None, None))[0]
+        row["item"] = (RAW_DIR / image).as_posix() if image else None
     return sorted(out.values(), key=lambda r: (r["reason"], r["key"]))
 
 
