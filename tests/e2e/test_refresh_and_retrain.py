@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
 from flows.dvc_plots import TEMPLATE
 from flows.dvc_stages import stage_names
+from tests.chromium import CHROMIUM, evaluate
 from tests.project import (
     REPO,
     dvc,
@@ -68,6 +70,38 @@ def _assert_committed_as_they_ran(project: Path, log: str) -> None:
     assert (project / "data" / "raw" / "items.jsonl").read_bytes() == items
 
 
+# On the task run page: click the Artifacts tab, then wait for the image artifact's card.
+_ARTIFACTS_TAB = """(() => {
+  const tab = [...document.querySelectorAll('li')].find(e => e.textContent.trim() === 'Artifacts');
+  if (tab && !window.kilnClicked) { tab.click(); window.kilnClicked = true; }
+  return document.body.innerText.includes('evaluate-confusion-matrix');
+})()"""
+# On the artifact's page: the widths of the decoded data: images (0 for one that failed to load).
+_IMAGE_WIDTHS = """(() => {
+  const images = [...document.images].filter(i => i.src.startsWith('data:image/png'));
+  return images.length > 0 && images.every(i => i.complete) && images.map(i => i.naturalWidth);
+})()"""
+
+
+def _assert_images_of_evaluate_in_the_ui(server, run_id: str, project: Path,  # noqa: ANN001
+                                         profile: Path) -> None:
+    """The confusion matrix evaluate drew is an image artifact of evaluate's task run
+    (flows/stage_images.py): listed on the task run's Artifacts tab, drawn on its own page."""
+    evaluate_run = task_run(server.api_url, run_id, "evaluate")
+    images = prefect_api(server.api_url, "/artifacts/filter", {"artifacts": {
+        "task_run_id": {"any_": [evaluate_run["id"]]}, "type": {"any_": ["image"]}}})
+    assert [a["key"] for a in images] == ["evaluate-confusion-matrix"], images
+    if CHROMIUM is None:
+        return  # the browser half needs Debian's chromium (tests/chromium.py)
+    tab = evaluate(f"{server.ui_url}/runs/task-run/{evaluate_run['id']}", _ARTIFACTS_TAB,
+                   profile)
+    assert tab is True
+    widths = evaluate(f"{server.ui_url}/artifacts/artifact/{images[0]['id']}", _IMAGE_WIDTHS,
+                      profile)
+    with Image.open(project / "reports" / "evaluation" / "confusion_matrix.png") as png:
+        assert widths == [png.width], widths  # decoded: its natural width is the file's
+
+
 def _assert_console(result, first_run: bool) -> None:  # noqa: ANN001 (CompletedProcess)
     """No line of `kiln run`'s log says the same as another (timestamps aside: each stage's lines
     carry its name, DVC's "Updating lock file 'dvc.lock'" comes once); a first run says so
@@ -96,7 +130,7 @@ def _assert_validate_ran_once_with_its_log(api: str, run_id: str) -> None:
     assert any("kiln.validate" in log["message"] for log in logs)
 
 
-def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:
+def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:  # noqa: PLR0915 (one scenario of three runs)
     api = prefect_server.api_url
     project = make_project(tmp_path, {**tiny_demo_overrides(free_port()), **FLOORS})
 
@@ -130,6 +164,7 @@ def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:
     card = (project / "models" / "card.json").read_bytes()
     raw_hash = _lock_hash(project, "crawl")
     _assert_console(first, first_run=True)
+    _assert_images_of_evaluate_in_the_ui(prefect_server, run_id, project, tmp_path / "chromium")
 
     # 2. Refresh of the unchanged site: byte-identical crawl, later stages skipped with a reason.
     # Run from outside the project: DVC must check the project's stages, not the cwd's.
