@@ -9,6 +9,7 @@ no Scrapy reactor); reading is the same `crawlers.parse.PageParser` the spider u
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.error
 import urllib.request
@@ -127,8 +128,12 @@ def format_report(
     each field, required ones before optional ones. Returns the text and whether it is kept."""
     lines = [f"HTTP {got.status}  {got.url}  {got.content_type}  {len(got.body)} bytes"]
     verdict = PageParser(cfg.fields, cfg.item_list).verdict(report, got.url)
+    pattern = cfg.item_url_pattern
     if got.status >= 400:
         kept, why = False, f"rejected: the answer is HTTP {got.status} (the crawl counts a failure)"
+    elif cfg.item_list is None and pattern is not None and not re.search(pattern, got.url):
+        kept, why = False, (f"not an item page: its URL does not match crawl.item_url_pattern "
+                            f"{pattern!r} (the crawl follows its links and keeps nothing of it)")
     elif isinstance(verdict, PageReject):
         kept, why = False, f"rejected: {verdict.reason}"
     else:

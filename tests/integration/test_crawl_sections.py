@@ -112,11 +112,15 @@ def test_kiln_crawl_check_shows_fields_and_empty_selectors(demo, tmp_path: Path)
     assert "  label  " in required and "  writer  " not in required  # writer is optional
     listing = runner.invoke(app, ["crawl", "-p", str(tmp_path), "--check", url])
     assert listing.exit_code == 1
-    assert listing.output.splitlines()[1] == (
-        "rejected: missing required field(s): image, label, title"), listing.output
+    assert listing.output.splitlines()[1].startswith(
+        "not an item page: its URL does not match crawl.item_url_pattern"), listing.output
     assert (
         "selectors that matched nothing: title, label, image, writer, ink, price" in listing.output
     )
+    broken = runner.invoke(app, ["crawl", "-p", str(tmp_path), "--check",
+                                 f"{url}item/digit-0003/../nope"])
+    assert broken.exit_code == 1 and broken.output.startswith("HTTP 404"), broken.output
+    assert broken.output.splitlines()[1].startswith("rejected: the answer is HTTP 404")
     refused = runner.invoke(app, ["crawl", "-p", str(tmp_path), "--check", f"{url}admin/"])
     assert refused.exit_code == 1 and "robots.txt" in refused.output
 
