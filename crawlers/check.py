@@ -9,6 +9,7 @@ no Scrapy reactor); reading is the same `crawlers.parse.PageParser` the spider u
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +20,7 @@ from urllib.parse import urljoin, urlsplit
 from protego import Protego
 
 from crawlers.fields import FieldResult
+from crawlers.items import PageReject
 from crawlers.parse import PageParser, decode_page
 from crawlers.urlguard import refusal_reason
 from tasks.core.params import CrawlParams
@@ -119,22 +121,42 @@ def check_url(url: str, cfg: CrawlParams) -> tuple[Fetched, dict[str, FieldResul
     return got, PageParser(cfg.fields, cfg.item_list).report(text, got.url)
 
 
-def format_report(got: Fetched, report: dict[str, FieldResult], cfg: CrawlParams) -> str:
-    lines = [f"{got.url}  HTTP {got.status}  {got.content_type}  {len(got.body)} bytes", ""]
+def format_report(
+    got: Fetched, report: dict[str, FieldResult], cfg: CrawlParams
+) -> tuple[str, bool]:
+    """The page's HTTP status first, then whether the crawl keeps it as an item and why, then
+    each field, required ones before optional ones. Returns the text and whether it is kept."""
+    lines = [f"HTTP {got.status}  {got.url}  {got.content_type}  {len(got.body)} bytes"]
+    verdict = PageParser(cfg.fields, cfg.item_list).verdict(report, got.url)
+    pattern = cfg.item_url_pattern
+    if got.status >= 400:
+        kept, why = False, f"rejected: the answer is HTTP {got.status} (the crawl counts a failure)"
+    elif cfg.item_list is None and pattern is not None and not re.search(pattern, got.url):
+        kept, why = False, (f"not an item page: its URL does not match crawl.item_url_pattern "
+                            f"{pattern!r} (the crawl follows its links and keeps nothing of it)")
+    elif isinstance(verdict, PageReject):
+        kept, why = False, f"rejected: {verdict.reason}"
+    else:
+        kept, why = True, "kept: every required field has a value and every value converted"
+    lines += [why, ""]
     width = max(len(name) for name in report)
     empty = []
-    for name, result in report.items():
-        spec = cfg.fields[name]
-        selector = f"css {spec.css!r}" if spec.css is not None else f"xpath {spec.xpath!r}"
-        if result.n_matches == 0:
-            empty.append(name)
-            shown = "(matched nothing)"
-        elif result.problem:
-            shown = f"(unreadable: {result.problem})"
-        else:
-            shown = repr(result.value)
-        if len(shown) > 100:
-            shown = shown[:97] + "..."
-        lines.append(f"{name:<{width}}  {shown}  [{selector}]")
+    for required in (True, False):
+        names = [n for n in report if cfg.fields[n].required is required]
+        if names:
+            lines.append("required fields:" if required else "optional fields:")
+        for name in names:
+            result, spec = report[name], cfg.fields[name]
+            selector = f"css {spec.css!r}" if spec.css is not None else f"xpath {spec.xpath!r}"
+            if result.n_matches == 0:
+                empty.append(name)
+                shown = "(matched nothing)"
+            elif result.problem:
+                shown = f"(unreadable: {result.problem})"
+            else:
+                shown = repr(result.value)
+            if len(shown) > 100:
+                shown = shown[:97] + "..."
+            lines.append(f"  {name:<{width}}  {shown}  [{selector}]")
     lines += ["", f"selectors that matched nothing: {', '.join(empty) if empty else 'none'}"]
-    return "\n".join(lines)
+    return "\n".join(lines), kept

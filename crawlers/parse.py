@@ -136,6 +136,13 @@ class PageParser:
             out.append(ListEntry(url=detail_url, values=values, detail=True))
         return out
 
+    def verdict(self, report: Mapping[str, FieldResult], url: str) -> PageItem | PageReject:
+        """What the crawl makes of an item page whose fields read as `report` (`kiln crawl
+        --check`): the same rule as every page the spider reads."""
+        values = {name: result.value for name, result in report.items()}
+        problems = {name: r.problem for name, r in report.items() if r.problem}
+        return self._finish(url, values, problems)
+
     def report(self, page: str | Selector, url: str) -> dict[str, FieldResult]:
         """What each field's selector gives on this page, for `kiln crawl --check`."""
         sel = as_selector(page)

@@ -18,14 +18,35 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperArgument, TyperOption
 
 from flows.cli_models import echo_champion
 from flows.cli_models import register as register_model_commands
+from flows.dvc_plots import ensure_template
 from flows.prefect_server import DEFAULT_PORT, ensure_server, read_pid_file
 from tasks.core.params import ParamsError, load_params
 
+
+def _help_without_python_types() -> None:
+    """typer 0.29 prints each parameter's Python type in help: `--json <bool>`, `--help <bool>`,
+    `FILE... <list[Path]>`. A flag takes no value and an argument's metavar says what it is, so
+    those show none; an option that takes a value keeps its type (`--port <int>`)."""
+    option_type = TyperOption.display_type_rich
+
+    def option(self: TyperOption, ctx: typer.Context) -> str | None:
+        return None if self.is_flag else option_type(self, ctx=ctx)
+
+    def argument(_self: TyperArgument, ctx: typer.Context) -> None:  # noqa: ARG001
+        return None
+
+    TyperOption.display_type_rich = option  # type: ignore[method-assign]
+    TyperArgument.display_type_rich = argument  # type: ignore[method-assign]
+
+
+_help_without_python_types()
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Kiln: declarative crawl → validate → clean → train → evaluate pipelines.")
+                  help="Kiln: declarative crawl → validate → clean → train → evaluate → export → "
+                       "promote pipelines.")
 
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="Project directory.")]
 PortOpt = Annotated[int, typer.Option(help="Port of the local Prefect server.")]
@@ -46,11 +67,28 @@ def _prefect_env(project: Path, port: int):  # noqa: ANN202 (returns PrefectServ
     return ensure_server(home, port)
 
 
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version  # noqa: PLC0415
+
+        typer.echo(f"kiln {version('kiln')}")
+        raise typer.Exit
+
+
+@app.callback()
+def _options(_version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print Kiln's version.")] = False,
+             ) -> None:
+    pass
+
+
 @app.command()
 def run(project: ProjectOpt = Path("."), port: PortOpt = DEFAULT_PORT) -> None:
-    """Run refresh-and-retrain once: crawl, validate, clean, train, evaluate (via DVC)."""
+    """Run refresh-and-retrain once: the stages crawl, validate, clean, train, evaluate, export
+    and promote of dvc.yaml, each through DVC (an up-to-date one is skipped)."""
     project = project.resolve()
     _params_or_exit(project)
+    ensure_template(project)  # `dvc plots show` offline after the run (flows/dvc_plots.py)
     server = _prefect_env(project, port)
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings  # noqa: PLC0415
 
@@ -69,6 +107,7 @@ def run(project: ProjectOpt = Path("."), port: PortOpt = DEFAULT_PORT) -> None:
         typer.secho(f"refresh-and-retrain {state.type.value.lower()}: {state.message}",
                     fg="red", err=True)
         raise typer.Exit(1)
+    _echo_stages(state.result())
     metrics_path = project / "reports" / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     names = ("accuracy", "macro_f1", "mae", "rmse", "mape", "perplexity")  # whichever the task has
@@ -76,6 +115,18 @@ def run(project: ProjectOpt = Path("."), port: PortOpt = DEFAULT_PORT) -> None:
         f"{k}={metrics[k]:.4f}" for k in names if k in metrics))
     echo_champion(project)  # the promote decision and the champion (`kiln models list`)
     typer.echo(f"Prefect UI: {server.ui_url} (stop it with `kiln server --stop`)")
+
+
+def _echo_stages(outcomes: list) -> None:
+    """Which stages ran and which DVC found up to date; and, when train did not run, that the
+    model and metrics printed next are an earlier run's."""
+    ran = [o.stage for o in outcomes if o.ran]
+    skipped = [o.stage for o in outcomes if not o.ran]
+    typer.echo(f"Stages run: {', '.join(ran) or 'none'}"
+               + (f"; skipped, up to date: {', '.join(skipped)}" if skipped else ""))
+    if "train" in skipped:
+        typer.echo("Nothing retrained: the data and params train reads are unchanged since "
+                   "the last run, so the model and test metrics below are that run's")
 
 
 @app.command()
@@ -150,6 +201,43 @@ def check(project: ProjectOpt = Path("."),
     typer.echo("params.yaml is valid")
 
 
+@app.command("params")
+def params_command(
+    project: ProjectOpt = Path("."),
+    schema: Annotated[bool, typer.Option(
+        "--schema", help="List every key with its type, default and meaning.")] = False,
+    task: Annotated[str | None, typer.Option(
+        help="With --schema: the task type whose keys to list (default: params.yaml's).")] = None,
+) -> None:
+    """Print params.yaml as Kiln reads it, defaults included; with --schema, every key it can
+    hold."""
+    if not schema:
+        import yaml  # noqa: PLC0415
+
+        from tasks.core.params import complete  # noqa: PLC0415
+
+        typer.echo(yaml.safe_dump(complete(_params_or_exit(project.resolve())), sort_keys=False))
+        return
+    from tasks.core.params import Params, read_params_file  # noqa: PLC0415
+    from tasks.core.params_doc import schema_text  # noqa: PLC0415
+    from tasks.core.plugins import UnknownTaskType, task_type  # noqa: PLC0415
+
+    path = project.resolve() / "params.yaml"
+    if task is None and path.exists():
+        try:
+            task = (read_params_file(path).get("project") or {}).get("task")
+        except ParamsError as exc:
+            typer.secho(str(exc), fg="red", err=True)
+            raise typer.Exit(2) from None
+    try:
+        model = task_type(task).params if task else Params
+    except UnknownTaskType as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"# params.yaml keys (task type: {task or 'any'}), each as `key: type = default`")
+    typer.echo(schema_text(model))
+
+
 def _complete_params_file(path: Path) -> None:
     """Rewrite `path` with every key and its value (its comments are lost; the old file is kept
     as .bak), so that DVC finds every key it tracks."""
@@ -197,8 +285,29 @@ def label_export(
     except (RegistryError, InputError) as exc:  # no champion, or one that cannot rank these
         typer.secho(f"cannot rank by the champion: {exc}", fg="red", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"{n} items to review in {target}; fill `label`, then append the rows to "
-               f"{params.labels.overrides}")
+    typer.echo(f"{n} items to review in {target}; fill `label` where you decide (`suggested` is "
+               f"the model's class, `given` the crawled one), then `kiln label import {out}`")
+
+
+@label_app.command("import")
+def label_import(
+    review: Annotated[Path, typer.Argument(metavar="FILE", help="A filled review file.")],
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Merge FILE's decisions (rows with a `label`) into the overrides file, every row checked
+    first; the next `kiln run` applies them."""
+    from tasks.core.label_import import LabelImportError, import_decisions  # noqa: PLC0415
+
+    project = project.resolve()
+    params = _params_or_exit(project)
+    try:
+        done = import_decisions(project, review, params)
+    except LabelImportError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{params.labels.overrides}: {done.added} added, {done.changed} changed, "
+               f"{done.unchanged} already there; {done.undecided} rows without a label skipped. "
+               "The next `kiln run` applies them (validate and clean depend on the file)")
 
 
 @app.command()
@@ -225,9 +334,10 @@ def crawl(project: ProjectOpt = Path("."),
     except CheckError as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(1) from None
-    typer.echo(format_report(got, report, params.crawl))
-    if any(r.n_matches == 0 and params.crawl.fields[n].required for n, r in report.items()):
-        raise typer.Exit(1)  # a required field matched nothing: the crawl would reject the page
+    text, kept = format_report(got, report, params.crawl)
+    typer.echo(text)
+    if not kept:
+        raise typer.Exit(1)  # the crawl would reject the page
 
 
 @app.command()
@@ -255,10 +365,23 @@ def _params_or_exit_file(path: Path, dvc_yaml: Path) -> None:
 register_model_commands(app)  # kiln promote, kiln models list|rollback, kiln serve, kiln predict
 
 
+class _StageName(logging.Filter):
+    """Adds the task run's name (the stage) to each line of a task run: Prefect puts it in the
+    record, and its own lines ("Finished in state Completed()") are otherwise the same line after
+    every stage."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = getattr(record, "task_run_name", None)
+        record.stage = f"[{name}]" if name else ""
+        return True
+
+
 def main() -> None:
     # Kiln's own progress at INFO; libraries (httpx's request lines, ...) only when they warn.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s",
-                        stream=sys.stderr)
+    console = logging.StreamHandler(sys.stderr)
+    console.addFilter(_StageName())
+    console.setFormatter(logging.Formatter("%(asctime)s %(name)s%(stage)s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[console])
     logging.getLogger("kiln").setLevel(logging.INFO)
     # At exit, after Prefect has sent its queued logs and events (threading's exit hooks run
     # before atexit's) and while the other exit handlers still run, move every object to the

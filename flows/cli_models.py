@@ -51,7 +51,7 @@ def promote(
 
 @models_app.command("list")
 def list_models(project: ProjectOpt = Path("."),
-                as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+                as_json: Annotated[bool, typer.Option("--json", help="As JSON.")] = False) -> None:
     """Every registered version: git revision, data version, metrics; * marks the champion."""
     try:
         rows = registry.list_rows(project.resolve() / registry.REGISTRY_DIR)
@@ -63,12 +63,19 @@ def list_models(project: ProjectOpt = Path("."),
     if not rows:
         typer.echo("no models registered yet")
         return
-    typer.echo(f"  {'version':8} {'created (UTC)':21} {'git':16} {'data':12} {'acc':>6} "
-               f"{'macroF1':>7}  reason")
-    for r in rows:
-        acc, f1 = (f"{r[k]:.4f}" if r[k] is not None else "-" for k in ("accuracy", "macro_f1"))
-        typer.echo(f"{'*' if r['champion'] else ' '} {r['version']:8} {r['created_at']:21} "
-                   f"{r['git_rev']:16} {r['data_version']:12} {acc:>6} {f1:>7}  {r['reason']}")
+    header = ["", "version", "created (UTC)", "git", "data", "acc", "macroF1", "reason"]
+    table = [header] + [
+        ["*" if r["champion"] else "", r["version"], r["created_at"], r["git_rev"],
+         r["data_version"], *(f"{r[k]:.4f}" if r[k] is not None else "-"
+                              for k in ("accuracy", "macro_f1")), r["reason"]]
+        for r in rows
+    ]
+    widths = [max(len(cell) for cell in column) for column in zip(*table, strict=True)]
+    numbers = (5, 6)  # acc, macroF1: right-aligned
+    for line in table:
+        cells = zip(line, widths, strict=True)
+        typer.echo("  ".join(cell.rjust(w) if i in numbers else cell.ljust(w)
+                             for i, (cell, w) in enumerate(cells)).rstrip())
 
 
 @models_app.command("rollback")
@@ -97,9 +104,10 @@ def serve(project: ProjectOpt = Path("."),
         raise _fail(f"cannot serve: {exc}") from None
 
 
-def predict(files: list[Path], project: ProjectOpt = Path("."),
+def predict(files: Annotated[list[Path], typer.Argument(metavar="FILE", help="PNG images.")],
+            project: ProjectOpt = Path("."),
             backend: Annotated[str, typer.Option(help="onnx or torch.")] = "onnx",
-            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+            as_json: Annotated[bool, typer.Option("--json", help="As JSON.")] = False) -> None:
     """Predict PNG FILEs with the champion, preprocessed exactly as the server does."""
     from serve.inputs import InputError  # noqa: PLC0415
     from serve.predict import predict_files  # noqa: PLC0415

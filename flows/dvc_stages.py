@@ -6,8 +6,9 @@ the order the flow runs them. Nothing in flows/ keeps a copy of that list.
 `run_stage` is the whole runner for one stage. It opens the project's DVC Repo and, holding DVC's
 repository lock (`dvc.repo.lock_repo`) from the first look to the last write, it
 
-1. asks DVC whether the stage is stale and why (`Repo.status`); an up-to-date stage stops here
-   and the flow shows its task run as "Skipped" with the reason;
+1. asks DVC whether the stage is stale and why (`Repo.status`; "first run" for a stage dvc.lock
+   has no entry for); an up-to-date stage stops here and the flow shows its task run as
+   "Skipped" with the reason;
 2. runs the stage's `cmd` from dvc.yaml, streaming each output line into the caller's logger;
 3. commits the stage (`Repo.commit(target, force=True)`, what `dvc repro` does after a command):
    its outputs go into the DVC cache and its entry into dvc.lock.
@@ -70,6 +71,9 @@ _DVC_HINTS = ("To track the changes with git", "git add dvc.lock", "To enable au
               "dvc config core.autostage", "Use `dvc push` to send")
 FROZEN_REASON = "refresh: a frozen stage, which `dvc repro` never runs, runs on every flow run"
 UP_TO_DATE_REASON = "up to date: deps, params and outputs unchanged"
+# A stage dvc.lock has no entry for: DVC's status then lists every dep as modified and every
+# output as deleted, which says nothing on a project's first run.
+FIRST_RUN_REASON = "first run: dvc.lock records no earlier run of it"
 
 
 class StageFailed(RuntimeError):
@@ -130,7 +134,17 @@ def stale_reason(repo: Any, stage: str, project: Path) -> str | None:
     """Why DVC considers `stage` out of date, or None when it is up to date."""
     # One target: at most one entry, keyed by the stage's address relative to the cwd.
     changes = next(iter(repo.status(targets=[_target(stage, project)]).values()), None)
-    return _describe(changes) if changes else None
+    if not changes:
+        return None
+    return _describe(changes) if stage in _recorded_stages(project) else FIRST_RUN_REASON
+
+
+def _recorded_stages(project: Path) -> dict[str, Any]:
+    lock = project / "dvc.lock"
+    if not lock.exists():
+        return {}
+    recorded = yaml.load(lock.read_text(encoding="utf-8"), Loader=_YAML_LOADER)  # noqa: S506 (a safe loader)
+    return (recorded or {}).get("stages") or {}
 
 
 def _env() -> dict[str, str]:
@@ -220,7 +234,7 @@ def run_stage(
             reason = stale_reason(repo, stage, project)
             checked = f"checked by DVC (status) in {time.perf_counter() - started:.2f} s"
             if reason is None:
-                logger.info("%s is up to date, %s", stage, checked)
+                logger.info("%s skipped: up to date, %s", stage, checked)
                 return StageOutcome(stage, False, UP_TO_DATE_REASON)
             logger.info("%s is stale (%s), %s; running it", stage, reason, checked)
         command_started = time.perf_counter()

@@ -7,7 +7,8 @@ recorded also when a later stage fails. A frozen stage (the crawl) runs on every
 retried on transient errors, not when it refused a partial crawl (flows/crawl_report.py); the
 others are not (bad data does not get better by retrying). An up-to-date stage is a "Skipped"
 task run with DVC's reason. A stage that runs shows its progress lines as a progress artifact of
-its task run (flows/stage_progress.py), 100 % when it succeeded.
+its task run (flows/stage_progress.py), 100 % when it succeeded, and the PNG images it wrote as
+image artifacts of its task run (flows/stage_images.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prefect.states import Completed, State
 from flows.crawl_report import crawl_task_options
 from flows.dvc_stages import StageOutcome, is_frozen, pipeline, run_stage
 from flows.run_guard import demo_site_if_needed, single_run_lock
+from flows.stage_images import publish_images
 from flows.stage_progress import StageProgress
 from flows.summary import publish_artifacts
 from tasks.core.params import load_params
@@ -41,6 +43,7 @@ def dvc_stage(stage: str, project: Path) -> StageOutcome | State:
         raise
     if outcome.ran:
         progress.finish()
+        publish_images(stage, pipeline(project)[stage], project, logger)  # the PNGs it wrote
     else:  # shown in the UI as a "Skipped" task run with the reason
         return Completed(name="Skipped", message=outcome.reason)
     return outcome

@@ -96,6 +96,9 @@ def summary_markdown(project: Path, outcomes: list[StageOutcome], failure: str |
         lines += [f"**Failed:** {failure.splitlines()[0]}", ""]
     if partial := partial_crawl_line(project):  # stopped at a limit: kept or refused
         lines += [partial, ""]
+    if any(o.stage == "train" and not o.ran for o in outcomes):
+        lines += ["**Nothing retrained:** train was up to date (its data and params unchanged); "
+                  "the metrics below are the last trained model's.", ""]
     lines += ["| stage | ran | why |", "|---|---|---|"]
     lines += [f"| {o.stage} | {'yes' if o.ran else 'skipped'} | {o.reason} |" for o in outcomes]
     lines += ["", "| records | count |", "|---|---|"]

@@ -3,7 +3,8 @@
     POST /predict   a batch of instances (one instance = a batch of one) -> predictions
     GET  /health    liveness + the version being served
     GET  /model     version, data version, metrics, label set, input size, limits
-    GET  /docs      OpenAPI (the schemas of serve/schemas.py)
+    GET  /docs      OpenAPI (the schemas of serve/schemas.py) in Swagger UI; /redoc in ReDoc;
+                    both work offline (their scripts come with the fastapi-offline package)
 
 Safety: the app loads only registry files whose sha256 matches the recorded one (never pickle);
 no request field is a path (`model` is `champion` or a version name, by pattern); bodies over
@@ -31,6 +32,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.backends import LoadedModel, load_champion, load_version
@@ -210,7 +212,9 @@ def create_app(
         finally:
             watcher.cancel()
 
-    app = FastAPI(
+    # /docs and /redoc from Swagger UI and ReDoc files that fastapi-offline ships in its wheel
+    # (served under /static-offline-docs): FastAPI's own pages load them from a CDN
+    app = FastAPIOffline(
         title="Kiln model server",
         version="1",
         lifespan=lifespan,

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from flows.dvc_plots import TEMPLATE, ensure_template
+
 REPO = Path(__file__).resolve().parents[1]
 # labels/: the overrides file; serve/: `kiln serve` and the task types' request schemas
 CODE = ("tasks", "flows", "crawlers", "serve", "dvc.yaml", ".dvcignore", "labels")
@@ -111,6 +113,9 @@ def make_project(root: Path, overrides: dict[str, Any] | None = None,
     dvc("init", "-q", cwd=project)
     # The repository's DVC settings (no analytics; the cache hardlinks outputs instead of copying).
     shutil.copyfile(REPO / ".dvc" / "config", project / ".dvc" / "config")
+    # ... whose `plots.html_template` is the offline page (flows/dvc_plots.py), made once here
+    (project / TEMPLATE).parent.mkdir(exist_ok=True)
+    shutil.copyfile(ensure_template(REPO), project / TEMPLATE)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "kiln test project"], project)
     return project

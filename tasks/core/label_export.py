@@ -1,17 +1,18 @@
 """Items that need a human look, in the overrides format: `kiln label export [--out FILE]`.
 
-Collects, from the last run's outputs: suspected label errors (`reports/label_issues.csv`, the
-label column prefilled with the model's class), rows validate quarantined for a missing or unknown
-label (`data/quarantine/validate.jsonl`), and items clean rejected for conflicting labels
-(`data/quarantine/clean.jsonl`); the last two have an empty label. Columns: `key,label` (what
-`labels.overrides` names) then `url,reason,given` for the reviewer. A person fills or checks
-`label`, deletes the rows they do not want to change, and appends the rest to the overrides file;
-an empty label left in the overrides file fails clean loudly.
+Collects, from the last run's outputs: suspected label errors (`reports/label_issues.csv`, with
+the model's class in `suggested`), rows validate quarantined for a missing or unknown label
+(`data/quarantine/validate.jsonl`), and items clean rejected for conflicting labels
+(`data/quarantine/clean.jsonl`). Columns: `key,label` (what `labels.overrides` names; `label` is
+left empty: it is the reviewer's answer), then for the reviewer `suggested` (the model's class, if
+any), `given` (the crawled label), `item` (the image file, data/raw/images/<key>.<ext>), `url`
+and `reason`. A person fills `label` where they decide, and `kiln label import FILE`
+(tasks/core/label_import.py) merges the filled rows into the overrides file.
 
 Labelling from scratch: the rows of `data/raw/items.jsonl` without a label (a folder read with
 `source.labelled: false`, or a table whose label cell is empty) that the overrides file does not
 label yet are listed too ("unlabelled"), all of them, or with `least_sure=N` the N the champion is
-least sure of (lowest probability of its best guess; its guess is in the reason). The labels a
+least sure of (lowest probability of its best guess, which is in `suggested`). The labels a
 person writes into the overrides file are the training labels of the next run: the file is a DVC
 dependency of validate and clean, and versioned with the project.
 """
@@ -30,7 +31,7 @@ from tasks.core.params import Params
 from tasks.core.paths import RAW_DIR
 from tasks.core.text_norm import normalise_text, text_key
 
-COLUMNS = ["key", "label", "url", "reason", "given"]
+COLUMNS = ["key", "label", "suggested", "given", "item", "url", "reason"]
 _LABEL_REASONS = ("(label)", "(label_normalised)")  # validate's expectations on the label
 
 
@@ -63,7 +64,9 @@ def unlabelled(project: Path, params: Params) -> list[tuple[dict[str, Any], Path
             key = text_key(normalise_text(value, text_cfg))
         if key is None or key in labelled:
             continue
-        review = {"key": key, "label": "", "url": row["url"], "reason": "unlabelled", "given": None}
+        item = (RAW_DIR / row["image_path"]).as_posix() if isinstance(value, Path) else None
+        review = {"key": key, "label": "", "url": row["url"], "reason": "unlabelled",
+                  "given": None, "item": item}  # fmt: skip
         out.append((review, value))
     return out
 
@@ -77,7 +80,8 @@ def least_sure(found: list[tuple[dict[str, Any], Path | str]], project: Path, n:
     inputs = [v.read_bytes() if isinstance(v, Path) else v for _, v in found]  # PNG bytes, texts
     version, guesses = best_guesses(inputs, project / REGISTRY_DIR)
     ranked = sorted(zip(found, guesses, strict=True), key=lambda x: (x[1][1], x[0][0]["key"]))
-    return [{**review, "reason": f"unlabelled; champion {version} guesses {label} (p={p:.3f})"}
+    return [{**review, "suggested": label,
+             "reason": f"unlabelled; champion {version} guesses {label} (p={p:.3f})"}
             for (review, _), (label, p) in ranked[:n]]  # fmt: skip
 
 
@@ -94,7 +98,8 @@ def items_to_review(
             for row in csv.DictReader(fh):
                 out[row["key"]] = {
                     "key": row["key"],
-                    "label": row["suggested"],
+                    "label": "",
+                    "suggested": row["suggested"],
                     "url": row["url"],
                     "reason": "suspected label error",
                     "given": row["label"],
@@ -107,6 +112,7 @@ def items_to_review(
                 {
                     "key": key,
                     "label": "",
+                    "item": row.get("image_path"),
                     "url": row.get("url"),
                     "reason": "missing or unknown label",
                     "given": row.get("label"),
@@ -126,11 +132,15 @@ def items_to_review(
                 {
                     "key": key,
                     "label": "",
+                    "item": image_path,
                     "url": row["url"],
                     "reason": "conflicting labels",
                     "given": given,
                 },
             )
+    for row in out.values():  # the image, as a path from the project (a label error's: by url)
+        image = row.get("item") or paths.get(row["url"], (None, None))[0]
+        row["item"] = (RAW_DIR / image).as_posix() if image else None
     reviewed = sorted(out.values(), key=lambda r: (r["reason"], r["key"]))
     if params is None:
         return reviewed

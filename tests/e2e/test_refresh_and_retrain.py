@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
+from flows.dvc_plots import TEMPLATE
 from flows.dvc_stages import stage_names
+from tests.chromium import CHROMIUM, evaluate
 from tests.project import (
     REPO,
     dvc,
@@ -67,6 +70,57 @@ def _assert_committed_as_they_ran(project: Path, log: str) -> None:
     assert (project / "data" / "raw" / "items.jsonl").read_bytes() == items
 
 
+# On the task run page: click the Artifacts tab, then wait for the image artifact's card.
+_ARTIFACTS_TAB = """(() => {
+  const tab = [...document.querySelectorAll('li')].find(e => e.textContent.trim() === 'Artifacts');
+  if (tab && !window.kilnClicked) { tab.click(); window.kilnClicked = true; }
+  return document.body.innerText.includes('evaluate-confusion-matrix');
+})()"""
+# On the artifact's page: the widths of the decoded data: images (0 for one that failed to load).
+_IMAGE_WIDTHS = """(() => {
+  const images = [...document.images].filter(i => i.src.startsWith('data:image/png'));
+  return images.length > 0 && images.every(i => i.complete) && images.map(i => i.naturalWidth);
+})()"""
+
+
+def _assert_images_of_evaluate_in_the_ui(server, run_id: str, project: Path,  # noqa: ANN001
+                                         profile: Path) -> None:
+    """The confusion matrix evaluate drew is an image artifact of evaluate's task run
+    (flows/stage_images.py): listed on the task run's Artifacts tab, drawn on its own page."""
+    evaluate_run = task_run(server.api_url, run_id, "evaluate")
+    images = prefect_api(server.api_url, "/artifacts/filter", {"artifacts": {
+        "task_run_id": {"any_": [evaluate_run["id"]]}, "type": {"any_": ["image"]}}})
+    assert [a["key"] for a in images] == ["evaluate-confusion-matrix"], images
+    if CHROMIUM is None:
+        return  # the browser half needs Debian's chromium (tests/chromium.py)
+    tab = evaluate(f"{server.ui_url}/runs/task-run/{evaluate_run['id']}", _ARTIFACTS_TAB,
+                   profile)
+    assert tab is True
+    widths = evaluate(f"{server.ui_url}/artifacts/artifact/{images[0]['id']}", _IMAGE_WIDTHS,
+                      profile)
+    with Image.open(project / "reports" / "evaluation" / "confusion_matrix.png") as png:
+        assert widths == [png.width], widths  # decoded: its natural width is the file's
+
+
+def _assert_console(result, first_run: bool) -> None:  # noqa: ANN001 (CompletedProcess)
+    """No line of `kiln run`'s log says the same as another (timestamps aside: each stage's lines
+    carry its name, DVC's "Updating lock file 'dvc.lock'" comes once); a first run says so
+    instead of listing every dep as modified; the end says what ran and what was skipped."""
+    lines = [line.split(" ", 2)[-1] for line in result.stderr.splitlines() if line.strip()]
+    repeated = {line: n for line in set(lines) if (n := lines.count(line)) > 1}
+    assert not repeated, repeated
+    if first_run:
+        assert "validate is stale (first run: dvc.lock records no earlier run of it)" in \
+            result.stderr
+        assert "modified" not in result.stderr and "deleted" not in result.stderr
+        assert f"Stages run: {', '.join(STAGES)}\n" in result.stdout
+        assert "Nothing retrained" not in result.stdout
+        return
+    for stage in STAGES[1:]:
+        assert f"prefect.task_runs[{stage}] {stage} skipped: up to date" in result.stderr
+    assert f"skipped, up to date: {', '.join(STAGES[1:])}\nNothing retrained" in result.stdout
+
+
 def _assert_validate_ran_once_with_its_log(api: str, run_id: str) -> None:
     """Bad data does not get better by retrying: one attempt; the stage's own log is in its run."""
     validate_run = task_run(api, run_id, "validate")
@@ -76,7 +130,7 @@ def _assert_validate_ran_once_with_its_log(api: str, run_id: str) -> None:
     assert any("kiln.validate" in log["message"] for log in logs)
 
 
-def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:
+def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:  # noqa: PLR0915 (one scenario of three runs)
     api = prefect_server.api_url
     project = make_project(tmp_path, {**tiny_demo_overrides(free_port()), **FLOORS})
 
@@ -109,16 +163,18 @@ def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None:
     assert f"Promotion: {promotion['reason']}\nChampion: v0001" in first.stdout
     card = (project / "models" / "card.json").read_bytes()
     raw_hash = _lock_hash(project, "crawl")
+    _assert_console(first, first_run=True)
+    _assert_images_of_evaluate_in_the_ui(prefect_server, run_id, project, tmp_path / "chromium")
 
     # 2. Refresh of the unchanged site: byte-identical crawl, later stages skipped with a reason.
     # Run from outside the project: DVC must check the project's stages, not the cwd's.
     second = _kiln_run(project, api, cwd=tmp_path)
-    run_id = flow_run_id(second.stdout)
-    states = task_run_states(api, run_id)
+    states = task_run_states(api, flow_run_id(second.stdout))
     assert states == {"crawl": "Completed", **dict.fromkeys(STAGES[1:], "Skipped")}
     assert _lock_hash(project, "crawl") == raw_hash
     assert (project / "models" / "card.json").read_bytes() == card
     assert (project / "registry" / "registry.json").read_bytes() == registry_json
+    _assert_console(second, first_run=False)
 
     # 3. The site turns dirty: the flow fails at validate and the previous model stays.
     write_params(project, {"demo_site": {"bad_label_share": 0.6}})
@@ -143,4 +199,5 @@ def test_params_typo_fails_before_any_work(tmp_path: Path, prefect_server) -> No
     assert result.returncode == 2
     assert "unknown key 'train.epoch'; did you mean 'train.epochs'?" in result.stderr
     assert not (project / "data").exists()
-    assert not (project / ".kiln").exists()  # not even the run lock or a Prefect home
+    # not even the run lock or a Prefect home: only the plots template make_project put there
+    assert [p.name for p in (project / ".kiln").iterdir()] == [TEMPLATE.name]

@@ -103,11 +103,24 @@ def test_kiln_crawl_check_shows_fields_and_empty_selectors(demo, tmp_path: Path)
     ok = runner.invoke(app, ["crawl", "-p", str(tmp_path), "--check", f"{url}item/digit-0003"])
     assert ok.exit_code == 0, ok.output
     assert "label" in ok.output and "selectors that matched nothing: none" in ok.output
+    # the HTTP status first, then the verdict, then required fields before optional ones
+    first, verdict = ok.output.splitlines()[:2]
+    assert first.startswith(f"HTTP 200  {url}item/digit-0003"), ok.output
+    assert verdict.startswith("kept: "), ok.output
+    assert ok.output.index("required fields:") < ok.output.index("optional fields:")
+    required = ok.output.split("required fields:")[1].split("optional fields:")[0]
+    assert "  label  " in required and "  writer  " not in required  # writer is optional
     listing = runner.invoke(app, ["crawl", "-p", str(tmp_path), "--check", url])
     assert listing.exit_code == 1
+    assert listing.output.splitlines()[1].startswith(
+        "not an item page: its URL does not match crawl.item_url_pattern"), listing.output
     assert (
         "selectors that matched nothing: title, label, image, writer, ink, price" in listing.output
     )
+    broken = runner.invoke(app, ["crawl", "-p", str(tmp_path), "--check",
+                                 f"{url}item/digit-0003/../nope"])
+    assert broken.exit_code == 1 and broken.output.startswith("HTTP 404"), broken.output
+    assert broken.output.splitlines()[1].startswith("rejected: the answer is HTTP 404")
     refused = runner.invoke(app, ["crawl", "-p", str(tmp_path), "--check", f"{url}admin/"])
     assert refused.exit_code == 1 and "robots.txt" in refused.output
 

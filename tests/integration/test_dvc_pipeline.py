@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from crawlers.demo_site import start_demo_site
 from flows.dvc_stages import stage_names
 from tasks.core.params import load_params
+from tests.chromium import needs_chromium, render
 from tests.project import REPO, dvc, free_port, make_project, run, tiny_demo_overrides, write_params
 
 pytestmark = pytest.mark.integration
@@ -73,6 +75,24 @@ def test_metrics_and_plots_show(reproduced: Path) -> None:
     html = (out_dir / "index.html").read_text()
     assert "reports/evaluation/predictions.csv" in html
     assert "reports/evaluation/confusion_matrix.png" in html
+    # the page of .dvc/config's template (flows/dvc_plots.py): Vega inline, no CDN
+    assert "cdn.jsdelivr" not in html and "window.vegaEmbed" in html
+
+
+@needs_chromium
+def test_plots_page_draws_offline(reproduced: Path, tmp_path: Path) -> None:
+    """`dvc plots show`'s page draws its Vega plots with nothing but the file itself (Chromium
+    reaches no other host: tests/chromium.py)."""
+    out_dir = tmp_path / "plots-html"
+    dvc("plots", "show", "-o", str(out_dir), cwd=reproduced)
+    plots = re.findall(r"vegaEmbed\('#(\w+)'", (out_dir / "index.html").read_text())
+    dom = render((out_dir / "index.html").as_uri(), tmp_path / "chromium")
+    # vega-embed replaces each plot's script with its chart: an SVG, sized once Vega has run
+    drawn = dict(re.findall(r'<div id="(\w+)" class="vega-embed.*?<svg [^>]*class="marks" '
+                            r'width="(\d+)"', dom, flags=re.DOTALL))
+    assert set(drawn) == set(plots), (plots, dom[-3000:])
+    assert int(drawn["reports_evaluation_predictions_csv"]) > 0  # the confusion matrix
+    assert any(int(drawn[p]) > 0 for p in plots if p.startswith("reports_train_plots_metrics"))
 
 
 def test_changing_epochs_reruns_only_train_and_the_stages_after_it(reproduced: Path) -> None:

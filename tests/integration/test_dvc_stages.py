@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.dvc_stages import FROZEN_REASON, UP_TO_DATE_REASON, StageFailed, run_stage
+from flows.dvc_stages import (
+    FIRST_RUN_REASON,
+    FROZEN_REASON,
+    UP_TO_DATE_REASON,
+    StageFailed,
+    run_stage,
+)
 from tests.project import dvc, run
 
 pytestmark = pytest.mark.integration
@@ -128,11 +134,15 @@ def test_an_up_to_date_stage_is_skipped_with_the_reason(project: Path, logged: _
     logger = logging.getLogger("tests.dvc_stages")
     (project / "release").write_text("")
     first = run_stage("slow", project, logger)
-    assert first.ran and "out.txt" in first.reason
+    assert (first.ran, first.reason) == (True, FIRST_RUN_REASON)
     (project / "started").unlink()
     again = run_stage("slow", project, logger)
     assert (again.ran, again.reason) == (False, UP_TO_DATE_REASON)
     assert not (project / "started").exists()  # the command did not run
+    assert any(m.startswith("slow skipped: up to date") for _, m in logged.lines), logged.lines
+    (project / "slow.py").write_text(SLOW + "# edited\n")
+    edited = run_stage("slow", project, logger)
+    assert edited.ran and "slow.py modified" in edited.reason, edited.reason
 
 
 def test_a_failed_stage_leaves_dvc_lock_as_it_was(project: Path, logged: _Records) -> None:

@@ -35,6 +35,7 @@ from tasks.core.models import build_model, save_model
 from tasks.core.params import ExportParams, ServeParams
 from tasks.types.image_classification.export import export_model
 from tasks.types.image_classification.models import ARCHITECTURES
+from tests.chromium import needs_chromium, render
 from tests.project import REPO, free_port
 
 pytestmark = pytest.mark.integration
@@ -302,6 +303,21 @@ def _wait_for(condition: Callable[[], object], timeout_s: float, message: str) -
     while not condition():
         assert time.monotonic() < deadline, message
         time.sleep(0.05)
+
+
+@needs_chromium
+def test_docs_and_redoc_render_offline(project: Path, tmp_path: Path) -> None:
+    """/docs and /redoc load their scripts from the server itself: Chromium, with every host name
+    but localhost unresolvable (tests/chromium.py), draws the operations of both."""
+    with _live_server(project) as (port, http):
+        for page in ("/docs", "/redoc"):
+            html = http.get(page).text
+            assert "cdn." not in html and "fonts.googleapis" not in html, html
+        docs = render(f"http://localhost:{port}/docs", tmp_path / "chromium")
+        redoc = render(f"http://localhost:{port}/redoc", tmp_path / "chromium")
+    # Swagger UI's operation blocks, built by its script from /openapi.json
+    assert 'class="opblock opblock-post' in docs and "/predict/image" in docs, docs[-3000:]
+    assert "Kiln model server" in redoc and "/predict/image" in redoc, redoc[-3000:]
 
 
 def test_real_server_refuses_oversized_bodies(project: Path) -> None:

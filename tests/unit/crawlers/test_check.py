@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from crawlers.check import CheckError, fetch
+from crawlers.check import CheckError, Fetched, fetch, format_report
+from crawlers.fields import FieldResult
 from tasks.core.params import CrawlParams, FieldSelector
 
 
@@ -65,3 +66,24 @@ def test_a_404_body_is_still_read(dripping: str) -> None:
                       download_timeout_s=30)  # fmt: skip
     got = fetch(f"{dripping}/missing", cfg)
     assert got.status == 404 and got.body.endswith(b"</html>")
+
+
+def test_report_leads_with_the_status_and_says_why_a_page_is_rejected() -> None:
+    cfg = CrawlParams(start_urls=["http://127.0.0.1/"], allowed_domains=["127.0.0.1"],
+                      allow_loopback=True, item_url_pattern="/item/",
+                      fields={"note": FieldSelector(css="p::text", required=False),
+                              "title": FieldSelector(css="h1::text"),
+                              "price": FieldSelector(css="b::text", type="float")})  # fmt: skip
+    got = Fetched("http://127.0.0.1/item/1", 200, "text/html", b"<html></html>")
+    report = {"note": FieldResult("n", 1), "title": FieldResult(None, 0),
+              "price": FieldResult(None, 1, "price: 'abc' is not a number")}
+    text, kept = format_report(got, report, cfg)
+    lines = text.splitlines()
+    assert not kept and lines[0].startswith("HTTP 200  http://127.0.0.1/item/1")
+    assert lines[1] == "rejected: missing required field(s): title; price: 'abc' is not a number"
+    assert lines[3] == "required fields:" and lines[6] == "optional fields:", text
+    assert lines[4].startswith("  title  (matched nothing)")
+    assert lines[5].startswith("  price  (unreadable: price: 'abc' is not a number)")
+    report["title"], report["price"] = FieldResult("T", 1), FieldResult(2.5, 1)
+    text, kept = format_report(got, report, cfg)
+    assert kept and text.splitlines()[1].startswith("kept: ")

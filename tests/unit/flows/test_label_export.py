@@ -37,7 +37,10 @@ def test_export_then_override_fixes_labels(tmp_path: Path, monkeypatch: pytest.M
     result = CliRunner().invoke(app, ["label", "export", "--project", str(tmp_path)])
     assert result.exit_code == 0, result.output
     exported = list(csv.DictReader(open(tmp_path / "labels/to_review.csv")))  # noqa: SIM115
-    assert list(exported[0]) == ["key", "label", "url", "reason", "given"]
+    assert list(exported[0]) == ["key", "label", "suggested", "given", "item", "url", "reason"]
+    assert all(r["label"] == "" for r in exported)  # the answer: nothing pre-filled
+    assert all(r["suggested"] for r in exported if r["reason"] == "suspected label error")
+    assert all((tmp_path / r["item"]).is_file() and r["key"] in r["item"] for r in exported)
     reasons = {r["reason"] for r in exported}
     assert reasons == {"suspected label error", "missing or unknown label", "conflicting labels"}
     by_reason = {k: [r for r in exported if r["reason"] == k] for k in reasons}
@@ -53,13 +56,16 @@ def test_export_then_override_fixes_labels(tmp_path: Path, monkeypatch: pytest.M
         for r in rows
         if "/item/0" in r["url"]
     }
-    answers = [
-        f"{r['key']},{truth.get(r['url']) or truth[r['url'].replace('conflict', '0')]}"
-        for r in exported
-        if r["url"] in truth
-    ]
-    (tmp_path / "labels").mkdir(exist_ok=True)
-    (tmp_path / "labels/overrides.csv").write_text("key,label\n" + "\n".join(answers) + "\n")
+    answers = {r["key"]: truth.get(r["url"]) or truth[r["url"].replace("conflict", "0")]
+               for r in exported if r["url"] in truth}
+    filled = [{**r, "label": answers.get(r["key"], "")} for r in exported]
+    _write_review(tmp_path / "labels/to_review.csv", filled)
+    imported = CliRunner().invoke(app, ["label", "import", "labels/to_review.csv",
+                                        "--project", str(tmp_path)])
+    assert imported.exit_code == 0, imported.output
+    assert f"{len(answers)} added, 0 changed" in imported.output
+    overrides = list(csv.DictReader(open(tmp_path / "labels/overrides.csv")))  # noqa: SIM115
+    assert {r["key"]: r["label"] for r in overrides} == answers
     before = json.loads((tmp_path / "reports/clean.json").read_text())
     assert validate.main() == 0
     assert read_jsonl(tmp_path / "data/quarantine/validate.jsonl") == []
@@ -73,3 +79,37 @@ def test_export_then_override_fixes_labels(tmp_path: Path, monkeypatch: pytest.M
     assert all(fixed[u] == t for u, t in truth.items() if u in fixed)
     # The 2 unlabelled items pass validate now, and the conflicting pair is one item again.
     assert after["n_out"] == before["n_out"] + 3
+
+
+def _write_review(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_import_refuses_unknown_keys_and_classes_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_params(tmp_path, {"validate": {"min_rows": 50}})
+    build_raw(tmp_path, 60, Dirt())
+    monkeypatch.chdir(tmp_path)
+    raw = [json.loads(line) for line in open(tmp_path / "data/raw/items.jsonl")]  # noqa: SIM115
+    key = raw[0]["image_path"].split("/")[-1].split(".")[0]
+    (tmp_path / "labels").mkdir(exist_ok=True)
+    overrides = tmp_path / "labels/overrides.csv"
+    overrides.write_text(f"key,label\n{key},3\n")
+    review = tmp_path / "review.csv"
+    _write_review(review, [{"key": key, "label": "7"}, {"key": "f" * 64, "label": "1"},
+                           {"key": key.upper(), "label": ""}, {"key": key, "label": "cat"}])
+    result = CliRunner().invoke(app, ["label", "import", str(review), "--project", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "nothing imported, 2 bad row(s)" in result.output
+    assert f"line 3: key '{'f' * 64}' is no item of the last crawl" in result.output
+    assert "line 5: label 'cat' is not a class (classes: 0, 1, 2" in result.output
+    assert overrides.read_text() == f"key,label\n{key},3\n"  # untouched
+    _write_review(review, [{"key": key, "label": "7"}])
+    result = CliRunner().invoke(app, ["label", "import", str(review), "--project", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "0 added, 1 changed, 0 already there" in result.output
+    assert overrides.read_text() == f"key,label\n{key},7\n"

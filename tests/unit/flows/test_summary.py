@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from flows.dvc_stages import UP_TO_DATE_REASON, StageOutcome
 from flows.summary import baseline_rows, baselines_markdown, headline_metrics, summary_markdown
 
 
@@ -47,3 +48,12 @@ def test_lower_is_better_baselines_and_none_reported(tmp_path: Path) -> None:
     assert "| seasonal_naive | 1.7000 | 1.9000 | 0.4600 | **1.4000** |" in lines
     _metrics(tmp_path, {"mae": 0.6, "n_test": 343})
     assert baselines_markdown(tmp_path) == [] and baseline_rows(tmp_path) == []
+
+
+def test_the_summary_says_when_nothing_retrained(tmp_path: Path) -> None:
+    _metrics(tmp_path, {"accuracy": 0.9, "macro_f1": 0.9})
+    ran = [StageOutcome("crawl", True, "refresh"), StageOutcome("train", True, "first run")]
+    assert "Nothing retrained" not in summary_markdown(tmp_path, ran, None)
+    skipped = [ran[0], StageOutcome("train", False, UP_TO_DATE_REASON)]
+    markdown = summary_markdown(tmp_path, skipped, None)
+    assert "**Nothing retrained:** train was up to date" in markdown
