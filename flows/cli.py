@@ -141,13 +141,24 @@ def check(project: ProjectOpt = Path("."),
           write: Annotated[bool, typer.Option(
               "--write", help="Write every key, defaults included, into params.yaml.")] = False,
           ) -> None:
-    """Check params.yaml against the schema (and the keys dvc.yaml tracks) without running
-    anything; with --write, first complete the file with every default (old one kept as .bak)."""
+    """Check params.yaml against the schema, the keys dvc.yaml tracks and `dvc exp run -S`'s
+    rewrite, without running anything; with --write, first complete the file with every default
+    (old one kept as .bak)."""
     project = project.resolve()
     if write:
         _complete_params_file(project / "params.yaml")
     _params_or_exit(project)
+    _rewritable_or_exit(project / "params.yaml")
     typer.echo("params.yaml is valid")
+
+
+def _rewritable_or_exit(path: Path) -> None:
+    """Exit 2 unless `dvc exp run -S` can rewrite `path` and every reader still reads the same."""
+    from tasks.core.params_rewrite import rewrite_problem  # noqa: PLC0415 (imports DVC)
+
+    if (problem := rewrite_problem(path)) is not None:
+        typer.secho(problem, fg="red", err=True)
+        raise typer.Exit(2)
 
 
 def _complete_params_file(path: Path) -> None:
@@ -223,6 +234,7 @@ def use(params_file: Annotated[Path, typer.Argument(help="A params file, e.g. ex
     import shutil  # noqa: PLC0415
 
     _params_or_exit_file(params_file, project.resolve() / "dvc.yaml")
+    _rewritable_or_exit(params_file)
     target = project.resolve() / "params.yaml"
     if target.exists():
         shutil.copyfile(target, target.with_suffix(".yaml.bak"))
