@@ -21,6 +21,7 @@ import typer
 
 from flows.cli_models import echo_champion
 from flows.cli_models import register as register_model_commands
+from flows.cli_sweep import register as register_sweep_commands
 from flows.prefect_server import DEFAULT_PORT, ensure_server, read_pid_file
 from tasks.core.params import ParamsError, load_params
 
@@ -251,6 +252,7 @@ def _params_or_exit_file(path: Path, dvc_yaml: Path) -> None:
 
 
 register_model_commands(app)  # kiln promote, kiln models list|rollback, kiln serve, kiln predict
+register_sweep_commands(app, _prefect_env, DEFAULT_PORT)  # kiln sweep [show|apply]
 
 
 def main() -> None:

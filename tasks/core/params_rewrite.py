@@ -79,3 +79,19 @@ def rewrite_problem(path: Path | str) -> str | None:
             "a string)"
         )
     return None
+
+
+def set_values(path: Path | str, values: dict[str, Any]) -> None:
+    """Write `values` ({dotted key: value}) into the params file as `dvc exp run -S` does (DVC's
+    own rewrite: comments and mapping styles kept), atomically."""
+    import json  # noqa: PLC0415
+
+    from dvc.utils.hydra import apply_overrides  # noqa: PLC0415
+
+    from tasks.core.io import atomic_path  # noqa: PLC0415
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        shutil.copyfile(path, tmp)
+        # JSON values are valid Hydra override values (strings quoted, lists bracketed)
+        apply_overrides(tmp, [f"{key}={json.dumps(value)}" for key, value in values.items()])
