@@ -21,6 +21,7 @@ import typer
 
 from flows.cli_models import echo_champion
 from flows.cli_models import register as register_model_commands
+from flows.cli_sweep import check_sweep
 from flows.cli_sweep import register as register_sweep_commands
 from flows.prefect_server import DEFAULT_PORT, ensure_server, read_pid_file
 from tasks.core.params import ParamsError, load_params
@@ -150,6 +151,7 @@ def check(project: ProjectOpt = Path("."),
         _complete_params_file(project / "params.yaml")
     _params_or_exit(project)
     _rewritable_or_exit(project / "params.yaml")
+    check_sweep(project)  # its keys and values against the project
     typer.echo("params.yaml is valid")
 
 

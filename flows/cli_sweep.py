@@ -37,6 +37,23 @@ def _results(project: Path, name: str | None) -> tuple[Any, list[dict[str, Any]]
     return study, rows, study.user_attrs["metric"], name
 
 
+def check_sweep(project: Path) -> None:
+    """Exit 2 when params.yaml's sweep section does not fit the project (`kiln check`): a key a
+    stage before train reads, a value its key refuses."""
+    from flows.sweep_plan import SweepError, plan  # noqa: PLC0415
+    from tasks.core.params import read_params_file  # noqa: PLC0415
+
+    params_path = project / "params.yaml"
+    params = load_params(params_path)
+    if params.sweep is None:
+        return
+    try:
+        plan(params, read_params_file(params_path), project / "dvc.yaml")
+    except SweepError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
 def show(project: ProjectOpt = Path("."), name: NameOpt = None) -> None:
     """The trials side by side: params, validation metric, test metrics, epochs, flags."""
     from flows.sweep_report import best_row, table  # noqa: PLC0415

@@ -4,6 +4,7 @@ the overfitting flag. The end-to-end sweep is tests/e2e/test_sweep.py."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 from torch import nn
+from typer.testing import CliRunner
 
+from flows.cli import app
 from flows.sweep_plan import SweepError, grid_values, open_study, plan
 from flows.sweep_report import peaked_and_fell
 from tasks.core.engine import EngineConfig, TaskData, fit
@@ -62,6 +65,19 @@ def test_the_section_is_checked(sweep: dict[str, Any], message: str) -> None:
 def test_keys_read_before_train_are_refused() -> None:
     with pytest.raises(SweepError, match="the validate stage reads validate"):
         _plan({"params": {"validate.min_rows": {"choice": [10, 20]}}, "trials": 2})
+
+
+def test_kiln_check_checks_the_sweep_against_the_project(tmp_path: Path) -> None:
+    shutil.copyfile(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    text = (REPO / "params.yaml").read_text()
+    good = "sweep:\n  params:\n    train.lr:\n      choice: [0.01, 0.1]\n  trials: 2\n"
+    (tmp_path / "params.yaml").write_text(text + good)
+    result = CliRunner().invoke(app, ["check", "--project", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "params.yaml").write_text(text + good.replace("train.lr", "validate.min_rows"))
+    result = CliRunner().invoke(app, ["check", "--project", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "the validate stage reads validate" in result.output
 
 
 def test_every_value_must_be_valid_for_its_key() -> None:
