@@ -121,8 +121,8 @@ def run_trial(project: Path, study_name: str, number: int, values: dict[str, Any
 
 
 @task(retries=0, cache_policy=NO_CACHE)
-def run_round(project: Path, names: list[str], jobs: int) -> None:
-    """Run the queued trials `names`, `jobs` at a time (DVC's queue)."""
+def run_round(project: Path, jobs: int) -> None:
+    """Run the queued trials, `jobs` at a time (DVC's queue); the task run is named after them."""
     _dvc(project, "exp", "run", "--run-all", "--jobs", str(jobs))
 
 
@@ -205,7 +205,7 @@ def sweep(project_dir: str = ".", jobs: int | None = None) -> list[dict[str, Any
                                    env=_env(), check=True, capture_output=True)  # fmt: skip
                 names = [trial_name(p.name, t.number) for t in asked]
                 run_round.with_options(task_run_name=f"round {', '.join(names)}")(
-                    project, names, len(asked), return_state=True
+                    project, len(asked), return_state=True
                 )
             for trial in asked:
                 name = trial_name(p.name, trial.number)
