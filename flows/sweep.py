@@ -201,8 +201,10 @@ def sweep(project_dir: str = ".", jobs: int | None = None) -> list[dict[str, Any
                     name = trial_name(p.name, trial.number)
                     queued = ["exp", "run", "--queue", "-n", name, *dvc_set_args(trial.params),
                               TRIAL_TARGET]  # fmt: skip
-                    subprocess.run([sys.executable, "-m", "dvc", *queued], cwd=project,
-                                   env=_env(), check=True, capture_output=True)  # fmt: skip
+                    done = subprocess.run([sys.executable, "-m", "dvc", *queued], cwd=project,
+                                          env=_env(), capture_output=True, text=True, check=False)
+                    if done.returncode != 0:
+                        raise SweepError(f"could not queue {name}: {done.stderr.strip()}")
                 names = [trial_name(p.name, t.number) for t in asked]
                 run_round.with_options(task_run_name=f"round {', '.join(names)}")(
                     project, len(asked), return_state=True
