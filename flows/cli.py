@@ -22,6 +22,8 @@ from typer.core import TyperArgument, TyperOption
 
 from flows.cli_models import echo_champion
 from flows.cli_models import register as register_model_commands
+from flows.cli_sweep import check_sweep
+from flows.cli_sweep import register as register_sweep_commands
 from flows.dvc_plots import ensure_template
 from flows.prefect_server import DEFAULT_PORT, ensure_server, read_pid_file
 from tasks.core.params import ParamsError, load_params
@@ -192,12 +194,15 @@ def check(project: ProjectOpt = Path("."),
           write: Annotated[bool, typer.Option(
               "--write", help="Write every key, defaults included, into params.yaml.")] = False,
           ) -> None:
-    """Check params.yaml against the schema (and the keys dvc.yaml tracks) without running
-    anything; with --write, first complete the file with every default (old one kept as .bak)."""
+    """Check params.yaml against the schema, the keys dvc.yaml tracks and `dvc exp run -S`'s
+    rewrite, without running anything; with --write, first complete the file with every default
+    (old one kept as .bak)."""
     project = project.resolve()
     if write:
         _complete_params_file(project / "params.yaml")
     _params_or_exit(project)
+    _rewritable_or_exit(project / "params.yaml")
+    check_sweep(project)  # its keys and values against the project
     typer.echo("params.yaml is valid")
 
 
@@ -236,6 +241,13 @@ def params_command(
         raise typer.Exit(2) from None
     typer.echo(f"# params.yaml keys (task type: {task or 'any'}), each as `key: type = default`")
     typer.echo(schema_text(model))
+def _rewritable_or_exit(path: Path) -> None:
+    """Exit 2 unless `dvc exp run -S` can rewrite `path` and every reader still reads the same."""
+    from tasks.core.params_rewrite import rewrite_problem  # noqa: PLC0415 (imports DVC)
+
+    if (problem := rewrite_problem(path)) is not None:
+        typer.secho(problem, fg="red", err=True)
+        raise typer.Exit(2)
 
 
 def _complete_params_file(path: Path) -> None:
@@ -347,6 +359,7 @@ def use(params_file: Annotated[Path, typer.Argument(help="A params file, e.g. ex
     import shutil  # noqa: PLC0415
 
     _params_or_exit_file(params_file, project.resolve() / "dvc.yaml")
+    _rewritable_or_exit(params_file)
     target = project.resolve() / "params.yaml"
     if target.exists():
         shutil.copyfile(target, target.with_suffix(".yaml.bak"))
@@ -363,6 +376,7 @@ def _params_or_exit_file(path: Path, dvc_yaml: Path) -> None:
 
 
 register_model_commands(app)  # kiln promote, kiln models list|rollback, kiln serve, kiln predict
+register_sweep_commands(app, _prefect_env, DEFAULT_PORT)  # kiln sweep [show|apply]
 
 
 class _StageName(logging.Filter):

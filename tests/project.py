@@ -91,12 +91,26 @@ def write_params(project: Path, overrides: dict[str, Any]) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
 
 
+def set_params(path: Path, overrides: dict[str, Any]) -> None:
+    """Apply `overrides` to the params file at `path` the way `dvc exp run -S` does (DVC's own
+    code: comments and mapping styles kept), e.g. {"train": {"epochs": 2}} as train.epochs=2."""
+    from dvc.utils.hydra import apply_overrides  # noqa: PLC0415
+
+    def flat(tree: dict[str, Any], prefix: str = "") -> list[str]:
+        return [item for key, value in tree.items() for item in (
+            flat(value, f"{prefix}{key}.") if isinstance(value, dict)
+            else [f"{prefix}{key}={json.dumps(value)}"])]  # JSON values are Hydra values
+
+    apply_overrides(path, flat(overrides))
+
+
 def make_project(root: Path, overrides: dict[str, Any] | None = None,
-                 base: str = "params.yaml") -> Path:
+                 base: str = "params.yaml", verbatim: bool = False) -> Path:
     """A fresh git + DVC repository holding Kiln's code and params (with overrides).
 
     `base`: the params file the overrides apply to, relative to the repository (e.g.
-    "examples/jokes.params.yaml" for another task type)."""
+    "examples/jokes.params.yaml" for another task type). `verbatim`: keep the file as written
+    (comments, flow mappings) and apply the overrides with `set_params`, not a YAML re-dump."""
     project = root / "project"
     project.mkdir()
     for name in CODE:
@@ -105,9 +119,13 @@ def make_project(root: Path, overrides: dict[str, Any] | None = None,
             shutil.copytree(src, project / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
             shutil.copy2(src, project / name)
-    params = yaml.safe_load((REPO / base).read_text())
-    (project / "params.yaml").write_text(
-        yaml.safe_dump(merge_params(params, overrides or {}), sort_keys=False))
+    if verbatim:
+        shutil.copyfile(REPO / base, project / "params.yaml")
+        set_params(project / "params.yaml", overrides or {})
+    else:
+        params = yaml.safe_load((REPO / base).read_text())
+        (project / "params.yaml").write_text(
+            yaml.safe_dump(merge_params(params, overrides or {}), sort_keys=False))
     (project / ".gitignore").write_text("/.kiln/\n__pycache__/\n")
     run(["git", "init", "-q"], project)
     dvc("init", "-q", cwd=project)

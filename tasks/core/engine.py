@@ -35,6 +35,7 @@ from tasks.core.checkpoint import CheckpointError, load_checkpoint, save_checkpo
 from tasks.core.models import predict_logits
 from tasks.core.objectives import LossFn, MetricFn
 from tasks.core.progress import Progress
+from tasks.core.sweep_trial import StopTraining, with_sweep_trial
 
 logger = logging.getLogger("kiln.train")  # the engine runs inside the train stage
 
@@ -228,6 +229,9 @@ def fit(
 ) -> EngineResult:
     """Train `model` (freshly built: seed before building it), or resume from checkpoint_path.
 
+    `on_epoch(row)` is called after each epoch's checkpoint; it may raise StopTraining. Inside a
+    `kiln sweep` trial the trial's reporter (tasks.core.sweep_trial) is called too.
+
     Writes nothing but checkpoints. Deterministic on CPU: same model init, data and cfg, same
     weights, also across a kill and resume.
     """
@@ -239,6 +243,7 @@ def fit(
     # LSTM epoch (median of 15 rotated runs, 70.7 vs 77.4 ms on 2 CPU cores); kernels that
     # read memory they did not write would be caught by the determinism tests instead.
     torch.utils.deterministic.fill_uninitialized_memory = False
+    on_epoch = with_sweep_trial(on_epoch)  # unchanged outside a sweep trial
     try:
         fns = (loss_fn, metric_fn)
         return _fit(model.to(device), data.to(device), fns, cfg, Path(checkpoint_path), on_epoch)
@@ -323,6 +328,7 @@ def _fit(  # noqa: PLR0917 (private: fit's arguments, passed straight through)
         logger=logger,
     )
     key, writer = f"best_{cfg.monitor}", _Writer()
+    stopped = False  # by on_epoch's StopTraining
     try:
         while state["epochs_run"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
             bar.set_detail(f"epoch {state['epochs_run'] + 1}/{cfg.epochs}")
@@ -346,7 +352,12 @@ def _fit(  # noqa: PLR0917 (private: fit's arguments, passed straight through)
             writer.save(path, model, optimizer, best, state)
             logger.info(f"epoch {row['epoch']}/{cfg.epochs}: {_text(row)}")
             if on_epoch is not None:
-                on_epoch(row)
+                try:
+                    on_epoch(row)
+                except StopTraining as stop:
+                    logger.info(f"stopped after epoch {row['epoch']}: {stop}")
+                    stopped = True
+                    break
         writer.wait()  # the last checkpoint is complete before fit returns
     except BaseException:
         bar.close(ok=False)
@@ -354,7 +365,7 @@ def _fit(  # noqa: PLR0917 (private: fit's arguments, passed straight through)
         raise
     finally:
         bar.close()
-    stopped_early = state["bad_epochs"] >= cfg.patience
+    stopped_early = stopped or state["bad_epochs"] >= cfg.patience
     best_row = state["history"][state["best_epoch"] - 1]
     logger.info(
         f"{'early stop' if stopped_early else 'train.epochs reached'} after epoch "

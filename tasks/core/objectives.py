@@ -17,11 +17,25 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MetricFn = Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
 
 
+def macro_f1(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """scikit-learn's `f1_score(y, pred, average="macro", zero_division=0)` (what evaluate reports
+    on the test split), in torch: training needs no scikit-learn (a test trains without it). The
+    mean over the classes present in y or pred of 2 TP / (2 TP + FP + FN)."""
+    labels = torch.unique(torch.cat([y, pred]))
+    hit, truth = pred[:, None] == labels, y[:, None] == labels  # (N, classes)
+    tp = (hit & truth).sum(0)
+    wrong = (hit ^ truth).sum(0)  # FP + FN
+    return float((2 * tp / (2 * tp + wrong)).mean())  # > 0: each label is in y or pred
+
+
 def classification_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """logits (N, C), class indices y (N,): cross-entropy and accuracy."""
+    """logits (N, C), class indices y (N,): cross-entropy, accuracy and macro-F1 (the validation
+    twin of the headline metric that `kiln sweep` chooses on)."""
+    pred = logits.argmax(1)
     return {
         "val_loss": float(F.cross_entropy(logits, y)),
-        "val_acc": float((logits.argmax(1) == y).float().mean()),
+        "val_acc": float((pred == y).float().mean()),
+        "val_macro_f1": macro_f1(pred, y),
     }
 
 

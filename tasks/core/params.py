@@ -859,6 +859,112 @@ class ScheduleParams(_Section):
         return self
 
 
+SweepValue = int | float | str | bool
+
+
+class SweepSpace(_Section):
+    """What one key takes in a sweep: a grid or a choice list of values, or a range."""
+
+    grid: list[SweepValue] | None = Field(
+        None, min_length=1, description="Values to try; the grid sampler tries every one."
+    )
+    choice: list[SweepValue] | None = Field(
+        None, min_length=1, description="Values to choose from (a categorical parameter)."
+    )
+    range: tuple[int | float, int | float] | None = Field(
+        None,
+        description="[low, high], both included; integers when both ends (and `step`) are.",
+    )
+    log: bool = Field(False, description="A range sampled on a log scale (low > 0).")
+    step: int | float | None = Field(
+        None, gt=0, description="A range's step (the grid sampler needs one to list its values)."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SweepSpace:
+        given = [k for k in ("grid", "choice", "range") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of grid, choice or range (got {given or 'none'})")
+        if self.range is None:
+            if self.log or self.step is not None:
+                raise ValueError("`log` and `step` go with a range")
+            return self
+        low, high = self.range
+        if not low < high:
+            raise ValueError(f"range [{low}, {high}]: low must be below high")
+        if self.log and (low <= 0 or self.step is not None):
+            raise ValueError("a log range needs low > 0 and no step")
+        return self
+
+
+class SweepParams(_Section):
+    """`kiln sweep`: a hyperparameter search, each trial a DVC experiment (flows/sweep.py)."""
+
+    name: str = Field(
+        "sweep",
+        pattern=r"^[a-z][a-z0-9-]{0,40}$",
+        description="The sweep's name: its trials are the DVC experiments <name>-<n>.",
+    )
+    sampler: Literal["grid", "random", "tpe"] = Field(
+        "tpe",
+        description="grid: every combination; random; tpe: Optuna's TPE, which proposes values "
+        "near those of the best trials so far.",
+    )
+    params: dict[str, SweepSpace] = Field(
+        min_length=1,
+        description="Dotted params keys to vary (e.g. train.lr), each with its values. Only "
+        "keys of train and the stages after it: the stages before are not re-run per trial.",
+    )
+    metric: str | None = Field(
+        None,
+        pattern=r"^val_",
+        description="The validation metric (per epoch, from training) the search optimises; "
+        "None: the twin of the task type's first headline metric (val_macro_f1, val_mae, "
+        "val_loss). Never a test metric: the test split only reports.",
+    )
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="None: maximize val_acc and val_macro_f1, minimize the others."
+    )
+    trials: int | None = Field(
+        None, ge=1, le=10_000, description="At most this many trials (grid: all by default)."
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, description="No new trial starts after this many seconds (s)."
+    )
+    jobs: int = Field(1, ge=1, le=64, description="Trials at a time (`--jobs` overrides).")
+    prune: bool = Field(
+        True,
+        description="Stop a trial whose validation metric, at an epoch, is worse than the "
+        "median of the earlier trials at that epoch (Optuna's MedianPruner).",
+    )
+    startup_trials: int = Field(
+        3,
+        ge=0,
+        description="Trials before TPE models the results (random until then) and before the "
+        "pruner prunes.",
+    )
+    warmup_epochs: int = Field(1, ge=0, description="Epochs of every trial never pruned.")
+    seed: int = Field(0, description="Seed of the sampler: the same sweep proposes the same.")
+    overfit_drop: float = Field(
+        0.02,
+        ge=0.0,
+        description="The summary flags a trial whose metric ended worse than its peak by more "
+        "than this share of the peak (0.02: 2 %) while its train loss kept falling.",
+    )
+
+    @model_validator(mode="after")
+    def _has_a_budget(self) -> SweepParams:
+        if self.sampler != "grid" and self.trials is None and self.timeout_s is None:
+            raise ValueError(f"a {self.sampler} sweep needs a budget: trials and/or timeout_s")
+        if self.sampler == "grid":
+            endless = sorted(
+                k for k, s in self.params.items() if s.range is not None and s.step is None
+            )
+            if endless:
+                raise ValueError(f"the grid sampler needs a step for the ranges of {endless}")
+        return self
+
+
 class Params(_Section):
     """The sections every task type has. Each task type subclasses it (its `params`), replacing
     sections with subclasses that add its own keys, so a forecaster has no CNN knobs and a typo
@@ -882,6 +988,7 @@ class Params(_Section):
     serve: ServeParams = ServeParams()
     schedule: ScheduleParams = ScheduleParams()
     source: SourceParams = SourceParams()
+    sweep: SweepParams | None = None  # `kiln sweep`; no stage reads it
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

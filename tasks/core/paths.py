@@ -30,3 +30,5 @@ METRICS = REPORTS_DIR / "metrics.json"  # evaluate: the test metrics promote com
 PROMOTION_REPORT = REPORTS_DIR / "promotion.json"
 WORK_DIR = Path(".kiln")  # scratch beside data/: the spider's output, checkpoints
 CHECKPOINTS_DIR = WORK_DIR / "checkpoints"
+SWEEP_DIR = WORK_DIR / "sweep"  # `kiln sweep`: one Optuna study per sweep, <name>.db (SQLite)
+SWEEP_REPORTS = REPORTS_DIR / "sweep"  # `kiln sweep`: trials side by side, curves, plots

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("kiln.train")
 
-MAXIMISED = ("val_acc",)  # validation metrics where higher is better; the others are losses/errors
+MAXIMISED = ("val_acc", "val_macro_f1")  # higher is better; the others are losses/errors
 CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout or the training loop changes meaning
 
 
