@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,38 +28,17 @@ from tests.project import (
     tiny_demo_overrides,
     write_params,
 )
+from tests.webhook import webhook_receiver
 
 pytestmark = pytest.mark.e2e
 FLOORS = {"promote": {"floors": {"accuracy": 0.3, "macro_f1": 0.0}, "baseline_gate": False}}
 PROJECT = "notify-demo"
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    bodies: list[dict[str, Any]]
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        length = int(self.headers.get("Content-Length") or 0)
-        self.bodies.append(json.loads(self.rfile.read(length)))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *_args: Any) -> None:  # quiet
-        pass
-
-
 @pytest.fixture
 def receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A webhook receiver on a free loopback port: (its URL, the JSON bodies POSTed to it)."""
-    bodies: list[dict[str, Any]] = []
-    handler = type("Handler", (_Receiver,), {"bodies": bodies})
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/hook", bodies
-    finally:
-        server.shutdown()
-        server.server_close()
+    with webhook_receiver() as found:
+        yield found
 
 
 def _kiln_run(project: Path, api_url: str):  # noqa: ANN202
