@@ -8,19 +8,25 @@ retried on transient errors, not when it refused a partial crawl (flows/crawl_re
 others are not (bad data does not get better by retrying). An up-to-date stage is a "Skipped"
 task run with DVC's reason. A stage that runs shows its progress lines as a progress artifact of
 its task run (flows/stage_progress.py), 100 % when it succeeded, and the PNG images it wrote as
-image artifacts of its task run (flows/stage_images.py).
+image artifacts of its task run (flows/stage_images.py). A failed run, and a promotion, are
+notified through Prefect notification blocks as params.yaml's `notify` section says
+(flows/notify.py).
 """
 
 from __future__ import annotations
 
+import logging
+from logging import LoggerAdapter
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
 from flows.crawl_report import crawl_task_options
-from flows.dvc_stages import StageOutcome, is_frozen, pipeline, run_stage
+from flows.dvc_stages import StageFailed, StageOutcome, is_frozen, pipeline, run_stage
+from flows.notify import notify_failure, notify_promotion
 from flows.run_guard import demo_site_if_needed, single_run_lock
 from flows.stage_images import publish_images
 from flows.stage_progress import StageProgress
@@ -31,13 +37,34 @@ FROZEN_RETRIES = 2  # the crawl: the network has transient errors
 FROZEN_RETRY_DELAY_S = 5
 
 
+class _LastErrors(LoggerAdapter):
+    """The stage's logger, remembering the last lines the stage logged at ERROR or above: the
+    reason a failure gives, in the UI and in its notification (an exit status says little)."""
+
+    KEPT = 3
+
+    def __init__(self, logger: Any) -> None:
+        super().__init__(logger, {})
+        self.errors: list[str] = []
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if level >= logging.ERROR:
+            self.errors = [*self.errors, str(msg) % args if args else str(msg)][-self.KEPT:]
+        self.logger.log(level, msg, *args, **kwargs)
+
+
 # DVC, not Prefect, decides whether a stage is up to date: no Prefect result caching.
 @task(retries=0, cache_policy=NO_CACHE)
 def dvc_stage(stage: str, project: Path) -> StageOutcome | State:
-    logger = get_run_logger()
+    logger = _LastErrors(get_run_logger())
     progress = StageProgress(stage, logger)
     try:
         outcome = run_stage(stage, project, logger, on_progress=progress)
+    except StageFailed as exc:
+        progress.fail()
+        if logger.errors:  # the stage's own last error lines, below the exit status
+            raise StageFailed("\n".join([str(exc), *logger.errors])) from None
+        raise
     except BaseException:
         progress.fail()
         raise
@@ -52,12 +79,18 @@ def dvc_stage(stage: str, project: Path) -> StageOutcome | State:
 @flow(name="refresh-and-retrain")
 def refresh_and_retrain(project_dir: str = ".") -> list[StageOutcome]:
     project = Path(project_dir).resolve()
-    params = load_params(project / "params.yaml")  # a typo fails here, before any stage
-    outcomes: list[StageOutcome] = []
     logger = get_run_logger()
+    try:
+        params = load_params(project / "params.yaml")  # a typo fails here, before any stage
+    except Exception as exc:
+        notify_failure(project, None, "params", str(exc), logger)
+        raise
+    outcomes: list[StageOutcome] = []
+    current = "start (run lock, demo site)"  # the stage a failure is reported at
     try:
         with single_run_lock(project), demo_site_if_needed(params, logger):
             for stage, spec in pipeline(project).items():
+                current = stage
                 retries = FROZEN_RETRIES if is_frozen(spec) else 0
                 # The crawl: its figures on its task run, no retry of a refused partial crawl
                 crawl = crawl_task_options(project) if is_frozen(spec) else {}
@@ -70,8 +103,10 @@ def refresh_and_retrain(project_dir: str = ".") -> list[StageOutcome]:
                 outcomes.append(result)
     except Exception as exc:
         publish_artifacts(project, outcomes, failure=str(exc))
+        notify_failure(project, params, current, str(exc), logger)
         raise
     publish_artifacts(project, outcomes)
+    notify_promotion(project, params, outcomes, logger)
     return outcomes
 
 

@@ -859,6 +859,38 @@ class ScheduleParams(_Section):
         return self
 
 
+class NotifyParams(_Section):
+    """Who hears of a failed run and of a promotion: Prefect notification blocks, called by the
+    refresh-and-retrain flow (flows/notify.py). Nothing is sent unless a webhook or block is set."""
+
+    events: list[Literal["failure", "promotion"]] = Field(
+        default_factory=lambda: ["failure", "promotion"],
+        description="What is notified: a failed run (the stage and why), a promotion.",
+    )
+    webhooks: list[str] = Field(
+        default_factory=list,
+        description="URLs that get a JSON POST ({\"text\", \"subject\", \"body\"}), each through a "
+        "Prefect Custom Webhook block saved as kiln-<project>-webhook-<n>.",
+    )
+    blocks: list[str] = Field(
+        default_factory=list,
+        description="Notification blocks saved in Prefect, as '<block-type>/<name>' (e.g. "
+        "slack-webhook/team-alerts, sendgrid-email/ops): their secrets stay in Prefect.",
+    )
+
+    @model_validator(mode="after")
+    def _urls_and_slugs(self) -> NotifyParams:
+        for url in self.webhooks:
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise ValueError(f"webhook {url!r} is not an http(s) URL")
+        for slug in self.blocks:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9-]*/[A-Za-z0-9][A-Za-z0-9_-]*", slug):
+                raise ValueError(
+                    f"block {slug!r} is not '<block-type>/<name>' (e.g. slack-webhook/alerts)"
+                )
+        return self
+
+
 SweepValue = int | float | str | bool
 
 
@@ -989,6 +1021,7 @@ class Params(_Section):
     schedule: ScheduleParams = ScheduleParams()
     source: SourceParams = SourceParams()
     sweep: SweepParams | None = None  # `kiln sweep`; no stage reads it
+    notify: NotifyParams = NotifyParams()  # flows/notify.py; no stage reads it
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
