@@ -186,7 +186,7 @@ def test_forced_promotion_and_rollback_through_the_cli(project: Path, models: di
     assert version == "v0002" and entry["forced"] and entry["reason"] == (
         "forced: hotfix for ticket 7")
     listed = runner.invoke(app, ["models", "list", "--project", str(project)])
-    assert "* v0002" in listed.output and "  v0001" in listed.output
+    assert "*  v0002" in listed.output and "   v0001" in listed.output
     for bad_name in ("v0009", "../v0001", "/etc/passwd"):
         result = runner.invoke(app, ["models", "rollback", bad_name, "--project", str(project)])
         assert result.exit_code == 1 and "not rolled back" in result.output
