@@ -9,6 +9,9 @@ others are not (bad data does not get better by retrying). An up-to-date stage i
 task run with DVC's reason. A stage that runs shows its progress lines as a progress artifact of
 its task run (flows/stage_progress.py), 100 % when it succeeded, and the PNG images it wrote as
 image artifacts of its task run (flows/stage_images.py).
+
+With `storage.remote` in params, a last task run, `storage`, pushes the refresh to the DVC remote
+and commits it on `storage.branch` (flows/storage.py); a push that fails fails the run.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from flows.dvc_stages import StageOutcome, is_frozen, pipeline, run_stage
 from flows.run_guard import demo_site_if_needed, single_run_lock
 from flows.stage_images import publish_images
 from flows.stage_progress import StageProgress
+from flows.storage import Published, publish
 from flows.summary import publish_artifacts
-from tasks.core.params import load_params
+from tasks.core.params import StorageParams, load_params
 
 FROZEN_RETRIES = 2  # the crawl: the network has transient errors
 FROZEN_RETRY_DELAY_S = 5
@@ -49,6 +53,12 @@ def dvc_stage(stage: str, project: Path) -> StageOutcome | State:
     return outcome
 
 
+@task(retries=0, cache_policy=NO_CACHE)
+def storage(project: Path, cfg: StorageParams) -> Published:
+    """Push every output and registry version to the remote, commit the refresh to git."""
+    return publish(project, cfg, get_run_logger())
+
+
 @flow(name="refresh-and-retrain")
 def refresh_and_retrain(project_dir: str = ".") -> list[StageOutcome]:
     project = Path(project_dir).resolve()
@@ -68,6 +78,9 @@ def refresh_and_retrain(project_dir: str = ".") -> list[StageOutcome]:
                 if isinstance(result, State):
                     result = StageOutcome(stage, False, result.message or "skipped")
                 outcomes.append(result)
+            if params.storage.remote:
+                storage.with_options(name="storage", task_run_name="storage")(project,
+                                                                                params.storage)
     except Exception as exc:
         publish_artifacts(project, outcomes, failure=str(exc))
         raise

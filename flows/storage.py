@@ -20,8 +20,7 @@ The push comes before the commit: a commit names only data the remote holds. A p
 (remote down, no credentials) fails the run with the remote's error and writes
 `.kiln/storage-pending.json`; nothing local is touched (dvc.lock, the DVC cache and the registry
 keep everything), and the next run, even one whose stages are all up to date, pushes and
-commits again. A run that changed nothing since the last commit pushes (a no-op) and commits
-nothing.
+commits again. A tree equal to the branch's last commit is not committed again (no empty commit).
 """
 
 from __future__ import annotations
