@@ -14,13 +14,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import shutil
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from flows.dvc_stages import stage_names
 from tests.project import (
@@ -175,11 +174,11 @@ def test_directory_remote_commit_per_refresh_restore_and_retry(tmp_path: Path,  
 
 
 @contextlib.contextmanager
-def _moto_s3() -> Iterator[str]:
-    """moto's S3 server on loopback and a free port; its endpoint URL."""
+def _moto_s3(port: int) -> Iterator[str]:
+    """moto's S3 server on loopback; its endpoint URL. Its buckets live in this process, so a
+    server started again on the same port finds them (a remote that was down and came back)."""
     from moto.server import ThreadedMotoServer  # noqa: PLC0415
 
-    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
@@ -192,28 +191,56 @@ S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
           "AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": "testing"}
 
 
-def test_s3_remote_on_moto(tmp_path: Path, prefect_server, monkeypatch) -> None:
+def test_s3_remote_on_moto(tmp_path: Path, prefect_server, monkeypatch) -> None:  # noqa: PLR0915 (one scenario)
+    """dvc-s3 against moto's S3 server: stored, a run while the endpoint is down fails loudly and
+    the next one stores it, and a clone serves the champion pulled from the bucket."""
     import boto3  # noqa: PLC0415
+
+    from tests.integration.test_serve import _live_server  # noqa: PLC0415
 
     for key, value in S3_ENV.items():
         monkeypatch.setenv(key, value)
-    with _moto_s3() as endpoint:
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="kiln")
+    api = prefect_server.api_url
+    port = free_port()
+    with _moto_s3(port) as endpoint:
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="kiln")
         project = make_project(tmp_path, {
             **tiny_demo_overrides(free_port()), **FLOORS,
             "storage": {"remote": "s3://kiln/refreshes", "endpoint_url": endpoint}})
-        first = _kiln(project, "run", api_url=prefect_server.api_url, extra_env=S3_ENV)
+        first = _kiln(project, "run", api_url=api)
         assert "on branch kiln-refreshes" in first.stdout
         config = (project / ".dvc" / "config").read_text()
         assert "s3://kiln/refreshes" in config and endpoint in config
-        keys = boto3.client("s3", endpoint_url=endpoint).list_objects_v2(
-            Bucket="kiln", Prefix="refreshes/")
-        assert keys["KeyCount"] > 10, keys
-        refresh = _git(project, "rev-parse", "kiln-refreshes")
-        clone = _clone_and_restore(project, refresh, tmp_path / "clone", extra_env=S3_ENV)
+        keys = s3.list_objects_v2(Bucket="kiln", Prefix="refreshes/")["KeyCount"]
+        assert keys > 10, keys
+        refresh1 = _git(project, "rev-parse", "kiln-refreshes")
+
+    # The endpoint is down: the run fails at storage with the client's error, nothing committed.
+    write_params(project, {"promote": {"min_improvement": 0.001}})
+    started = time.monotonic()
+    down = _kiln(project, "run", api_url=api, check=False)
+    # it fails, it does not hang: 35 s on 2 busy cores, crawl and promote included
+    assert time.monotonic() - started < 180
+    assert down.returncode == 1 and "this refresh is NOT stored" in down.stderr, down.stderr
+    assert task_run_states(api, flow_run_id(down.stdout))["storage"] == "Failed"
+    assert _git(project, "rev-parse", "kiln-refreshes") == refresh1
+    assert (project / ".kiln" / "storage-pending.json").exists()
+
+    with _moto_s3(port):  # back, with the same bucket: the next run stores the refresh
+        _kiln(project, "run", api_url=api)
+        refresh2 = _git(project, "rev-parse", "kiln-refreshes")
+        assert _git(project, "rev-parse", f"{refresh2}^") == refresh1
+        assert not (project / ".kiln" / "storage-pending.json").exists()
+        clone = _clone_and_restore(project, "kiln-refreshes", tmp_path / "clone")
         assert _outputs(clone) == _outputs(project)
         png = _png(project)
         assert json.loads(_kiln(clone, "predict", str(png), "--json").stdout) == \
             json.loads(_kiln(project, "predict", str(png), "--json").stdout)
-        yaml.safe_load((clone / "dvc.lock").read_text())  # committed and readable
-    shutil.rmtree(tmp_path / "clone", ignore_errors=True)
+    # The clone serves the champion it pulled (the server checks each file's sha256).
+    with _live_server(clone) as (_port, http):
+        assert http.get("/health").json()["model_version"] == "v0001"
+        served = http.get("/model").json()
+    registry_json = json.loads((project / "registry" / "registry.json").read_text())
+    assert served["version"] == "v0001", served
+    assert registry_json["champion"] == "v0001"
