@@ -116,6 +116,7 @@ def run(project: ProjectOpt = Path("."), port: PortOpt = DEFAULT_PORT) -> None:
     typer.echo("Test metrics: " + ", ".join(
         f"{k}={metrics[k]:.4f}" for k in names if k in metrics))
     echo_champion(project)  # the promote decision and the champion (`kiln models list`)
+    _echo_stored(project)
     typer.echo(f"Prefect UI: {server.ui_url} (stop it with `kiln server --stop`)")
 
 
@@ -129,6 +130,52 @@ def _echo_stages(outcomes: list) -> None:
     if "train" in skipped:
         typer.echo("Nothing retrained: the data and params train reads are unchanged since "
                    "the last run, so the model and test metrics below are that run's")
+
+
+def _echo_stored(project: Path) -> None:
+    """Where the refresh was stored (flows/storage.py), when params name a remote."""
+    storage = load_params(project / "params.yaml").storage
+    if not storage.remote:
+        return
+    from flows.storage import history as refreshes  # noqa: PLC0415
+
+    rows = refreshes(project, storage.branch)
+    if rows:
+        typer.echo(f"Stored: commit {rows[0]['commit'][:10]} on branch {storage.branch}, data "
+                   f"and models on DVC remote {storage.remote} (`kiln history`)")
+
+
+@app.command()
+def history(project: ProjectOpt = Path("."),
+            as_json: Annotated[bool, typer.Option("--json", help="As JSON.")] = False) -> None:
+    """The refreshes committed on storage.branch, newest first: time, commit, data version,
+    metrics, promotion decision and champion (`git checkout COMMIT && dvc pull` restores one)."""
+    from flows.storage import history as refreshes  # noqa: PLC0415
+    from flows.storage import pending  # noqa: PLC0415
+
+    project = project.resolve()
+    storage = _params_or_exit(project).storage
+    rows = refreshes(project, storage.branch)
+    failed = pending(project)
+    if as_json:
+        typer.echo(json.dumps({"branch": storage.branch, "refreshes": rows, "pending": failed},
+                              indent=2))
+        return
+    if failed:
+        typer.secho(f"NOT STORED: the refresh of {failed.get('at')} failed to be pushed or "
+                    f"committed ({failed.get('error')}); the next `kiln run` retries",
+                    fg="red", err=True)
+    if not rows:
+        typer.echo(f"no refreshes committed on branch {storage.branch}"
+                   + ("" if storage.remote else " (params.yaml names no storage.remote)"))
+        return
+    table = [["refreshed (UTC)", "commit", "data", "metrics", "promotion", "champion"]] + [
+        [r["refreshed_at"], r["commit"][:10], r["data_version"][:12], r["metrics"],
+         r["promotion"], r["champion"]] for r in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(*table, strict=True)]
+    for line in table:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True))
+                   .rstrip())
 
 
 @app.command()

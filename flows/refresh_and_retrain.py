@@ -11,6 +11,9 @@ its task run (flows/stage_progress.py), 100 % when it succeeded, and the PNG ima
 image artifacts of its task run (flows/stage_images.py). A failed run, and a promotion, are
 notified through Prefect notification blocks as params.yaml's `notify` section says
 (flows/notify.py).
+
+With `storage.remote` in params, a last task run, `storage`, pushes the refresh to the DVC remote
+and commits it on `storage.branch` (flows/storage.py); a push that fails fails the run.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from flows.notify import notify_failure, notify_promotion
 from flows.run_guard import demo_site_if_needed, single_run_lock
 from flows.stage_images import publish_images
 from flows.stage_progress import StageProgress
+from flows.storage import Published, publish
 from flows.summary import publish_artifacts
-from tasks.core.params import load_params
+from tasks.core.params import StorageParams, load_params
 
 FROZEN_RETRIES = 2  # the crawl: the network has transient errors
 FROZEN_RETRY_DELAY_S = 5
@@ -76,6 +80,12 @@ def dvc_stage(stage: str, project: Path) -> StageOutcome | State:
     return outcome
 
 
+@task(retries=0, cache_policy=NO_CACHE)
+def storage(project: Path, cfg: StorageParams) -> Published:
+    """Push every output and registry version to the remote, commit the refresh to git."""
+    return publish(project, cfg, get_run_logger())
+
+
 @flow(name="refresh-and-retrain")
 def refresh_and_retrain(project_dir: str = ".") -> list[StageOutcome]:
     project = Path(project_dir).resolve()
@@ -101,6 +111,9 @@ def refresh_and_retrain(project_dir: str = ".") -> list[StageOutcome]:
                 if isinstance(result, State):
                     result = StageOutcome(stage, False, result.message or "skipped")
                 outcomes.append(result)
+            if params.storage.remote:
+                storage.with_options(name="storage", task_run_name="storage")(project,
+                                                                                params.storage)
     except Exception as exc:
         publish_artifacts(project, outcomes, failure=str(exc))
         notify_failure(project, params, current, str(exc), logger)

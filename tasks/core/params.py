@@ -994,6 +994,35 @@ class SweepParams(_Section):
             )
             if endless:
                 raise ValueError(f"the grid sampler needs a step for the ranges of {endless}")
+class StorageParams(_Section):
+    """Where each successful refresh is kept beyond this machine (docs/storage.md): a DVC remote
+    that receives every stage output and registry version, and a git branch that receives one
+    commit per refresh. No remote (the default): nothing is pushed and nothing committed."""
+
+    remote: str | None = Field(
+        None,
+        description="DVC remote: a directory path (relative paths are the project's), "
+        "s3://bucket/prefix, gs://bucket/prefix, ssh://host/path, azure://container/path, ...",
+    )
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, Ceph, ...) for an s3:// remote."
+    )
+    branch: str = Field(
+        "kiln-refreshes", description="The git branch that receives one commit per refresh."
+    )
+
+    @model_validator(mode="after")
+    def _valid_branch(self) -> StorageParams:
+        name = self.branch
+        parts = name.split("/")
+        if (not re.fullmatch(r"[A-Za-z0-9._/-]+", name) or ".." in name or name.startswith("-")
+                or any(not part or part.startswith(".") or part.endswith(".lock")
+                       for part in parts) or name.endswith(".")):
+            raise ValueError(f"storage.branch {name!r} is not a git branch name (letters, "
+                             "digits, '.', '_', '-', '/'; e.g. 'kiln-refreshes')")
+        if self.endpoint_url is not None and not (self.remote or "").startswith("s3://"):
+            raise ValueError("storage.endpoint_url is for an s3:// remote; storage.remote is "
+                             f"{self.remote!r}")
         return self
 
 
@@ -1022,6 +1051,7 @@ class Params(_Section):
     source: SourceParams = SourceParams()
     sweep: SweepParams | None = None  # `kiln sweep`; no stage reads it
     notify: NotifyParams = NotifyParams()  # flows/notify.py; no stage reads it
+    storage: StorageParams = StorageParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
