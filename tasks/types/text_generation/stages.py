@@ -411,6 +411,7 @@ def evaluate_stage(params: Params) -> int:
     with atomic_dir(EVALUATION_DIR) as tmp:  # one swap: the samples of one model
         write_json(tmp / "samples.json", samples)
         (tmp / "samples.md").write_text(samples_markdown(samples, metrics), encoding="utf-8")
+        (tmp / "plots").mkdir()  # EVALUATION_PLOTS, dvc.yaml's `plots:`: no chart of text
     write_json(REPORTS_DIR / "metrics.json", metrics)
     logger.info(
         f"test loss {metrics['val_loss']:.4f} nats/token, perplexity {metrics['perplexity']:.3f}, "

@@ -283,6 +283,8 @@ def test_evaluate_measures_the_test_stream_and_writes_samples(
     ]
     assert all(0 < s["n_tokens"] <= 40 or s["ended"] for s in samples)
     markdown = (project / "reports/evaluation/samples.md").read_text()
+    # dvc.yaml's `plots:` folder, empty: samples.md would be "failed to load" by `dvc plots`
+    assert list((project / "reports/evaluation/plots").iterdir()) == []
     assert '## Prompt: "Why did the "' in markdown
     assert f"Why did the {samples[2]['text']}" in markdown
     before = (project / "reports/evaluation/samples.json").read_bytes()
