@@ -30,7 +30,8 @@ METRICS = REPORTS_DIR / "metrics.json"  # evaluate: the test metrics promote com
 EVALUATION_DIR = REPORTS_DIR / "evaluation"  # evaluate: the task type's reports of the test split
 # ... and in it the charts `dvc plots show` draws (dvc.yaml's `plots:` declares the folder, not
 # its files, which differ by task type): PNGs as images, CSVs as a confusion matrix (columns
-# actual,predicted). Every task type's evaluate leaves the folder, empty where it draws nothing.
+# actual,predicted). Every task type's evaluate leaves the folder (tasks.core.stage makes it for
+# a plugin that draws nothing).
 EVALUATION_PLOTS = EVALUATION_DIR / "plots"
 PROMOTION_REPORT = REPORTS_DIR / "promotion.json"
 WORK_DIR = Path(".kiln")  # scratch beside data/: the spider's output, checkpoints

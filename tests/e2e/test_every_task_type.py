@@ -191,7 +191,7 @@ CHARTS = {
     "image_classification": ["confusion_matrix.png", "predictions.csv"],
     "text_classification": ["confusion_matrix.png", "predictions.csv"],
     "forecasting": ["forecast.png"],
-    "text_generation": [],
+    "text_generation": ["bits_per_byte.png"],
 }
 
 
