@@ -42,7 +42,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tasks.core.io import atomic_dir, write_json
-from tasks.core.paths import CHECKPOINTS_DIR, CLEAN_DIR, EXPORT_DIR, MODELS_DIR, REPORTS_DIR
+from tasks.core.paths import (
+    CHECKPOINTS_DIR,
+    CLEAN_DIR,
+    EVALUATION_DIR,
+    EXPORT_DIR,
+    MODELS_DIR,
+    REPORTS_DIR,
+)
 from tasks.types.text_generation.export import export_onnx
 from tasks.types.text_generation.sampling import (
     Tokenizer,
@@ -63,7 +70,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("kiln.text_generation")
 
-EVALUATION_DIR = REPORTS_DIR / "evaluation"
 ONNX_FILE, ONNX_CARD = "model.onnx", "onnx.json"
 ARCHITECTURE = "char_transformer"
 CHECKPOINT_FORMAT = 1  # bump when the stream, blocks or model input change meaning
@@ -405,16 +411,24 @@ def plot_bits_per_byte(metrics: dict[str, Any], target: Path) -> None:
     from matplotlib import pyplot as plt  # noqa: PLC0415
 
     bars = {"model": metrics["bits_per_byte"]}
-    bars |= {name: b["bits_per_byte"] for name, b in metrics.get("baselines", {}).items()
-             if b.get("bits_per_byte") is not None}
+    bars |= {
+        name: b["bits_per_byte"]
+        for name, b in metrics.get("baselines", {}).items()
+        if b.get("bits_per_byte") is not None
+    }
     fig, ax = plt.subplots(figsize=(7, 0.6 * len(bars) + 1.6), dpi=100)
     names = list(bars)[::-1]  # the model on top
-    ax.barh(names, [bars[n] for n in names],
-            color=["tab:blue" if n == "model" else "tab:gray" for n in names])
+    ax.barh(
+        names,
+        [bars[n] for n in names],
+        color=["tab:blue" if n == "model" else "tab:gray" for n in names],
+    )
     for i, name in enumerate(names):
         ax.text(bars[name], i, f" {bars[name]:.3f}", va="center")
-    ax.set(xlabel="bits per UTF-8 byte (lower is better)",
-           title=f"test split: {metrics['n_test']} tokens of {metrics['n_test_texts']} texts")
+    ax.set(
+        xlabel="bits per UTF-8 byte (lower is better)",
+        title=f"test split: {metrics['n_test']} tokens of {metrics['n_test_texts']} texts",
+    )
     ax.set_xlim(0, max(bars.values()) * 1.2)
     fig.tight_layout()
     fig.savefig(target, format="png")  # inside evaluate's atomic_dir: swapped in with the rest

@@ -24,11 +24,13 @@ class _DrawsNothing:
 
 
 @pytest.mark.parametrize("code", [0, 1])
-def test_evaluate_leaves_the_plots_folder(code: int, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluate_leaves_the_plots_folder(
+    code: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(stage, "load_params",
-                        lambda: SimpleNamespace(project=SimpleNamespace(task="toy")))
+    monkeypatch.setattr(
+        stage, "load_params", lambda: SimpleNamespace(project=SimpleNamespace(task="toy"))
+    )
     monkeypatch.setattr(stage, "task_type", lambda name: _DrawsNothing(code))
     assert stage.run_stage("evaluate") == code
     # DVC loads the empty folder without a warning, a missing one is "failed to load"; a failed
