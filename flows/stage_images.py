@@ -5,8 +5,9 @@ A Prefect image artifact is a URL the browser loads; Kiln runs no web server of 
 Prefect's, so the URL is a `data:` URI holding the image. The task run's Artifacts tab lists it
 and the artifact's page draws it (tests/e2e/test_refresh_and_retrain.py checks both in headless
 Chromium, the image decoded). Which files: the PNGs among the stage's `outs` in dvc.yaml, a
-directory's directly inside it; each artifact is keyed `<stage>-<file name>`, so the Artifacts
-page keeps one history per image across runs.
+directory's directly inside it or in its plots/ folder (where evaluate puts its charts for `dvc
+plots`, tasks/core/paths.py EVALUATION_PLOTS); each artifact is keyed `<stage>-<file name>`, so
+the Artifacts page keeps one history per image across runs.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ MAX_IMAGE_BYTES = 2 << 20
 
 
 def stage_images(spec: dict[str, Any], project: Path) -> list[Path]:
-    """The PNGs among the stage's outputs, in dvc.yaml's order and by name within a directory."""
+    """The PNGs among the stage's outputs (a directory's, directly in it or in its plots/), in
+    dvc.yaml's order and by name within a directory."""
     found = []
     for out in spec.get("outs", []):
         path = project / (out if isinstance(out, str) else next(iter(out)))
         if path.is_dir():
-            found += sorted(path.glob("*.png"))
+            found += sorted(path.glob("*.png")) + sorted(path.glob("plots/*.png"))
         elif path.suffix == ".png" and path.is_file():
             found.append(path)
     return found

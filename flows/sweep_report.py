@@ -1,8 +1,8 @@
 """A sweep's trials side by side: params, the validation metric chosen on, the test metrics only
 reported, and each trial's curves, from the Optuna study and the DVC experiments
 (`dvc exp show`). `write_reports` writes reports/sweep/ (trials.csv, curves.csv, one
-`vs/<key>.csv` per varied key and sweep.png: what dvc.yaml's `plots:` and the Prefect artifacts
-show).
+`vs/<key>.csv` per varied key, sweep.png, and a dvc.yaml declaring them as plots: what `dvc plots
+show` and the Prefect artifacts show).
 """
 
 from __future__ import annotations
@@ -174,7 +174,22 @@ def write_reports(project: Path, study: Any, rows: list[dict[str, Any]],
                       for r in rows if r["state"] == "complete" and r[metric] is not None]
             (tmp / "vs" / f"{key}.csv").write_text(_csv(points), encoding="utf-8")
         (tmp / "sweep.png").write_bytes(plot_png(rows, curve_rows, keys, metric, log_keys))
+        (tmp / "dvc.yaml").write_text(_PLOTS, encoding="utf-8")
     return project / SWEEP_REPORTS
+
+
+# The sweep's plots for `dvc plots show`, in a dvc.yaml of their own beside them (DVC reads every
+# dvc.yaml of the project): declared in the project's dvc.yaml, they would be missing, and DVC
+# would warn "failed to load some plots", on every run of a project that never swept.
+_PLOTS = """\
+# Written by `kiln sweep` (flows/sweep_report.py): this sweep's plots for `dvc plots show`.
+plots:
+  - vs:  # each trial's validation metric against each varied key
+      template: scatter
+      x: value
+      y: metric
+  - sweep.png  # the same, and each trial's train and validation curves
+"""
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -92,7 +92,7 @@ def write_reports(
     result: EvalResult, reports_dir: Path, baselines: dict[str, Any] | None = None
 ) -> None:
     """reports_dir/metrics.json (with `baselines` beside the model's metrics when given,
-    tasks/core/baselines.py) and reports_dir/evaluation/ (predictions.csv, confusion PNG)."""
+    tasks/core/baselines.py) and reports_dir/evaluation/plots/ (predictions.csv, confusion PNG)."""
     metrics = result.metrics()
     if baselines is not None:
         metrics["baselines"] = baselines
@@ -103,8 +103,10 @@ def write_reports(
     names = np.asarray(result.classes, dtype=object)
     writer.writerows(zip(names[result.actual], names[result.predicted], strict=True))
     with atomic_dir(reports_dir / "evaluation") as tmp:  # one swap: the plots of one model
-        (tmp / "predictions.csv").write_text(out.getvalue(), encoding="utf-8")
+        plots = tmp / "plots"  # EVALUATION_PLOTS, dvc.yaml's `plots:`: both files are charts
+        plots.mkdir()
+        (plots / "predictions.csv").write_text(out.getvalue(), encoding="utf-8")
         try:
-            plot_confusion(result, tmp / "confusion_matrix.png")
+            plot_confusion(result, plots / "confusion_matrix.png")
         except ImportError:
             logger.warning("matplotlib is not installed: confusion_matrix.png not written")

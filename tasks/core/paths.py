@@ -27,6 +27,12 @@ CLEAN_REPORT = REPORTS_DIR / "clean.json"
 LABEL_ISSUES = REPORTS_DIR / "label_issues.csv"
 TRAIN_REPORTS = REPORTS_DIR / "train"  # DVCLive's metrics and plots
 METRICS = REPORTS_DIR / "metrics.json"  # evaluate: the test metrics promote compares
+EVALUATION_DIR = REPORTS_DIR / "evaluation"  # evaluate: the task type's reports of the test split
+# ... and in it the charts `dvc plots show` draws (dvc.yaml's `plots:` declares the folder, not
+# its files, which differ by task type): PNGs as images, CSVs as a confusion matrix (columns
+# actual,predicted). Every task type's evaluate leaves the folder (tasks.core.stage makes it for
+# a plugin that draws nothing).
+EVALUATION_PLOTS = EVALUATION_DIR / "plots"
 PROMOTION_REPORT = REPORTS_DIR / "promotion.json"
 WORK_DIR = Path(".kiln")  # scratch beside data/: the spider's output, checkpoints
 CHECKPOINTS_DIR = WORK_DIR / "checkpoints"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 
 from tasks.core.params import ParamsError, load_params
+from tasks.core.paths import EVALUATION_PLOTS
 from tasks.core.plugins import task_type
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -36,4 +37,8 @@ def run_stage(stage: str) -> int:
     except ParamsError as exc:
         logging.getLogger(f"kiln.{stage}").error("%s failed: %s", stage, exc)
         return 1
-    return getattr(task_type(params.project.task), stage)(params)
+    code = getattr(task_type(params.project.task), stage)(params)
+    if stage == "evaluate" and code == 0:
+        # dvc.yaml's plots folder, which DVC must find (a task type or plugin may draw nothing)
+        EVALUATION_PLOTS.mkdir(parents=True, exist_ok=True)
+    return code

@@ -18,7 +18,8 @@ through the `kiln` command line and a real Prefect server:
 3. `kiln run` runs every stage of dvc.yaml: the flow run completes, reports/metrics.json holds
    the task type's headline metrics as finite numbers, and the same metrics of its baselines,
    export/model.onnx exists, the model is promoted to champion v0001, and `dvc status` has
-   nothing to do.
+   nothing to do; `dvc plots show` loads every plot dvc.yaml declares and draws the task type's
+   charts (reports/evaluation/plots/).
 4. The served champion (the app of `kiln serve`, ONNX Runtime) answers one real request in that
    task type's schema.
 """
@@ -185,6 +186,29 @@ def _said(proc: subprocess.CompletedProcess[str]) -> str:
     )
 
 
+# The charts evaluate leaves in reports/evaluation/plots/, the folder dvc.yaml's `plots:` declares.
+CHARTS = {
+    "image_classification": ["confusion_matrix.png", "predictions.csv"],
+    "text_classification": ["confusion_matrix.png", "predictions.csv"],
+    "forecasting": ["forecast.png"],
+    "text_generation": ["bits_per_byte.png"],
+}
+
+
+def _assert_plots_load(task: str, project: Path) -> None:
+    """`dvc plots show` loads every plot dvc.yaml declares (none of another task type's files,
+    which would be "failed to load") and draws this task type's charts."""
+    shown = dvc("plots", "show", "--json", cwd=project)
+    assert "failed to load" not in shown.stderr, shown.stderr
+    plots = json.loads(shown.stdout)
+    assert not plots.get("errors"), plots.get("errors")
+    assert sorted(p for p in plots["data"] if p.startswith("reports/evaluation/")) == [
+        f"reports/evaluation/plots/{name}" for name in CHARTS[task]
+    ], list(plots["data"])
+    assert "reports/validation/drift.csv" in plots["data"]
+    assert any(p.startswith("reports/train/plots/metrics/") for p in plots["data"]), plots["data"]
+
+
 @pytest.mark.parametrize("task", known_task_types())
 def test_minimal_params_run_every_stage(task: str, tmp_path: Path, prefect_server) -> None:
     api = prefect_server.api_url
@@ -237,6 +261,7 @@ def test_minimal_params_run_every_stage(task: str, tmp_path: Path, prefect_serve
     assert "vs best baseline" in reason and "(baseline gate off)" in reason
     assert json.loads((project / "registry" / "registry.json").read_text())["champion"] == "v0001"
     assert json.loads(dvc("status", "--json", cwd=project).stdout or "{}") == {}
+    _assert_plots_load(task, project)
 
     # 4. One real prediction from the served champion.
     with TestClient(create_app(project / "registry", ServeParams())) as client:

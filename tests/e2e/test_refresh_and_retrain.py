@@ -98,7 +98,7 @@ def _assert_images_of_evaluate_in_the_ui(server, run_id: str, project: Path,  # 
     assert tab is True
     widths = evaluate(f"{server.ui_url}/artifacts/artifact/{images[0]['id']}", _IMAGE_WIDTHS,
                       profile)
-    with Image.open(project / "reports" / "evaluation" / "confusion_matrix.png") as png:
+    with Image.open(project / "reports" / "evaluation" / "plots" / "confusion_matrix.png") as png:
         assert widths == [png.width], widths  # decoded: its natural width is the file's
 
 

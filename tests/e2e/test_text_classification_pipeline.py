@@ -76,7 +76,7 @@ def test_jokes_crawl_to_served_language_classifier(tmp_path: Path) -> None:
     test = items[items["split"] == "test"]
     assert metrics["n_test"] == len(test) > 0
     assert metrics["accuracy"] > 0.5 and metrics["macro_f1"] > 0.3, metrics  # chance: 1/3
-    predictions = pd.read_csv(project / "reports" / "evaluation" / "predictions.csv")
+    predictions = pd.read_csv(project / "reports" / "evaluation" / "plots" / "predictions.csv")
     assert len(predictions) == len(test)
     info = json.loads((project / "export" / "onnx.json").read_text())
     assert info["parity"]["max_abs_diff"] <= 1e-4 and info["input"]["dtype"] == "int64"

@@ -71,10 +71,11 @@ def test_metrics_and_plots_show(reproduced: Path) -> None:
     assert 0.0 <= metrics["accuracy"] <= 1.0
     assert "macro_f1" in metrics
     out_dir = reproduced / "plots-html"
-    dvc("plots", "show", "-o", str(out_dir), cwd=reproduced)
+    shown = dvc("plots", "show", "-o", str(out_dir), cwd=reproduced)
+    assert "failed to load" not in shown.stderr, shown.stderr  # dvc.yaml declares what exists
     html = (out_dir / "index.html").read_text()
-    assert "reports/evaluation/predictions.csv" in html
-    assert "reports/evaluation/confusion_matrix.png" in html
+    assert "reports/evaluation/plots/predictions.csv" in html
+    assert "reports/evaluation/plots/confusion_matrix.png" in html
     # the page of .dvc/config's template (flows/dvc_plots.py): Vega inline, no CDN
     assert "cdn.jsdelivr" not in html and "window.vegaEmbed" in html
 
@@ -91,7 +92,7 @@ def test_plots_page_draws_offline(reproduced: Path, tmp_path: Path) -> None:
     drawn = dict(re.findall(r'<div id="(\w+)" class="vega-embed.*?<svg [^>]*class="marks" '
                             r'width="(\d+)"', dom, flags=re.DOTALL))
     assert set(drawn) == set(plots), (plots, dom[-3000:])
-    assert int(drawn["reports_evaluation_predictions_csv"]) > 0  # the confusion matrix
+    assert int(drawn["reports_evaluation_plots_predictions_csv"]) > 0  # the confusion matrix
     assert any(int(drawn[p]) > 0 for p in plots if p.startswith("reports_train_plots_metrics"))
 
 

@@ -12,8 +12,8 @@ plus the Forecaster that export and serving run too).
 * `ForecastEval.metrics`: MAE, RMSE, MAPE (percent) in the series' unit and MASE (MAE over the
   train span's in-sample seasonal-naive MAE) for the model and, under `baselines`, for each
   baseline; skill = 1 - MAE / seasonal-naive MAE, MAE per horizon step.
-* `write_reports`: reports/evaluation/forecast.csv + forecast.png (first horizon step, both
-  baselines beside the model) and reports/metrics.json.
+* `write_reports`: reports/evaluation/forecast.csv + plots/forecast.png (first horizon step,
+  both baselines beside the model) and reports/metrics.json.
 """
 
 from __future__ import annotations
@@ -257,8 +257,11 @@ def write_reports(result: ForecastEval, unit: str, reports_dir: Path) -> None:
     )
     with atomic_dir(reports_dir / "evaluation") as tmp:
         frame.to_csv(tmp / "forecast.csv", index=False, lineterminator="\n")
+        # EVALUATION_PLOTS, dvc.yaml's `plots:`, draws the PNG; the CSV is data beside it (a CSV
+        # in plots/ would be drawn as a confusion matrix, the classifiers' chart)
+        (tmp / "plots").mkdir()
         try:
-            plot_forecast(result, unit, tmp / "forecast.png")
+            plot_forecast(result, unit, tmp / "plots" / "forecast.png")
         except ImportError:
             logger.warning("matplotlib is not installed: forecast.png not written")
     write_json(reports_dir / "metrics.json", result.metrics())

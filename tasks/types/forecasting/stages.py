@@ -16,7 +16,7 @@
               are the actual values before it): MAE, RMSE, MAPE (percent) and MASE for the model
               and, under `baselines`, for naive (the last value) and seasonal naive (the value
               `evaluate.season_length` steps earlier), skill = 1 - MAE / seasonal-naive MAE, MAE
-              per horizon step; reports/evaluation/forecast.csv + forecast.png (first step)
+              per horizon step; reports/evaluation/forecast.csv + plots/forecast.png (first step)
               (tasks/types/forecasting/report.py does the work)
     export    ONNX: float32 raw values (batch, window) in the original unit -> forecast
               (batch, horizon) in the original unit, scaling inside the graph; parity with PyTorch

@@ -1,7 +1,7 @@
 """Image classification's evaluate stage: models/ + data/clean -> reports/.
 
 Loads the hash-checked model of models/, predicts the test split of data/clean and writes
-reports/metrics.json (accuracy, macro_f1, n_test, per_class) and reports/evaluation/
+reports/metrics.json (accuracy, macro_f1, n_test, per_class) and reports/evaluation/plots/
 (predictions.csv for DVC's confusion template, confusion_matrix.png), each atomically, through
 `tasks.core.classification`. Beside the model's metrics, metrics.json holds `baselines` on the
 same splits (`tasks.core.baselines`): the majority class and a logistic regression on the

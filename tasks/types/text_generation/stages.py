@@ -14,7 +14,8 @@
   bits per UTF-8 byte over every id of the test stream; the same figures for two baselines on the
   same ids (`baselines` in reports/metrics.json: a unigram and an interpolated Kneser-Ney n-gram
   fitted on the train stream, its order chosen on val; `tasks.core.baselines`); samples from
-  `evaluate.generate` in reports/evaluation/samples.md (to read) and samples.json.
+  `evaluate.generate` in reports/evaluation/samples.md (to read) and samples.json; the bits per
+  byte of the model and the baselines as a bar chart, reports/evaluation/plots/bits_per_byte.png.
 * export: export/model.onnx, int64 ids (batch, seq <= max_len) -> float32 logits (batch, seq,
   vocab), written only after ONNX Runtime matches PyTorch within `export.atol`.
 
@@ -41,7 +42,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tasks.core.io import atomic_dir, write_json
-from tasks.core.paths import CHECKPOINTS_DIR, CLEAN_DIR, EXPORT_DIR, MODELS_DIR, REPORTS_DIR
+from tasks.core.paths import (
+    CHECKPOINTS_DIR,
+    CLEAN_DIR,
+    EVALUATION_DIR,
+    EXPORT_DIR,
+    MODELS_DIR,
+    REPORTS_DIR,
+)
 from tasks.types.text_generation.export import export_onnx
 from tasks.types.text_generation.sampling import (
     Tokenizer,
@@ -62,7 +70,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("kiln.text_generation")
 
-EVALUATION_DIR = REPORTS_DIR / "evaluation"
 ONNX_FILE, ONNX_CARD = "model.onnx", "onnx.json"
 ARCHITECTURE = "char_transformer"
 CHECKPOINT_FORMAT = 1  # bump when the stream, blocks or model input change meaning
@@ -395,6 +402,39 @@ def samples_markdown(samples: list[dict[str, Any]], metrics: dict[str, Any]) -> 
     return "\n".join(lines) + "\n"
 
 
+def plot_bits_per_byte(metrics: dict[str, Any], target: Path) -> None:
+    """Bar chart PNG: the test bits per byte of the model and of each baseline (lower is better),
+    the chart `dvc plots show` draws for a text generator."""
+    import matplotlib  # noqa: PLC0415 (optional: only for the PNG)
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # noqa: PLC0415
+
+    bars = {"model": metrics["bits_per_byte"]}
+    bars |= {
+        name: b["bits_per_byte"]
+        for name, b in metrics.get("baselines", {}).items()
+        if b.get("bits_per_byte") is not None
+    }
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(bars) + 1.6), dpi=100)
+    names = list(bars)[::-1]  # the model on top
+    ax.barh(
+        names,
+        [bars[n] for n in names],
+        color=["tab:blue" if n == "model" else "tab:gray" for n in names],
+    )
+    for i, name in enumerate(names):
+        ax.text(bars[name], i, f" {bars[name]:.3f}", va="center")
+    ax.set(
+        xlabel="bits per UTF-8 byte (lower is better)",
+        title=f"test split: {metrics['n_test']} tokens of {metrics['n_test_texts']} texts",
+    )
+    ax.set_xlim(0, max(bars.values()) * 1.2)
+    fig.tight_layout()
+    fig.savefig(target, format="png")  # inside evaluate's atomic_dir: swapped in with the rest
+    plt.close(fig)
+
+
 def evaluate_stage(params: Params) -> int:
     from tasks.core.baselines import baseline_lines  # noqa: PLC0415
     from tasks.core.dataset import DataError  # noqa: PLC0415
@@ -411,6 +451,12 @@ def evaluate_stage(params: Params) -> int:
     with atomic_dir(EVALUATION_DIR) as tmp:  # one swap: the samples of one model
         write_json(tmp / "samples.json", samples)
         (tmp / "samples.md").write_text(samples_markdown(samples, metrics), encoding="utf-8")
+        plots = tmp / "plots"  # EVALUATION_PLOTS, dvc.yaml's `plots:` (samples.md is no plot)
+        plots.mkdir()
+        try:
+            plot_bits_per_byte(metrics, plots / "bits_per_byte.png")
+        except ImportError:
+            logger.warning("matplotlib is not installed: bits_per_byte.png not written")
     write_json(REPORTS_DIR / "metrics.json", metrics)
     logger.info(
         f"test loss {metrics['val_loss']:.4f} nats/token, perplexity {metrics['perplexity']:.3f}, "

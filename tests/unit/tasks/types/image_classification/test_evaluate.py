@@ -56,7 +56,7 @@ def _evaluate() -> int:
 def test_writes_three_sane_reports(project: Path) -> None:
     assert _evaluate() == 0
     metrics = _metrics(project)
-    with open(project / "reports" / "evaluation" / "predictions.csv", newline="") as fh:
+    with open(project / "reports" / "evaluation" / "plots" / "predictions.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     clean = read_clean(project / "data" / "clean")
     test = clean.items[clean.items["split"] == "test"]
@@ -76,7 +76,7 @@ def test_writes_three_sane_reports(project: Path) -> None:
         hits = sum(a == p == name for a, p in zip(actual, predicted, strict=True))
         if got["support"]:
             assert got["recall"] == pytest.approx(hits / got["support"], abs=1e-6)
-    png = (project / "reports" / "evaluation" / "confusion_matrix.png").read_bytes()
+    png = (project / "reports" / "evaluation" / "plots" / "confusion_matrix.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 

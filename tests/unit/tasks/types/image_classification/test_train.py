@@ -243,7 +243,8 @@ from tests.project import REPO
 outcome = evaluate_model(model, card, read_clean(root / "data" / "clean").split("test"))
 write_reports(outcome, root / "reports")
 print(sorted(p.name for p in (root / "reports").iterdir()),
-      sorted(p.name for p in (root / "reports" / "evaluation").iterdir()))
+      sorted(p.name for p in (root / "reports" / "evaluation").iterdir()),
+      sorted(p.name for p in (root / "reports" / "evaluation" / "plots").iterdir()))
 """
 
 
@@ -258,5 +259,5 @@ def test_stage_cores_need_no_optional_package(tmp_path: Path) -> None:
         check=False,
     )
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "['evaluation', 'metrics.json'] ['predictions.csv']"
+    assert run.stdout.strip() == "['evaluation', 'metrics.json'] ['plots'] ['predictions.csv']"
     assert "matplotlib is not installed" in run.stderr

@@ -113,10 +113,10 @@ def test_train_evaluate_export_tiny_transformer(project: Path) -> None:
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert metrics["n_test"] > 0 and set(metrics["per_class"]) == set(LANGUAGES)
     assert metrics["accuracy"] > 1 / len(LANGUAGES), metrics  # chance is 1/3
-    predictions = pd.read_csv(project / "reports" / "evaluation" / "predictions.csv")
+    predictions = pd.read_csv(project / "reports" / "evaluation" / "plots" / "predictions.csv")
     assert list(predictions.columns) == ["actual", "predicted"]
     assert len(predictions) == metrics["n_test"]
-    assert (project / "reports" / "evaluation" / "confusion_matrix.png").is_file()
+    assert (project / "reports" / "evaluation" / "plots" / "confusion_matrix.png").is_file()
     baselines = metrics.pop("baselines")
     assert tc.test_metrics(project / "models", project / "data" / "clean", params) == metrics
     # beside the model: the majority class and TF-IDF + logistic regression on the same split

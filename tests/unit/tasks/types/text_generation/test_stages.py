@@ -283,6 +283,11 @@ def test_evaluate_measures_the_test_stream_and_writes_samples(
     ]
     assert all(0 < s["n_tokens"] <= 40 or s["ended"] for s in samples)
     markdown = (project / "reports/evaluation/samples.md").read_text()
+    # dvc.yaml's `plots:` folder: the chart alone (samples.md would be "failed to load" there)
+    assert [p.name for p in (project / "reports/evaluation/plots").iterdir()] == [
+        "bits_per_byte.png"
+    ]
+    assert (project / "reports/evaluation/plots/bits_per_byte.png").stat().st_size > 5_000
     assert '## Prompt: "Why did the "' in markdown
     assert f"Why did the {samples[2]['text']}" in markdown
     before = (project / "reports/evaluation/samples.json").read_bytes()
