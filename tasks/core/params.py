@@ -994,6 +994,9 @@ class SweepParams(_Section):
             )
             if endless:
                 raise ValueError(f"the grid sampler needs a step for the ranges of {endless}")
+        return self
+
+
 class StorageParams(_Section):
     """Where each successful refresh is kept beyond this machine (docs/storage.md): a DVC remote
     that receives every stage output and registry version, and a git branch that receives one
