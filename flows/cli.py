@@ -24,6 +24,7 @@ from flows.cli_models import echo_champion
 from flows.cli_models import register as register_model_commands
 from flows.cli_sweep import check_sweep
 from flows.cli_sweep import register as register_sweep_commands
+from flows.cli_workers import register as register_worker_commands
 from flows.dvc_plots import ensure_template
 from flows.prefect_server import (
     DATABASE_URL_ENV,
@@ -390,6 +391,7 @@ def _params_or_exit_file(path: Path, dvc_yaml: Path) -> None:
 
 register_model_commands(app)  # kiln promote, kiln models list|rollback, kiln serve, kiln predict
 register_sweep_commands(app, _prefect_env, DEFAULT_PORT)  # kiln sweep [show|apply]
+register_worker_commands(app, _prefect_env, DEFAULT_PORT)  # kiln deploy, kiln worker
 
 
 class _StageName(logging.Filter):
