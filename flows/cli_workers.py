@@ -13,9 +13,12 @@ import typer
 
 from flows.deploy import (
     DEPLOYMENT,
+    HEARTBEAT_ENV,
     PROJECT_DIR_ENV,
     deploy,
+    ensure_crash_automation,
     ensure_work_pool,
+    heartbeat_s,
     pool_name,
     prefect_file,
 )
@@ -65,6 +68,7 @@ def register(app: typer.Typer, prefect_env: Callable[[Path, int], Any], port_def
             typer.secho(f"prefect deploy failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}",
                         fg="red", err=True)
             raise typer.Exit(1)
+        ensure_crash_automation(pool)
         typer.echo(f"Deployment '{DEPLOYMENT}/{DEPLOYMENT}' on pool '{pool}', cron "
                    f"'{params.schedule.cron}' ({params.schedule.timezone}), one run at a time; "
                    f"start workers with `kiln worker` in clones of the project. "
@@ -91,7 +95,8 @@ def register(app: typer.Typer, prefect_env: Callable[[Path, int], Any], port_def
             raise typer.Exit(2)
         pool = pool or pool_name(params.project.name)
         typer.echo(f"Worker on pool '{pool}' of {api_url}, running flows in {project}", err=True)
-        env = {**os.environ, "PREFECT_API_URL": api_url, PROJECT_DIR_ENV: str(project)}
+        env = {**os.environ, "PREFECT_API_URL": api_url, PROJECT_DIR_ENV: str(project),
+               HEARTBEAT_ENV: str(heartbeat_s())}  # what `kiln deploy`'s automation expects
         os.chdir(project)
         sys.stderr.flush()
         os.execve(sys.executable, make_worker_command(pool, name, limit), env)  # noqa: S606

@@ -17,6 +17,11 @@ from pathlib import Path
 
 DEPLOYMENT = "refresh-and-retrain"  # prefect.yaml's deployment (and the flow's name)
 PROJECT_DIR_ENV = "KILN_PROJECT_DIR"
+HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
+# Seconds between the heartbeats of a worker's flow runs (`kiln worker` sets it unless set; at
+# least 30); a run silent for 3 of them is marked Crashed (ensure_crash_automation).
+HEARTBEAT_S = 60
+MISSED_HEARTBEATS = 3
 
 
 def pool_name(project_name: str) -> str:
@@ -74,3 +79,56 @@ def worker_command(pool: str, name: str | None, limit: int | None) -> list[str]:
     if limit:
         cmd += ["--limit", str(limit)]
     return cmd
+
+
+def heartbeat_s() -> int:
+    return int(os.environ.get(HEARTBEAT_ENV) or HEARTBEAT_S)
+
+
+def crash_automation_name(pool: str) -> str:
+    return f"kiln: crash {DEPLOYMENT} runs on {pool} without heartbeats"
+
+
+def ensure_crash_automation(pool: str) -> None:
+    """(Re)create the automation that marks a run of the deployment Crashed when its heartbeats
+    stop (a worker killed with its run): its concurrency slot frees and the next run starts on
+    another worker. Prefect's recipe for "zombie" flow runs, limited to this deployment."""
+    from datetime import timedelta  # noqa: PLC0415
+
+    from prefect.client.orchestration import get_client  # noqa: PLC0415 (after the API URL)
+    from prefect.client.schemas.objects import StateType  # noqa: PLC0415
+    from prefect.events.actions import ChangeFlowRunState  # noqa: PLC0415
+    from prefect.events.schemas.automations import (  # noqa: PLC0415
+        AutomationCore,
+        EventTrigger,
+        Posture,
+    )
+    from prefect.events.schemas.events import ResourceSpecification  # noqa: PLC0415
+
+    name = crash_automation_name(pool)
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(f"{DEPLOYMENT}/{DEPLOYMENT}")
+        for old in client.read_automations_by_name(name):
+            client.delete_automation(old.id)
+        silent = timedelta(seconds=MISSED_HEARTBEATS * heartbeat_s())
+        client.create_automation(AutomationCore(
+            name=name,
+            description=f"A run of {DEPLOYMENT} silent for {silent.seconds} s is Crashed "
+                        "(kiln deploy)",
+            trigger=EventTrigger(
+                after={"prefect.flow-run.heartbeat"},
+                expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed",
+                        "prefect.flow-run.Failed", "prefect.flow-run.Cancelled",
+                        "prefect.flow-run.Crashed"},
+                match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+                match_related=ResourceSpecification({
+                    "prefect.resource.id": [f"prefect.deployment.{deployment.id}"]}),
+                for_each={"prefect.resource.id"},
+                posture=Posture.Proactive,
+                threshold=1,
+                within=silent,
+            ),
+            actions=[ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {silent.seconds} s: its worker is gone")],
+        ))
