@@ -24,8 +24,15 @@ from flows.cli_models import echo_champion
 from flows.cli_models import register as register_model_commands
 from flows.cli_sweep import check_sweep
 from flows.cli_sweep import register as register_sweep_commands
+from flows.cli_workers import register as register_worker_commands
 from flows.dvc_plots import ensure_template
-from flows.prefect_server import DEFAULT_PORT, ensure_server, read_pid_file
+from flows.prefect_server import (
+    DATABASE_URL_ENV,
+    DEFAULT_PORT,
+    ensure_server,
+    read_pid_file,
+    redacted,
+)
 from tasks.core.params import ParamsError, load_params
 
 
@@ -202,9 +209,16 @@ def schedule(project: ProjectOpt = Path("."), port: PortOpt = DEFAULT_PORT) -> N
 @app.command()
 def server(project: ProjectOpt = Path("."), port: PortOpt = DEFAULT_PORT,
            stop: Annotated[bool, typer.Option("--stop", help="Stop the local server.")] = False,
+           database_url: Annotated[str | None, typer.Option(
+               envvar=DATABASE_URL_ENV, metavar="URL", show_envvar=True,
+               help="PostgreSQL for a server this starts: postgresql+asyncpg://USER:PASS@HOST:"
+                    "PORT/DB (default: SQLite in .kiln/prefect).")] = None,
            ) -> None:
     """Start (or find) the local Prefect server and print the UI's address."""
     project = project.resolve()
+    if database_url:
+        os.environ[DATABASE_URL_ENV] = database_url  # read by flows/prefect_server.py
+        typer.echo(f"Database: {redacted(database_url)} (for a server this starts)")
     if stop:
         pid = read_pid_file(project / ".kiln" / "prefect")
         if pid is None:
@@ -424,6 +438,7 @@ def _params_or_exit_file(path: Path, dvc_yaml: Path) -> None:
 
 register_model_commands(app)  # kiln promote, kiln models list|rollback, kiln serve, kiln predict
 register_sweep_commands(app, _prefect_env, DEFAULT_PORT)  # kiln sweep [show|apply]
+register_worker_commands(app, _prefect_env, DEFAULT_PORT)  # kiln deploy, kiln worker
 
 
 class _StageName(logging.Filter):

@@ -1,8 +1,11 @@
 """Find or start the Prefect API: `kiln server` runs this and prints where the UI is.
 
 Order: a `PREFECT_API_URL` that answers is used as it is (a shared server, the user's own);
-otherwise a real `prefect server` process (SQLite under `.kiln/prefect`) is started on the
-configured port, detached so the UI stays up after the run. The in-process "ephemeral" server is
+otherwise a real `prefect server` process is started on the configured port, detached so the UI
+stays up after the run. Its database is SQLite under `.kiln/prefect`, or the PostgreSQL database
+of `KILN_PREFECT_DATABASE_URL` (`kiln server --database-url`), e.g.
+`postgresql+asyncpg://kiln:secret@db-host:5432/prefect`: the choice for several workers and a
+shared server (docs/workers.md). The in-process "ephemeral" server is
 never used: on 2-core machines it logs `database is locked` errors.
 
 This module must not import prefect: Prefect reads its settings when it is imported, so the API
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +34,7 @@ DEFAULT_PORT = 4200
 # 2 cores; 120 s leaves room for a loaded CI machine.
 START_TIMEOUT_S = 120.0
 PID_FILE = "server.pid"
+DATABASE_URL_ENV = "KILN_PREFECT_DATABASE_URL"
 
 
 @dataclass(frozen=True)
@@ -77,9 +82,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(home: Path, port: int, host: str = "127.0.0.1") -> PrefectServer:
-    """Start `prefect server start` detached, with its own home and log; wait until healthy."""
+def redacted(database_url: str) -> str:
+    """The URL without its password: `postgresql+asyncpg://kiln:***@host:5432/prefect`."""
+    parts = urllib.parse.urlsplit(database_url)
+    if parts.password is None:
+        return database_url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def start_server(home: Path, port: int, host: str = "127.0.0.1",
+                 database_url: str | None = None) -> PrefectServer:
+    """Start `prefect server start` detached, with its own home and log; wait until healthy.
+
+    `database_url` (default: `KILN_PREFECT_DATABASE_URL`): a PostgreSQL database for the server
+    (Prefect's `PREFECT_SERVER_DATABASE_CONNECTION_URL`), instead of SQLite under `home`."""
     home.mkdir(parents=True, exist_ok=True)
+    database_url = database_url or os.environ.get(DATABASE_URL_ENV) or None
     api_url = f"http://{host}:{port}/api"
     env = {
         **os.environ,
@@ -89,6 +108,11 @@ def start_server(home: Path, port: int, host: str = "127.0.0.1") -> PrefectServe
         "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
     }
     env.pop("PREFECT_API_URL", None)
+    if database_url:
+        if not database_url.startswith("postgresql+asyncpg://"):
+            raise ValueError(f"{DATABASE_URL_ENV} must be a postgresql+asyncpg:// URL (Prefect's "
+                             f"PostgreSQL driver), not {redacted(database_url)}")
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
     log_path = home / "server.log"
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
@@ -100,7 +124,8 @@ def start_server(home: Path, port: int, host: str = "127.0.0.1") -> PrefectServe
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if api_answers(api_url, timeout_s=1.0):
-            log.info("Prefect server started at %s (pid %d, log %s)", api_url, proc.pid, log_path)
+            log.info("Prefect server started at %s (pid %d, log %s, database %s)", api_url,
+                     proc.pid, log_path, redacted(database_url) if database_url else "SQLite")
             (home / PID_FILE).write_text(str(proc.pid))
             return PrefectServer(api_url, f"http://{host}:{port}", proc.pid)
         if proc.poll() is not None:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from flows.prefect_server import PrefectServer, start_server
+from tests.postgres import PostgresCluster, find_bindir, remove_cluster, start_cluster
 from tests.project import GIT_IDENTITY, free_port
 
 os.environ.update(GIT_IDENTITY)
@@ -22,3 +23,17 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def postgres() -> Iterator[PostgresCluster]:
+    """A private PostgreSQL cluster (tests/postgres.py) on a free loopback port, removed after."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: "
+                    "`apt-get install postgresql` (.ci/run does)")
+    cluster = start_cluster(bindir)
+    try:
+        yield cluster
+    finally:
+        remove_cluster(cluster)

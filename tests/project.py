@@ -27,7 +27,8 @@ from flows.dvc_plots import TEMPLATE, ensure_template
 
 REPO = Path(__file__).resolve().parents[1]
 # labels/: the overrides file; serve/: `kiln serve` and the task types' request schemas
-CODE = ("tasks", "flows", "crawlers", "serve", "dvc.yaml", ".dvcignore", "labels")
+CODE = ("tasks", "flows", "crawlers", "serve", "dvc.yaml", ".dvcignore", "labels",
+        "prefect.yaml")  # prefect.yaml: `kiln deploy` (flows/deploy.py)
 BIN = Path(sys.executable).parent
 
 GIT_IDENTITY = {

@@ -1,0 +1,177 @@
+"""Workers: `kiln deploy` and two `kiln worker`s, each in its own clone of a project's git
+repository, on one Prefect server backed by PostgreSQL. Each flow run is taken by one worker only,
+runs in that worker's clone, and the deployment's concurrency limit keeps runs one at a time; a
+worker killed with its run leaves the run Crashed and the next run completes on the other."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from flows.deploy import pool_name
+from flows.prefect_server import PrefectServer, start_server
+from tests.postgres import PostgresCluster
+from tests.project import env, free_port, make_project, prefect_api, run, tiny_demo_overrides
+
+pytestmark = pytest.mark.e2e
+FLOORS = {"promote": {"floors": {"accuracy": 0.3, "macro_f1": 0.0}, "baseline_gate": False}}
+# Far from now: no scheduled run starts during the test; the runs are created by hand.
+SCHEDULE = {"cron": "0 3 29 2 *", "timezone": "UTC"}
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+@pytest.fixture
+def pg_prefect(postgres: PostgresCluster, tmp_path: Path) -> Iterator[PrefectServer]:
+    server = start_server(tmp_path / "prefect-home", free_port(),
+                          database_url=postgres.create_database("prefect"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def _worker(clone: Path, name: str, api: str, log: Path,
+            heartbeat_s: int | None = None) -> Iterator[subprocess.Popen]:
+    beats = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat_s)} if heartbeat_s else {}
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "worker", "--project", str(clone), "--name", name],
+            cwd=clone, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**env(), "PREFECT_API_URL": api, "PREFECT_WORKER_QUERY_SECONDS": "1",
+                 "PREFECT_WORKER_HEARTBEAT_SECONDS": "5", **beats})
+    try:
+        yield proc
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _wait_terminal(api: str, run_ids: list[str], timeout_s: float) -> dict[str, dict]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runs = {i: prefect_api(api, f"/flow_runs/{i}") for i in run_ids}
+        if all(r["state"]["type"] in TERMINAL for r in runs.values()):
+            return runs
+        if time.monotonic() > deadline:
+            raise AssertionError({i: r["state"]["name"] for i, r in runs.items()})
+        time.sleep(2)
+
+
+def _clones_of_one_project(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "origin").mkdir()
+    origin = make_project(tmp_path / "origin", {**tiny_demo_overrides(free_port()), **FLOORS,
+                                                "project": {"name": "workers"},
+                                                "schedule": SCHEDULE})
+    clones = {n: tmp_path / n for n in ("worker-a", "worker-b")}
+    for clone in clones.values():
+        run(["git", "clone", "-q", str(origin), str(clone)], tmp_path)
+    return clones
+
+
+def _deploy(clone: Path, api: str, **extra_env: str) -> dict:
+    deployed = run([sys.executable, "-m", "flows.cli", "deploy", "--project", str(clone)], clone,
+                   extra_env={"PREFECT_API_URL": api, **extra_env})
+    assert f"Created process work pool '{pool_name('workers')}'" in deployed.stdout
+    [deployment] = prefect_api(api, "/deployments/filter", {})
+    return deployment
+
+
+def test_two_workers_take_each_run_once_one_at_a_time(pg_prefect: PrefectServer,
+                                                      tmp_path: Path) -> None:
+    api = pg_prefect.api_url
+    clones = _clones_of_one_project(tmp_path)
+    deployment = _deploy(clones["worker-a"], api)
+    pool = pool_name("workers")
+    assert (deployment["name"], deployment["work_pool_name"]) == ("refresh-and-retrain", pool)
+    assert deployment["global_concurrency_limit"]["limit"] == 1
+    assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+    assert deployment["schedules"][0]["schedule"]["cron"] == SCHEDULE["cron"]
+    assert deployment["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {
+        "directory": "{{ $KILN_PROJECT_DIR }}"}}]
+
+    logs = {n: tmp_path / f"{n}.log" for n in clones}
+    with _worker(clones["worker-a"], "worker-a", api, logs["worker-a"]), \
+            _worker(clones["worker-b"], "worker-b", api, logs["worker-b"]):
+        run_ids = [prefect_api(api, f"/deployments/{deployment['id']}/create_flow_run", {})["id"]
+                   for _ in range(2)]
+        runs = _wait_terminal(api, run_ids, timeout_s=480)
+    assert {r["state"]["type"] for r in runs.values()} == {"COMPLETED"}, \
+        {i: r["state"] for i, r in runs.items()}
+    # One at a time: the second started after the first ended (it waited for the slot)
+    first, second = sorted(runs.values(), key=lambda r: r["start_time"])
+    assert second["start_time"] >= first["end_time"], (first, second)
+    # Each run ran on exactly one worker (its flow-run process logs into that worker's output;
+    # a worker that lost the race for it logs only an aborted submission), in that worker's clone
+    texts = {n: p.read_text() for n, p in logs.items()}
+    takers = {i: [n for n, t in texts.items() if f"/runs/flow-run/{i}\n" in t] for i in run_ids}
+    assert all(len(t) == 1 for t in takers.values()), (takers, texts)
+    for name, clone in clones.items():
+        took = any(takers[i] == [name] for i in run_ids)
+        assert (clone / "dvc.lock").exists() == took, name
+        assert (clone / "registry" / "registry.json").exists() == took, name
+
+
+def _kill_with_its_run(worker: subprocess.Popen, flow_run: dict) -> None:
+    """SIGKILL the worker and its flow-run process (which Prefect starts in a session of its
+    own): as when the machine goes away, nobody reports anything."""
+    pid = int(str(flow_run["infrastructure_pid"]).rsplit(":", 1)[-1])
+    for group in (worker.pid, pid):
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    worker.wait(timeout=30)
+
+
+def _wait_state(api: str, run_id: str, types: set[str], timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while (flow_run := prefect_api(api, f"/flow_runs/{run_id}"))["state"]["type"] not in types:
+        assert time.monotonic() < deadline, flow_run["state"]
+        time.sleep(2)
+    return flow_run
+
+
+def test_a_killed_worker_leaves_its_run_crashed_the_next_runs_on_the_other(
+        pg_prefect: PrefectServer, tmp_path: Path) -> None:
+    api = pg_prefect.api_url
+    clones = _clones_of_one_project(tmp_path)
+    beat = 30  # Prefect's least; `kiln deploy` crashes a run silent for 3 of them
+    deployment = _deploy(clones["worker-a"], api, PREFECT_FLOWS_HEARTBEAT_FREQUENCY=str(beat))
+    [automation] = prefect_api(api, "/automations/filter", {})
+    assert automation["trigger"]["within"] == 3 * beat
+    logs = {n: tmp_path / f"{n}.log" for n in clones}
+    new_run = f"/deployments/{deployment['id']}/create_flow_run"
+    with _worker(clones["worker-a"], "worker-a", api, logs["worker-a"], beat) as worker_a:
+        first = prefect_api(api, new_run, {})["id"]
+        _wait_state(api, first, {"RUNNING"}, timeout_s=120)
+        time.sleep(5)  # mid-run: the flow has sent its first heartbeat and started the crawl
+        with _worker(clones["worker-b"], "worker-b", api, logs["worker-b"], beat):
+            second = prefect_api(api, new_run, {})["id"]  # waits for the slot
+            time.sleep(5)  # both workers poll it; neither may start it
+            assert prefect_api(api, f"/flow_runs/{second}")["state"]["type"] == "SCHEDULED"
+            _kill_with_its_run(worker_a, prefect_api(api, f"/flow_runs/{first}"))
+            crashed = _wait_state(api, first, TERMINAL, timeout_s=3 * beat + 90)
+            assert crashed["state"]["type"] == "CRASHED", crashed["state"]
+            done = _wait_state(api, second, TERMINAL, timeout_s=300)
+    assert done["state"]["type"] == "COMPLETED", done["state"]
+    assert crashed["end_time"] is None or done["start_time"] >= crashed["end_time"]
+    texts = {n: p.read_text() for n, p in logs.items()}
+    assert f"/runs/flow-run/{first}\n" in texts["worker-a"]
+    assert f"/runs/flow-run/{second}\n" in texts["worker-b"]
+    assert f"/runs/flow-run/{second}\n" not in texts["worker-a"]
+    assert (clones["worker-b"] / "registry" / "registry.json").exists()
