@@ -33,6 +33,7 @@ from flows.prefect_server import (
     read_pid_file,
     read_url_file,
 )
+from tasks.core.data_docs import DEFAULT_PORT as DATA_DOCS_PORT
 from tasks.core.params import ParamsError, load_params
 
 
@@ -253,6 +254,29 @@ def _refuse_if_others_run(api_url: str, project: Path) -> None:
                     f"on it:\n{lines}\nwait for them, or stop it anyway with --force",
                     fg="red", err=True)
         raise typer.Exit(1)
+
+
+@app.command("data-docs")
+def data_docs(project: ProjectOpt = Path("."),
+              port: Annotated[int, typer.Option(help="Port to serve them on.")] = DATA_DOCS_PORT,
+              ) -> None:
+    """Serve the last validate stage's Great Expectations Data Docs over http until Ctrl-C."""
+    from tasks.core.data_docs import server  # noqa: PLC0415
+    from tasks.core.paths import VALIDATION_DIR  # noqa: PLC0415
+
+    site = project.resolve() / VALIDATION_DIR
+    if not (site / "index.html").is_file():
+        typer.secho(f"no Data Docs in {site}: the validate stage writes them (`kiln run`)",
+                    fg="red", err=True)
+        raise typer.Exit(1)
+    httpd = server(site, port)
+    typer.echo(f"Data Docs: http://127.0.0.1:{port}/ (Ctrl-C stops)")
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()
 
 
 @app.command("demo-site")

@@ -8,6 +8,10 @@ that still loaded Bootstrap or jQuery from a CDN would render bare here.
 from __future__ import annotations
 
 import json
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -20,6 +24,7 @@ from tasks.core import data_docs
 from tasks.core.params import load_params
 from tasks.validate import validate_items
 from tests.chromium import evaluate, needs_chromium
+from tests.project import REPO, env, free_port, run
 from tests.raw_fixture import Dirt, build_raw, write_params
 
 pytestmark = pytest.mark.integration
@@ -103,8 +108,8 @@ def test_the_index_lists_the_runs_styled_and_its_links_work(site: Path, served: 
     assert all(r.startswith(served) for r in facts["resources"]), facts["resources"]
     # Each row opens its result page: the index's data names the page, served here.
     index = (site / "index.html").read_text()
-    for run in ("all_rows", "valid_rows"):
-        link = next(p for p in (site / "validations").rglob("*.html") if run in str(p))
+    for run_name in ("all_rows", "valid_rows"):
+        link = next(p for p in (site / "validations").rglob("*.html") if run_name in str(p))
         path = link.relative_to(site).as_posix()
         assert f"'_table_row_link_path': '{path}'" in index
         with urllib.request.urlopen(f"{served}/{path}", timeout=10) as resp:  # noqa: S310
@@ -119,3 +124,27 @@ def test_a_validation_result_page_renders_styled(site: Path, served: str, tmp_pa
     assert facts["jquery"] == "function" and facts["vega"] == "function"
     assert facts["bootstrap_tables"] >= 1
     assert all(r.startswith(served) for r in facts["resources"]), facts["resources"]
+
+
+def test_kiln_data_docs_serves_the_project_s_data_docs(site: Path, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    missing = run([sys.executable, "-m", "flows.cli", "data-docs", "--project", str(project)],
+                  REPO, check=False)
+    assert missing.returncode == 1 and "no Data Docs in" in missing.stderr
+    shutil.copytree(site, project / "reports" / "validation")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "data-docs", "--project", str(project),
+         "--port", str(port)], cwd=REPO, env=env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == (
+            f"Data Docs: http://127.0.0.1:{port}/ (Ctrl-C stops)")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:  # noqa: S310
+            assert "Validation Results" in resp.read().decode()
+        with urllib.request.urlopen(  # noqa: S310
+                f"http://127.0.0.1:{port}/static/vendor/bootstrap.min.css", timeout=10) as resp:
+            assert resp.headers["Content-Type"] == "text/css"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
