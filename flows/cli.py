@@ -30,9 +30,13 @@ from flows.prefect_server import (
     DATABASE_URL_ENV,
     DEFAULT_PORT,
     ensure_server,
+    other_projects_runs,
+    project_tags,
     read_pid_file,
+    read_url_file,
     redacted,
 )
+from tasks.core.data_docs import DEFAULT_PORT as DATA_DOCS_PORT
 from tasks.core.params import ParamsError, load_params
 
 
@@ -96,9 +100,10 @@ def run(project: ProjectOpt = Path("."), port: PortOpt = DEFAULT_PORT) -> None:
     """Run refresh-and-retrain once: the stages crawl, validate, clean, train, evaluate, export
     and promote of dvc.yaml, each through DVC (an up-to-date one is skipped)."""
     project = project.resolve()
-    _params_or_exit(project)
+    params = _params_or_exit(project)
     ensure_template(project)  # `dvc plots show` offline after the run (flows/dvc_plots.py)
     server = _prefect_env(project, port)
+    from prefect import tags  # noqa: PLC0415 (after env)
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings  # noqa: PLC0415
 
     from flows.refresh_and_retrain import refresh_and_retrain  # noqa: PLC0415 (after env)
@@ -108,7 +113,9 @@ def run(project: ProjectOpt = Path("."), port: PortOpt = DEFAULT_PORT) -> None:
     # flow while it sleeps in 1 s steps: 1.08 s per run vs 0.11 s without (an empty flow, median
     # of 3, against a local server). `kiln schedule` keeps them (deployments are what such
     # automations watch).
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    # Tagged with the project's name and directory: one server, several projects (`kiln server`).
+    with (temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+          tags(*project_tags(params.project.name, project))):
         state = refresh_and_retrain(project_dir=str(project), return_state=True)
     run_url = f"{server.ui_url}/runs/flow-run/{state.state_details.flow_run_id}"
     typer.echo(f"\nFlow run: {run_url}")
@@ -203,6 +210,7 @@ def schedule(project: ProjectOpt = Path("."), port: PortOpt = DEFAULT_PORT) -> N
         schedules=[Cron(params.schedule.cron, timezone=params.schedule.timezone)],
         parameters={"project_dir": str(project)},
         global_limit=1,  # two refresh runs never interleave their writes
+        tags=project_tags(params.project.name, project),  # its runs carry them (`kiln server`)
     )
 
 
@@ -213,23 +221,72 @@ def server(project: ProjectOpt = Path("."), port: PortOpt = DEFAULT_PORT,
                envvar=DATABASE_URL_ENV, metavar="URL", show_envvar=True,
                help="PostgreSQL for a server this starts: postgresql+asyncpg://USER:PASS@HOST:"
                     "PORT/DB (default: SQLite in .kiln/prefect).")] = None,
+           force: Annotated[bool, typer.Option(
+               "--force", help="With --stop: stop it even while another project's runs are "
+                               "in progress on it.")] = False,
            ) -> None:
-    """Start (or find) the local Prefect server and print the UI's address."""
+    """Start (or find) the local Prefect server and print the UI's address.
+
+    One server serves several projects: each flow run is tagged `kiln-project:<name>` and
+    `kiln-dir:<directory>` (filter the UI's runs by them). `--stop` stops the server this
+    project started, and refuses while another project's run is pending or running on it."""
     project = project.resolve()
     if database_url:
         os.environ[DATABASE_URL_ENV] = database_url  # read by flows/prefect_server.py
         typer.echo(f"Database: {redacted(database_url)} (for a server this starts)")
     if stop:
-        pid = read_pid_file(project / ".kiln" / "prefect")
+        home = project / ".kiln" / "prefect"
+        pid = read_pid_file(home)
         if pid is None:
             typer.echo("no local Prefect server recorded")
             return
+        if not force:
+            _refuse_if_others_run(read_url_file(home) or f"http://127.0.0.1:{port}/api", project)
         from flows.prefect_server import PrefectServer  # noqa: PLC0415
 
         PrefectServer("", "", pid).stop()
         typer.echo(f"stopped Prefect server (pid {pid})")
         return
     typer.echo(f"Prefect UI: {_prefect_env(project, port).ui_url}")
+
+
+def _refuse_if_others_run(api_url: str, project: Path) -> None:
+    """Exit 1, naming them, while other projects' flow runs are in progress on the server."""
+    try:
+        others = other_projects_runs(api_url, project)
+    except OSError as exc:  # a server that does not answer runs nothing: stopping loses nothing
+        typer.echo(f"the server at {api_url} does not answer ({exc}); stopping it")
+        return
+    if others:
+        lines = "\n".join(f"  {r.name} ({r.id}, {r.state.lower()}) of {r.project_dir}"
+                          for r in others)
+        typer.secho(f"not stopping the Prefect server: other projects' runs are in progress "
+                    f"on it:\n{lines}\nwait for them, or stop it anyway with --force",
+                    fg="red", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("data-docs")
+def data_docs(project: ProjectOpt = Path("."),
+              port: Annotated[int, typer.Option(help="Port to serve them on.")] = DATA_DOCS_PORT,
+              ) -> None:
+    """Serve the last validate stage's Great Expectations Data Docs over http until Ctrl-C."""
+    from tasks.core.data_docs import server  # noqa: PLC0415
+    from tasks.core.paths import VALIDATION_DIR  # noqa: PLC0415
+
+    site = project.resolve() / VALIDATION_DIR
+    if not (site / "index.html").is_file():
+        typer.secho(f"no Data Docs in {site}: the validate stage writes them (`kiln run`)",
+                    fg="red", err=True)
+        raise typer.Exit(1)
+    httpd = server(site, port)
+    typer.echo(f"Data Docs: http://127.0.0.1:{port}/ (Ctrl-C stops)")
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()
 
 
 @app.command("demo-site")

@@ -14,6 +14,7 @@ URL has to be in the environment first.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -35,6 +36,13 @@ DEFAULT_PORT = 4200
 START_TIMEOUT_S = 120.0
 PID_FILE = "server.pid"
 DATABASE_URL_ENV = "KILN_PREFECT_DATABASE_URL"
+URL_FILE = "server.url"  # the API URL of the server PID_FILE names (`kiln server --stop` asks it)
+# Every flow run of a project carries these tags (`kiln run`, `kiln schedule`), so that one
+# server can hold several projects: the UI filters runs by tag, and `kiln server --stop` finds
+# another project's run in progress before it stops the server under it.
+PROJECT_TAG = "kiln-project:"
+PROJECT_DIR_TAG = "kiln-dir:"
+ACTIVE_STATES = ("PENDING", "RUNNING")
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,7 @@ def start_server(home: Path, port: int, host: str = "127.0.0.1",
             log.info("Prefect server started at %s (pid %d, log %s, database %s)", api_url,
                      proc.pid, log_path, redacted(database_url) if database_url else "SQLite")
             (home / PID_FILE).write_text(str(proc.pid))
+            (home / URL_FILE).write_text(api_url)
             return PrefectServer(api_url, f"http://{host}:{port}", proc.pid)
         if proc.poll() is not None:
             tail = log_path.read_text(errors="replace")[-2000:]
@@ -161,3 +170,48 @@ def read_pid_file(home: Path) -> int | None:
     except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
         return None
     return pid
+
+
+def read_url_file(home: Path) -> str | None:
+    """The API URL of the server `start_server` left running under `home` (None if unknown)."""
+    try:
+        return (home / URL_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def project_tags(name: str, project: Path) -> list[str]:
+    """The tags of a project's flow runs: its name and its directory."""
+    return [f"{PROJECT_TAG}{name}", f"{PROJECT_DIR_TAG}{project.resolve()}"]
+
+
+@dataclass(frozen=True)
+class ActiveRun:
+    name: str
+    id: str
+    state: str
+    project_dir: str | None  # from its `kiln-dir:` tag; None for a run that has none
+
+
+def active_runs(api_url: str, timeout_s: float = 10.0) -> list[ActiveRun]:
+    """The PENDING and RUNNING flow runs of the server (its REST API, no Prefect import)."""
+    body = {"flow_runs": {"state": {"type": {"any_": list(ACTIVE_STATES)}}}, "limit": 200}
+    request = urllib.request.Request(f"{api_url}/flow_runs/filter",  # noqa: S310 (http URL)
+                                     data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310
+        runs = json.loads(resp.read())
+    found = []
+    for run in runs:
+        dirs = [t.removeprefix(PROJECT_DIR_TAG) for t in run.get("tags") or []
+                if t.startswith(PROJECT_DIR_TAG)]
+        found.append(ActiveRun(run["name"], run["id"], run.get("state_type") or "",
+                               dirs[0] if dirs else None))
+    return found
+
+
+def other_projects_runs(api_url: str, project: Path) -> list[ActiveRun]:
+    """Runs in progress on the server that another Kiln project started (tagged with another
+    directory). Untagged runs are not counted: they are no Kiln project's."""
+    here = str(project.resolve())
+    return [r for r in active_runs(api_url) if r.project_dir not in (None, here)]

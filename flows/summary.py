@@ -16,6 +16,7 @@ from flows.crawl_report import crawl_figures, partial_crawl_line
 from flows.dvc_stages import StageOutcome
 from tasks.core import registry
 from tasks.core.baselines import best_baseline
+from tasks.core.data_docs import DEFAULT_PORT as DATA_DOCS_PORT
 
 
 def _read(project: Path, name: str) -> dict[str, Any]:
@@ -41,6 +42,9 @@ def stage_counts(project: Path) -> dict[str, Any]:
     }
 
 
+# Where `kiln data-docs` serves the GX Data Docs (its default port): an http link the Prefect UI's
+# artifact page can open, which a file:// one is not.
+DATA_DOCS_URL = f"http://127.0.0.1:{DATA_DOCS_PORT}/"
 # Every task type's headline (each params model's HEADLINE_METRICS) and MASE; a project reports
 # its own.
 METRIC_NAMES = ("accuracy", "macro_f1", "mae", "rmse", "mape", "mase", "val_loss", "perplexity")
@@ -161,13 +165,13 @@ def validation_markdown(project: Path) -> str | None:
     summary = _read(project, "validation/summary.json")
     if not summary:
         return None
-    docs = (project / summary["data_docs"]).resolve()
     lines = [
         "# validation",
         "",
         f"**{'passed' if summary['success'] else 'FAILED'}**: {summary['n_valid']} of "
         f"{summary['n_in']} rows valid, {summary['n_quarantined']} quarantined "
-        f"(share {summary['quarantine_share']}). Data Docs: [{docs}]({docs.as_uri()})",
+        f"(share {summary['quarantine_share']}). Data Docs: [{DATA_DOCS_URL}]({DATA_DOCS_URL}) "
+        f"(`kiln data-docs` serves {summary['data_docs']} there)",
         "",
     ]
     lines += [f"* failure: {_cell(m)}" for m in summary.get("failures", [])]

@@ -18,6 +18,7 @@ import pandas as pd
 from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
+from tasks.core.data_docs import localize
 from tasks.core.gx_check import build
 from tasks.core.params import ExpectationSpec, LabelParams, ValidateParams
 from tasks.core.validate_derive import IMAGES, TaskColumns
@@ -197,4 +198,5 @@ class RawItemsSuite:
         else:
             self.context.add_data_docs_site(_SITE, site)
         self.context.build_data_docs(site_names=[_SITE])
+        localize(Path(directory))  # offline: the CDN scripts and styles from local copies
         return Path(directory) / "index.html"

@@ -53,6 +53,8 @@ def test_schedule_serves_a_deployment_on_the_params_cron(prefect_server, tmp_pat
         schedule = deployment["schedules"][0]["schedule"]
         assert (schedule["cron"], schedule["timezone"]) == (cron, "Europe/Paris")
         assert deployment["parameters"] == {"project_dir": str(project)}
+        # its runs carry the project's tags (one server, several projects: `kiln server`)
+        assert set(deployment["tags"]) >= {"kiln-project:cron-test", f"kiln-dir:{project}"}
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
