@@ -118,5 +118,5 @@ def test_kill_anywhere_one_round(tmp_path: Path) -> None:
     """tests/e2e/kill_anywhere.py, shortened to one random kill: zero violations."""
     from tests.e2e.kill_anywhere import main  # noqa: PLC0415
 
-    # seed 9: a group kill 47 % into a round's run
+    # seed 9: a group kill 47 % into the time of the first run (one round: no second run to time)
     assert main(["--runs", "1", "--seed", "9", "--keep", str(tmp_path)]) == 0
