@@ -13,6 +13,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -280,6 +281,9 @@ def data_docs(project: ProjectOpt = Path("."),
                     fg="red", err=True)
         raise typer.Exit(1)
     httpd = server(site, port)
+    # Ctrl-C stops it even when it was started with SIGINT ignored, as a shell's background job
+    # (`cmd &` in a script) is: Python then never raises KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     typer.echo(f"Data Docs: http://127.0.0.1:{port}/ (Ctrl-C stops)")
     try:
         httpd.serve_forever()
