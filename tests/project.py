@@ -140,6 +140,20 @@ def make_project(root: Path, overrides: dict[str, Any] | None = None,
     return project
 
 
+def crawl_and_record(project: Path) -> None:
+    """The crawl stage against the demo site params.yaml names (served for its duration), then
+    recorded in dvc.lock: the crawl is frozen, so `dvc repro` never runs it itself."""
+    from crawlers.demo_site import start_demo_site  # noqa: PLC0415 (only tests that crawl)
+    from tasks.core.params import load_params  # noqa: PLC0415
+
+    site = start_demo_site(load_params(project / "params.yaml").demo_site)
+    try:
+        run([sys.executable, "-m", "tasks.crawl"], project)
+    finally:
+        site.stop()
+    dvc("commit", "--force", "crawl", cwd=project)
+
+
 def flow_run_id(kiln_output: str) -> str:
     match = re.search(r"/runs/flow-run/([0-9a-f-]{36})", kiln_output)
     if not match:

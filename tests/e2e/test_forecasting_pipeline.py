@@ -5,15 +5,12 @@ small LSTM, and check the numbers each stage leaves behind."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from crawlers.demo_site import start_demo_site
-from tasks.core.params import load_params
-from tests.project import dvc, free_port, make_project, run
+from tests.project import crawl_and_record, dvc, free_port, make_project
 
 pytestmark = pytest.mark.e2e
 
@@ -29,12 +26,7 @@ def test_co2_crawl_to_forecast(tmp_path: Path) -> None:
         "train": {"epochs": 6, "patience": 6, "d_model": 16, "batch_size": 128, "device": "cpu"},
     }
     project = make_project(tmp_path, overrides, base="examples/co2.params.yaml")
-    site = start_demo_site(load_params(project / "params.yaml").demo_site)
-    try:
-        run([sys.executable, "-m", "tasks.crawl"], project)
-    finally:
-        site.stop()
-    dvc("commit", "--force", "crawl", cwd=project)
+    crawl_and_record(project)
     dvc("repro", cwd=project)
 
     clean = json.loads((project / "reports/clean.json").read_text())

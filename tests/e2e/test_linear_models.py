@@ -29,13 +29,21 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from crawlers.demo_site import start_demo_site
 from flows.dvc_stages import stage_names
 from serve.app import create_app
 from tasks.core.models import load_model, predict_logits
-from tasks.core.params import ServeParams, load_params
+from tasks.core.params import ServeParams
 from tasks.core.tokenizers import encode_texts
-from tests.project import REPO, dvc, free_port, make_project, merge_params, run, tiny_demo_overrides
+from tests.project import (
+    REPO,
+    crawl_and_record,
+    dvc,
+    free_port,
+    make_project,
+    merge_params,
+    run,
+    tiny_demo_overrides,
+)
 
 pytestmark = pytest.mark.e2e
 STAGES = stage_names(REPO)[1:]  # dvc.yaml's, after the crawl
@@ -73,12 +81,7 @@ def _text(port: int) -> dict[str, Any]:
 
 def _pipeline(tmp_path: Path, overrides: dict[str, Any], base: str) -> Path:
     project = make_project(tmp_path, overrides, base=base)
-    site = start_demo_site(load_params(project / "params.yaml").demo_site)
-    try:
-        run([sys.executable, "-m", "tasks.crawl"], project)
-    finally:
-        site.stop()
-    dvc("commit", "--force", "crawl", cwd=project)
+    crawl_and_record(project)
     repro = run([sys.executable, "-m", "dvc", "repro"], project, extra_env={"OMP_NUM_THREADS": "1"})
     assert [s for s in STAGES if f"Running stage '{s}'" in repro.stdout] == STAGES, repro.stdout
     info = json.loads((project / "export" / "onnx.json").read_text())

@@ -19,14 +19,13 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from crawlers.demo_site import start_demo_site
 from flows.dvc_stages import stage_names
 from serve.app import create_app
 from tasks.core.models import load_model, predict_logits
-from tasks.core.params import ServeParams, load_params
+from tasks.core.params import ServeParams
 from tasks.core.tokenizers import encode_texts, tokenizer_from_spec
 from tasks.types.text_classification.models import ARCHITECTURES
-from tests.project import REPO, dvc, free_port, make_project, run
+from tests.project import REPO, crawl_and_record, dvc, free_port, make_project, run
 
 pytestmark = pytest.mark.e2e
 STAGES = stage_names(REPO)[1:]  # dvc.yaml's, after the crawl
@@ -53,12 +52,7 @@ def _overrides(port: int) -> dict:
 def test_jokes_crawl_to_served_language_classifier(tmp_path: Path) -> None:
     port = free_port()
     project = make_project(tmp_path, _overrides(port), base="examples/jokes.params.yaml")
-    site = start_demo_site(load_params(project / "params.yaml").demo_site)
-    try:
-        run([sys.executable, "-m", "tasks.crawl"], project)
-    finally:
-        site.stop()
-    dvc("commit", "--force", "crawl", cwd=project)
+    crawl_and_record(project)
     # one OpenMP thread: the tiny model is faster so than with two on a shared 2-core machine
     repro = run([sys.executable, "-m", "dvc", "repro"], project, extra_env={"OMP_NUM_THREADS": "1"})
     assert [s for s in STAGES if f"Running stage '{s}'" in repro.stdout] == STAGES, repro.stdout

@@ -19,10 +19,8 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 
-from crawlers.demo_site import start_demo_site
 from flows.dvc_stages import stage_names
-from tasks.core.params import load_params
-from tests.project import REPO, dvc, free_port, make_project, run
+from tests.project import REPO, crawl_and_record, dvc, free_port, make_project, run
 
 pytestmark = pytest.mark.e2e
 STAGES = [s for s in stage_names(REPO)[1:] if s != "promote"]  # promote: not this test's
@@ -46,12 +44,7 @@ def test_jokes_crawl_to_generator(tmp_path: Path) -> None:
     port = free_port()
     base = "examples/jokes_generation.params.yaml"
     project = make_project(tmp_path, _overrides(port), base=base)
-    site = start_demo_site(load_params(project / "params.yaml").demo_site)
-    try:
-        run([sys.executable, "-m", "tasks.crawl"], project)
-    finally:
-        site.stop()
-    dvc("commit", "--force", "crawl", cwd=project)
+    crawl_and_record(project)
     repro = dvc("repro", "evaluate", "export", cwd=project)  # promote: not this test's
     assert [s for s in STAGES if f"Running stage '{s}'" in repro.stdout] == STAGES, repro.stdout
 

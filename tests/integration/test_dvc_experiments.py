@@ -4,14 +4,12 @@ comments kept): a committed project, then one experiment that changes two train 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from crawlers.demo_site import start_demo_site
 from tasks.core.params import load_params
-from tests.project import dvc, free_port, make_project, run, tiny_demo_overrides
+from tests.project import crawl_and_record, dvc, free_port, make_project, run, tiny_demo_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -21,12 +19,7 @@ def committed_demo(root: Path) -> Path:
     pipeline reproduced, dvc.lock in git."""
     port = free_port()
     project = make_project(root, tiny_demo_overrides(port), verbatim=True)
-    site = start_demo_site(load_params(project / "params.yaml").demo_site)
-    try:
-        run([sys.executable, "-m", "tasks.crawl"], project)
-    finally:
-        site.stop()
-    dvc("commit", "--force", "crawl", cwd=project)
+    crawl_and_record(project)
     dvc("repro", cwd=project)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "first run"], project)

@@ -5,16 +5,22 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from crawlers.demo_site import start_demo_site
 from flows.dvc_stages import stage_names
 from tasks.core.params import load_params
 from tests.chromium import needs_chromium, render
-from tests.project import REPO, dvc, free_port, make_project, run, tiny_demo_overrides, write_params
+from tests.project import (
+    REPO,
+    crawl_and_record,
+    dvc,
+    free_port,
+    make_project,
+    tiny_demo_overrides,
+    write_params,
+)
 
 pytestmark = pytest.mark.integration
 ALL_STAGES = stage_names(REPO)  # dvc.yaml's order: the frozen crawl, then the rest
@@ -35,12 +41,7 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project whose crawl snapshot is recorded and whose pipeline `dvc repro` ran once."""
     port = free_port()
     project = make_project(tmp_path_factory.mktemp("dvc"), tiny_demo_overrides(port))
-    site = start_demo_site(load_params(project / "params.yaml").demo_site)
-    try:
-        run([sys.executable, "-m", "tasks.crawl"], project)
-    finally:
-        site.stop()
-    dvc("commit", "--force", "crawl", cwd=project)
+    crawl_and_record(project)
     first = dvc("repro", cwd=project)
     assert _ran(first.stdout) == AFTER_CRAWL, first.stdout  # the frozen crawl is never re-run
     return project
