@@ -61,17 +61,6 @@ def _worker(clone: Path, name: str, api: str, log: Path,
             proc.wait()
 
 
-def _wait_terminal(api: str, run_ids: list[str], timeout_s: float) -> dict[str, dict]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        runs = {i: prefect_api(api, f"/flow_runs/{i}") for i in run_ids}
-        if all(r["state"]["type"] in TERMINAL for r in runs.values()):
-            return runs
-        if time.monotonic() > deadline:
-            raise AssertionError({i: r["state"]["name"] for i, r in runs.items()})
-        time.sleep(2)
-
-
 def _clones_of_one_project(tmp_path: Path) -> dict[str, Path]:
     (tmp_path / "origin").mkdir()
     origin = make_project(tmp_path / "origin", {**tiny_demo_overrides(free_port()), **FLOORS,
@@ -89,41 +78,6 @@ def _deploy(clone: Path, api: str, **extra_env: str) -> dict:
     assert f"Created process work pool '{pool_name('workers')}'" in deployed.stdout
     [deployment] = prefect_api(api, "/deployments/filter", {})
     return deployment
-
-
-def test_two_workers_take_each_run_once_one_at_a_time(pg_prefect: PrefectServer,
-                                                      tmp_path: Path) -> None:
-    api = pg_prefect.api_url
-    clones = _clones_of_one_project(tmp_path)
-    deployment = _deploy(clones["worker-a"], api)
-    pool = pool_name("workers")
-    assert (deployment["name"], deployment["work_pool_name"]) == ("refresh-and-retrain", pool)
-    assert deployment["global_concurrency_limit"]["limit"] == 1
-    assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
-    assert deployment["schedules"][0]["schedule"]["cron"] == SCHEDULE["cron"]
-    assert deployment["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {
-        "directory": "{{ $KILN_PROJECT_DIR }}"}}]
-
-    logs = {n: tmp_path / f"{n}.log" for n in clones}
-    with _worker(clones["worker-a"], "worker-a", api, logs["worker-a"]), \
-            _worker(clones["worker-b"], "worker-b", api, logs["worker-b"]):
-        run_ids = [prefect_api(api, f"/deployments/{deployment['id']}/create_flow_run", {})["id"]
-                   for _ in range(2)]
-        runs = _wait_terminal(api, run_ids, timeout_s=480)
-    assert {r["state"]["type"] for r in runs.values()} == {"COMPLETED"}, \
-        {i: r["state"] for i, r in runs.items()}
-    # One at a time: the second started after the first ended (it waited for the slot)
-    first, second = sorted(runs.values(), key=lambda r: r["start_time"])
-    assert second["start_time"] >= first["end_time"], (first, second)
-    # Each run ran on exactly one worker (its flow-run process logs into that worker's output;
-    # a worker that lost the race for it logs only an aborted submission), in that worker's clone
-    texts = {n: p.read_text() for n, p in logs.items()}
-    takers = {i: [n for n, t in texts.items() if f"/runs/flow-run/{i}\n" in t] for i in run_ids}
-    assert all(len(t) == 1 for t in takers.values()), (takers, texts)
-    for name, clone in clones.items():
-        took = any(takers[i] == [name] for i in run_ids)
-        assert (clone / "dvc.lock").exists() == took, name
-        assert (clone / "registry" / "registry.json").exists() == took, name
 
 
 def _kill_with_its_run(worker: subprocess.Popen, flow_run: dict) -> None:
@@ -146,32 +100,64 @@ def _wait_state(api: str, run_id: str, types: set[str], timeout_s: float) -> dic
     return flow_run
 
 
-def test_a_killed_worker_leaves_its_run_crashed_the_next_runs_on_the_other(
+def _taker(logs: dict[str, Path], run_id: str, timeout_s: float) -> list[str]:
+    """The workers whose output shows the run's flow-run process (it logs its UI link when it
+    starts; a worker that lost the race for the run logs only an aborted submission)."""
+    deadline = time.monotonic() + timeout_s
+    while not (takers := [n for n, p in logs.items() if f"/runs/flow-run/{run_id}\n" in
+                          p.read_text()]):  # fmt: skip
+        assert time.monotonic() < deadline, {n: p.read_text()[-3000:] for n, p in logs.items()}
+        time.sleep(1)
+    return takers
+
+
+def test_two_workers_one_run_each_one_at_a_time_and_a_killed_worker_crashes_only_its_run(
         pg_prefect: PrefectServer, tmp_path: Path) -> None:
+    """One scenario for every claim (one project, one server, two workers; ~3 min): two runs
+    started at once go one at a time, each to one worker only; the worker that took the first is
+    killed with it mid-run: that run is Crashed by `kiln deploy`'s automation and the second then
+    completes on the other worker, in its clone only."""
     api = pg_prefect.api_url
     clones = _clones_of_one_project(tmp_path)
     beat = 30  # Prefect's least; `kiln deploy` crashes a run silent for 3 of them
     deployment = _deploy(clones["worker-a"], api, PREFECT_FLOWS_HEARTBEAT_FREQUENCY=str(beat))
+    pool = pool_name("workers")
+    assert (deployment["name"], deployment["work_pool_name"]) == ("refresh-and-retrain", pool)
+    assert deployment["global_concurrency_limit"]["limit"] == 1
+    assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+    assert deployment["schedules"][0]["schedule"]["cron"] == SCHEDULE["cron"]
+    assert deployment["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {
+        "directory": "{{ $KILN_PROJECT_DIR }}"}}]
     [automation] = prefect_api(api, "/automations/filter", {})
     assert automation["trigger"]["within"] == 3 * beat
+
     logs = {n: tmp_path / f"{n}.log" for n in clones}
     new_run = f"/deployments/{deployment['id']}/create_flow_run"
-    with _worker(clones["worker-a"], "worker-a", api, logs["worker-a"], beat) as worker_a:
-        first = prefect_api(api, new_run, {})["id"]
-        _wait_state(api, first, {"RUNNING"}, timeout_s=120)
+    with _worker(clones["worker-a"], "worker-a", api, logs["worker-a"], beat) as worker_a, \
+            _worker(clones["worker-b"], "worker-b", api, logs["worker-b"], beat) as worker_b:
+        run_ids = [prefect_api(api, new_run, {})["id"] for _ in range(2)]
+        deadline = time.monotonic() + 120
+        while not (running := [i for i in run_ids if prefect_api(api, f"/flow_runs/{i}")
+                               ["state"]["type"] == "RUNNING"]):  # fmt: skip
+            assert time.monotonic() < deadline, "neither run started"
+            time.sleep(1)
+        [first] = running  # one at a time: the other waits for the slot
+        [second] = [i for i in run_ids if i != first]
+        [taker] = _taker(logs, first, timeout_s=60)
         time.sleep(5)  # mid-run: the flow has sent its first heartbeat and started the crawl
-        with _worker(clones["worker-b"], "worker-b", api, logs["worker-b"], beat):
-            second = prefect_api(api, new_run, {})["id"]  # waits for the slot
-            time.sleep(5)  # both workers poll it; neither may start it
-            assert prefect_api(api, f"/flow_runs/{second}")["state"]["type"] == "SCHEDULED"
-            _kill_with_its_run(worker_a, prefect_api(api, f"/flow_runs/{first}"))
-            crashed = _wait_state(api, first, TERMINAL, timeout_s=3 * beat + 90)
-            assert crashed["state"]["type"] == "CRASHED", crashed["state"]
-            done = _wait_state(api, second, TERMINAL, timeout_s=300)
+        # Both workers keep polling the waiting run; neither may start it.
+        assert prefect_api(api, f"/flow_runs/{second}")["state"]["type"] == "SCHEDULED"
+        killed = {"worker-a": worker_a, "worker-b": worker_b}[taker]
+        _kill_with_its_run(killed, prefect_api(api, f"/flow_runs/{first}"))
+        crashed = _wait_state(api, first, TERMINAL, timeout_s=3 * beat + 90)
+        assert crashed["state"]["type"] == "CRASHED", crashed["state"]
+        done = _wait_state(api, second, TERMINAL, timeout_s=300)
     assert done["state"]["type"] == "COMPLETED", done["state"]
     assert crashed["end_time"] is None or done["start_time"] >= crashed["end_time"]
-    texts = {n: p.read_text() for n, p in logs.items()}
-    assert f"/runs/flow-run/{first}\n" in texts["worker-a"]
-    assert f"/runs/flow-run/{second}\n" in texts["worker-b"]
-    assert f"/runs/flow-run/{second}\n" not in texts["worker-a"]
-    assert (clones["worker-b"] / "registry" / "registry.json").exists()
+    [other] = [n for n in clones if n != taker]
+    assert _taker(logs, second, timeout_s=0) == [other]
+    assert _taker(logs, first, timeout_s=0) == [taker]
+    # The completed run wrote only in its worker's clone; the killed one promoted nothing.
+    assert (clones[other] / "registry" / "registry.json").exists()
+    assert (clones[other] / "dvc.lock").exists()
+    assert not (clones[taker] / "registry" / "registry.json").exists()
