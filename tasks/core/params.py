@@ -795,6 +795,8 @@ class TrainParams(_Section):
             )
         if self.distributed.backend == "nccl" and self.device in ("cpu", "mps"):
             raise ValueError(f"train.distributed.backend nccl needs CUDA, not device {self.device}")
+        if world > 1 and self.device == "mps":
+            raise ValueError("train.distributed: neither gloo nor nccl runs on MPS; device cpu?")
         return self
 
 

@@ -168,9 +168,11 @@ def test_params_refuse_bad_distributed_settings(distributed: dict, message: str)
         TrainParams(model="cnn", distributed=distributed)
 
 
-def test_params_refuse_nccl_without_cuda() -> None:
+def test_params_refuse_nccl_without_cuda_and_mps() -> None:
     with pytest.raises(ValueError, match="nccl needs CUDA"):
         TrainParams(model="cnn", device="cpu", distributed={"backend": "nccl"})
+    with pytest.raises(ValueError, match="neither gloo nor nccl runs on MPS"):
+        TrainParams(model="cnn", device="mps", distributed={"nproc_per_node": 2})
 
 
 def test_checkpoint_key_ignores_the_process_count() -> None:
