@@ -1,10 +1,12 @@
-"""One rank of tests/unit/tasks/core/test_distributed.py's runs, started by the real torchrun:
+"""One rank of tests/unit/tasks/core/test_distributed.py's runs, started by the real torchrun
+(through `tasks.core.distributed.launch`, as the train stage is):
 
-    python -m torch.distributed.run --standalone --nproc-per-node=2 \\
-        -m tests.unit.tasks.core.distributed_fit RESULT.json CHECKPOINT_DIR [FAIL_AFTER_EPOCH]
+    FIT_RESULT=result.json FIT_CHECKPOINT=dir [FIT_FAIL_AFTER=2] \\
+        python -m torch.distributed.run --standalone --nproc-per-node=2 \\
+        -m tests.unit.tasks.core.distributed_fit
 
 Joins the gloo process group, fits `model()` on `data()` with CFG through the engine, and rank 0
-writes the result (history, weights) to RESULT.json. FAIL_AFTER_EPOCH: rank 1 raises after that
+writes the result (history, weights) to FIT_RESULT. FIT_FAIL_AFTER: rank 1 raises after that
 epoch (a crash on one rank), leaving rank 0's checkpoint to resume from. The test fits the same
 in process for the one-process side.
 """
@@ -12,7 +14,7 @@ in process for the one-process side.
 from __future__ import annotations
 
 import json
-import sys
+import os
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +71,8 @@ def summary(result: EngineResult) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    out, checkpoint = Path(sys.argv[1]), Path(sys.argv[2])
+    out, checkpoint = Path(os.environ["FIT_RESULT"]), Path(os.environ["FIT_CHECKPOINT"])
     with distributed.process_group("gloo"):
-        result = fit(checkpoint, int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+        result = fit(checkpoint, int(os.environ.get("FIT_FAIL_AFTER", "0")))
         if distributed.is_rank0():
             out.write_text(json.dumps({**summary(result), "world": distributed.world()[1]}))

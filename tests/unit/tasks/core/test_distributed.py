@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from tasks.core.distributed import torchrun_command
+from tasks.core.distributed import launch, torchrun_command
 from tasks.core.params import DistributedParams, TrainParams
 from tests.clean_fixture import write_project, write_trained_project
 from tests.unit.tasks.core.distributed_fit import fit, summary
@@ -39,11 +41,15 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **extra}
 
 
-def _torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [*torchrun_command(TWO, "tests.unit.tasks.core.distributed_fit"), *args]
-    return subprocess.run(
-        cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300, check=False
-    )
+def _launch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fail_after: int = 0) -> int:
+    """distributed_fit.py on 2 processes through the stage's own launcher; its exit code."""
+    for name, value in _env(
+        FIT_RESULT=str(tmp_path / "result.json"),
+        FIT_FAIL_AFTER=str(fail_after),
+        FIT_CHECKPOINT=str(tmp_path / "checkpoint"),
+    ).items():
+        monkeypatch.setenv(name, value)
+    return launch(TWO, "tests.unit.tasks.core.distributed_fit")
 
 
 def _close(a: dict[str, Any], b: dict[str, Any]) -> None:
@@ -63,10 +69,9 @@ def one_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_two_processes_match_one_with_the_same_global_batch(
-    tmp_path: Path, one_process: dict[str, Any]
+    tmp_path: Path, one_process: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = _torchrun(str(tmp_path / "result.json"), str(tmp_path / "checkpoint"), cwd=tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert _launch(monkeypatch, tmp_path) == 0
     two = json.loads((tmp_path / "result.json").read_text())
     assert two["world"] == 2
     _close(two, one_process)
@@ -75,12 +80,18 @@ def test_two_processes_match_one_with_the_same_global_batch(
 
 
 def test_a_crash_on_one_rank_fails_the_run_and_one_process_resumes_it(
-    tmp_path: Path, one_process: dict[str, Any]
+    tmp_path: Path,
+    one_process: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     checkpoint = tmp_path / "checkpoint"
-    run = _torchrun(str(tmp_path / "result.json"), str(checkpoint), "2", cwd=tmp_path)
-    assert run.returncode != 0
-    assert "rank 1 crashes after epoch 2" in run.stderr
+    assert _launch(monkeypatch, tmp_path, fail_after=2) == 1  # torchrun's code: a rank failed
+    stderr = capfd.readouterr().err  # the ranks' and torchrun's
+    assert "rank 1 crashes after epoch 2" in stderr
+    assert "exitcode  : 1" in stderr  # torchrun's report of the failed rank
+    assert "train failed: torchrun exited 1" in caplog.text
     assert not (tmp_path / "result.json").exists()
     # rank 0 was stopped by torchrun while or after writing epoch 2's checkpoint
     assert json.loads((checkpoint / "state.json").read_text())["epochs_run"] in (1, 2)
@@ -146,6 +157,52 @@ def test_stage_under_torchrun_writes_from_rank_0_only_and_matches_one_process(
     assert cards[0]["best_val_loss"] == pytest.approx(cards[1]["best_val_loss"], abs=TOL)
     metrics = [json.loads((p / "reports/train/metrics.json").read_text()) for p in (two, one)]
     assert metrics[0]["best_val_acc"] == pytest.approx(metrics[1]["best_val_acc"], abs=TOL)
+
+
+def _launcher(tmp_path: Path) -> subprocess.Popen[str]:
+    """`distributed.launch` in a process of its own (a stage), its ranks torchrun_rank.py."""
+    code = (
+        "import logging, sys; from tasks.core import distributed, params; "
+        "logging.basicConfig(level=logging.INFO); "
+        "sys.exit(distributed.launch(params.DistributedParams(nproc_per_node=2), "
+        "'tests.unit.tasks.core.torchrun_rank'))"
+    )
+    env = _env(RANK_DIR=str(tmp_path))
+    return subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (Linux; a zombie, ended but not yet reaped, does not)."""
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def _rank_pids(tmp_path: Path) -> list[int]:
+    deadline = time.monotonic() + 60
+    while len(pids := sorted(tmp_path.glob("rank-*.pid"))) < 2:
+        assert time.monotonic() < deadline, "the ranks did not start"
+        time.sleep(0.1)
+    time.sleep(0.2)  # the pid is written
+    return [int(p.read_text()) for p in pids]
+
+
+def test_stopping_the_stage_stops_every_rank(tmp_path: Path) -> None:
+    launcher = _launcher(tmp_path)  # its ranks end by themselves after 120 s at most
+    try:
+        pids = _rank_pids(tmp_path)
+        launcher.send_signal(signal.SIGTERM)  # as Prefect or a timeout would stop the stage
+        _, stderr = launcher.communicate(timeout=60)
+        assert launcher.returncode != 0
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in pids):
+            assert time.monotonic() < deadline, f"ranks left running: {pids}\n{stderr[-2000:]}"
+            time.sleep(0.1)
+    finally:
+        launcher.kill()  # no-op when it has ended
 
 
 def test_params_refuse_a_global_batch_that_does_not_divide() -> None:
