@@ -9,6 +9,8 @@ background
 thread while the next epoch trains) with resume, fixed seeds and deterministic algorithms on CPU,
 a per-epoch callback (DVCLive, test hooks), and per-step progress (`tasks.core.progress`: a tqdm
 bar on a terminal, else a log line with count, rate and ETA at least every 10 s, one per epoch too).
+Under torchrun (a process group joined, tasks.core.distributed) the same loop is data-parallel:
+DDP, each rank its share of every global batch, rank 0's validation row and checkpoints.
 The task lives only in `loss_fn(outputs, y) -> scalar` and `metric_fn(val_outputs, y_val) ->
 {name: float}`; tasks/core/objectives.py has the ones for classification, regression and language
 models.
