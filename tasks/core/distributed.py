@@ -21,6 +21,7 @@ the seed and the epoch, so a run resumes on another number of processes.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("kiln.train")
 
 RDZV_ID = "kiln-train"  # torchrun's rendezvous id: the same on every machine of one run
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def under_torchrun() -> bool:
@@ -100,7 +102,6 @@ def launch(cfg: DistributedParams, module: str = "tasks.train") -> int:
 
 def resolve_backend(backend: str) -> str:
     """auto -> nccl where CUDA is present, else gloo."""
-
     if backend == "auto":
         return "nccl" if torch.cuda.is_available() else "gloo"
     return backend
@@ -109,8 +110,9 @@ def resolve_backend(backend: str) -> str:
 @contextmanager
 def process_group(backend: str) -> Iterator[None]:
     """Join torchrun's process group for the block (RANK, WORLD_SIZE, MASTER_ADDR/PORT from its
-    environment); on NCCL each process takes the GPU of its local rank."""
-
+    environment); on NCCL each process takes the GPU of its local rank. The rank dies with
+    torchrun's agent, however the agent dies."""
+    _die_with_torchrun()
     backend = resolve_backend(backend)
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
@@ -121,9 +123,18 @@ def process_group(backend: str) -> Iterator[None]:
         dist.destroy_process_group()
 
 
+def _die_with_torchrun() -> None:
+    """SIGTERM to this rank when its parent, torchrun's agent, dies however it dies (kill -9
+    included). torchrun starts each rank in a session of its own, out of reach of a signal to the
+    stage's process group (flows/stage_guard.py), so a killed agent would leave ranks behind."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() == 1:  # the agent died before prctl: nobody would send the signal
+            sys.exit(128 + signal.SIGTERM)
+
+
 def world() -> tuple[int, int]:
     """(rank, world size); (0, 1) outside a process group."""
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -136,7 +147,6 @@ def is_rank0() -> bool:
 
 def wrap(model: nn.Module) -> nn.Module:
     """`model` in DistributedDataParallel when several ranks train, else `model` itself."""
-
     if world()[1] == 1:
         return model
     on_gpu = next(model.parameters()).device.type == "cuda"
@@ -154,7 +164,6 @@ def epoch_order(n: int, seed: int) -> torch.Tensor:
     one process's batch s for a global batch B divisible by W (the last, short batch gains at
     most W - 1 repeated samples). The order depends on the seed only, not on the world size: a
     checkpoint resumes on another number of processes."""
-
     rank, size = world()
     if size == 1:
         return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -164,7 +173,6 @@ def epoch_order(n: int, seed: int) -> torch.Tensor:
 
 def all_sum(value: torch.Tensor) -> torch.Tensor:
     """The sum of `value` over ranks (a copy), or `value` itself on one process."""
-
     if world()[1] == 1:
         return value
     total = value.clone()
@@ -174,7 +182,6 @@ def all_sum(value: torch.Tensor) -> torch.Tensor:
 
 def from_rank0(obj: Any) -> Any:
     """Rank 0's `obj` on every rank (pickled; for small objects such as a metrics row)."""
-
     if world()[1] == 1:
         return obj
     box = [obj]
@@ -184,7 +191,6 @@ def from_rank0(obj: Any) -> Any:
 
 def gather(obj: Any) -> list[Any]:
     """Every rank's `obj`, in rank order ([obj] on one process)."""
-
     rank, size = world()
     if size == 1:
         return [obj]

@@ -3,9 +3,9 @@
 Two gloo processes on the CPU under the real torchrun, started by the train stage's launcher
 (`tasks.core.distributed.launch`), on tiny data: the engine's results on 2 processes against 1
 with the same global batch; a crash on one rank failing the run, and its checkpoint resuming on 1
-process; SIGTERM to the stage stopping every rank; and the image train stage (`python -m
-tasks.train` re-launching itself under torchrun) writing from rank 0 only. Each torchrun start
-imports torch in 3 processes (~9 s of CPU on 2 shared cores).
+process; SIGTERM to the stage, or SIGKILL to torchrun, stopping every rank; and the image train
+stage (`python -m tasks.train` re-launching itself under torchrun) writing from rank 0 only. Each
+torchrun start imports torch in 3 processes (~9 s of CPU on 2 shared cores).
 
 Tolerance: 1e-5 (absolute, on metrics and weights). 2 ranks average two half-batch gradients
 where 1 process averages one batch: the same sum in another order, float32 rounding apart
@@ -183,28 +183,33 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _rank_pids(tmp_path: Path) -> list[int]:
+def _rank_pids(tmp_path: Path) -> list[tuple[int, int]]:
+    """(pid, parent pid) of each rank, once both have joined the group."""
     deadline = time.monotonic() + 60
-    while len(pids := sorted(tmp_path.glob("rank-*.pid"))) < 2:
+    while len(files := sorted(tmp_path.glob("rank-*.pid"))) < 2:
         assert time.monotonic() < deadline, "the ranks did not start"
         time.sleep(0.1)
-    time.sleep(0.2)  # the pid is written
-    return [int(p.read_text()) for p in pids]
+    time.sleep(0.2)  # the file is written
+    return [(int(pid), int(parent)) for pid, parent in (f.read_text().split() for f in files)]
 
 
-def test_stopping_the_stage_stops_every_rank(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kill", ["SIGTERM to the stage", "SIGKILL to torchrun"])
+def test_stopping_the_stage_stops_every_rank(tmp_path: Path, kill: str) -> None:
     launcher = _launcher(tmp_path)  # its ranks end by themselves after 120 s at most
     try:
-        pids = _rank_pids(tmp_path)
-        launcher.send_signal(signal.SIGTERM)  # as Prefect or a timeout would stop the stage
-        _, stderr = launcher.communicate(timeout=60)
-        assert launcher.returncode != 0
+        ranks = _rank_pids(tmp_path)
+        if kill == "SIGTERM to the stage":  # as a timeout, or Prefect cancelling the run would
+            launcher.send_signal(signal.SIGTERM)
+            assert launcher.wait(timeout=60) != 0
+        else:  # the agent dies without a word: each rank's death signal (prctl) stops it
+            os.kill(ranks[0][1], signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in pids):
-            assert time.monotonic() < deadline, f"ranks left running: {pids}\n{stderr[-2000:]}"
+        while any(_alive(pid) for pid, _ in ranks):
+            assert time.monotonic() < deadline, f"ranks left running: {ranks}"
             time.sleep(0.1)
     finally:
         launcher.kill()  # no-op when it has ended
+        launcher.communicate()
 
 
 def test_params_refuse_a_global_batch_that_does_not_divide() -> None:
