@@ -100,22 +100,30 @@ def launch(cfg: DistributedParams, module: str = "tasks.train") -> int:
     return code
 
 
-def resolve_backend(backend: str) -> str:
-    """auto -> nccl where CUDA is present, else gloo."""
+def resolve_backend(backend: str, device: str = "auto") -> str:
+    """auto -> nccl where the model trains on CUDA (train.device auto or cuda, CUDA present),
+    else gloo."""
     if backend == "auto":
-        return "nccl" if torch.cuda.is_available() else "gloo"
+        on_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+        return "nccl" if on_cuda else "gloo"
     return backend
 
 
 @contextmanager
-def process_group(backend: str) -> Iterator[None]:
+def process_group(backend: str, device: str = "auto") -> Iterator[None]:
     """Join torchrun's process group for the block (RANK, WORLD_SIZE, MASTER_ADDR/PORT from its
-    environment); on NCCL each process takes the GPU of its local rank. The rank dies with
-    torchrun's agent, however the agent dies."""
+    environment) with `backend` for the model's `device` (train.device); on NCCL each process
+    takes the GPU of its local rank. The rank dies with torchrun's agent, however it dies."""
     _die_with_torchrun()
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, device)
     if backend == "nccl":
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        local_rank, gpus = int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise RuntimeError(
+                f"train.distributed.nproc_per_node asks for more processes than the {gpus} "
+                "GPU(s) of this machine: NCCL needs one GPU per process"
+            )
+        torch.cuda.set_device(local_rank)
     dist.init_process_group(backend)
     try:
         yield

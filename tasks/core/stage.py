@@ -63,5 +63,5 @@ def _run_train() -> int:
     declared = params.train.distributed
     if not ranked:
         return train(params) if declared.processes == 1 else distributed.launch(declared)
-    with distributed.process_group(declared.backend):
+    with distributed.process_group(declared.backend, params.train.device):
         return train(params)
