@@ -4,6 +4,9 @@
 # Prints the training engine's samples/s (tokens/s for the language model) against a minimal
 # plain-PyTorch loop for the sequence task types (benchmarks/train_overhead.py), and the digits
 # CNN's time to 98% validation accuracy and its samples/s (benchmarks/time_to_accuracy.py).
+# On a machine with 2 or more GPUs, also the multi-GPU case of issue 19: the engine under torchrun
+# on every GPU (NCCL, bf16 autocast) against one GPU with the same global batch, tokens/s and
+# final validation loss (benchmarks/distributed_scaling.py); skipped with a line on one GPU.
 # Needs only torch, numpy and safetensors: the GPU machine has no scikit-learn, so the digits
 # file travels as benchmarks/data/digits.csv.gz (copied here from the local scikit-learn first).
 set -euo pipefail
@@ -25,3 +28,9 @@ fi
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
 KILN_DIGITS=$DIGITS "$PY" -m benchmarks.time_to_accuracy 0.98 5
 "$PY" -m benchmarks.train_overhead 5 forecasting,text,lm
+GPUS=$("$PY" -c 'import torch; print(torch.cuda.device_count())')
+if [ "$GPUS" -ge 2 ]; then
+    "$PY" -m benchmarks.distributed_scaling "$GPUS" 3
+else
+    echo "multi-GPU case skipped: $GPUS GPU(s) here, it needs 2 or more"
+fi

@@ -9,6 +9,8 @@ background
 thread while the next epoch trains) with resume, fixed seeds and deterministic algorithms on CPU,
 a per-epoch callback (DVCLive, test hooks), and per-step progress (`tasks.core.progress`: a tqdm
 bar on a terminal, else a log line with count, rate and ETA at least every 10 s, one per epoch too).
+Under torchrun (a process group joined, tasks.core.distributed) the same loop is data-parallel:
+DDP, each rank its share of every global batch, rank 0's validation row and checkpoints.
 The task lives only in `loss_fn(outputs, y) -> scalar` and `metric_fn(val_outputs, y_val) ->
 {name: float}`; tasks/core/objectives.py has the ones for classification, regression and language
 models.
@@ -31,6 +33,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 from torch import nn
 
+from tasks.core import distributed
 from tasks.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tasks.core.models import predict_logits
 from tasks.core.objectives import LossFn, MetricFn
@@ -119,21 +122,25 @@ def run_epoch(
     y: torch.Tensor,
     *,
     batch_size: int,
-    generator: torch.Generator,
+    generator: torch.Generator | None = None,
+    order: torch.Tensor | None = None,
     loss_fn: LossFn = F.cross_entropy,
     grad_clip: float = 0.0,
     lr_at: Callable[[int], float] | None = None,
     progress: Progress | None = None,
 ) -> torch.Tensor:
-    """One pass over (x, y) in the generator's order; returns the per-step losses, on x's device.
+    """One pass over (x, y) in the generator's random order, or over the indices `order` (this
+    rank's share of the epoch); returns the per-step losses, on x's device.
 
     Losses stay on the device (no .item() per step: a GPU would sync every step); bf16 autocast
     on CUDA only. `lr_at(step)` (step within this epoch) sets the learning rate before each step;
     `progress` counts each step (on a GPU, steps queued: it never waits for the device).
     """
     model.train()
-    perm = torch.randperm(len(x), generator=generator).to(x.device)
-    n_steps = math.ceil(len(x) / batch_size)
+    if order is None:
+        order = torch.randperm(len(x), generator=generator)
+    perm = order.to(x.device)
+    n_steps = math.ceil(len(perm) / batch_size)
     losses = torch.empty(n_steps, device=x.device)
     params = [p for p in model.parameters() if p.requires_grad] if grad_clip else []
     for step in range(n_steps):
@@ -261,15 +268,20 @@ def _epoch(
     data: TaskData,
     fns: tuple,
     progress: Progress | None = None,
+    evaluator: nn.Module | None = None,
 ) -> dict[str, float]:
     """Train one epoch (0-based index) and validate; returns the history row.
 
-    `model` may be the torch.compile wrapper of the network (it shares the parameters)."""
+    `model` may be the torch.compile or DDP wrapper of the network (it shares the parameters);
+    `evaluator` validates in its place when given."""
     loss_fn, metric_fn = fns
+    rank, world = distributed.world()
     n = len(data.x_train)
-    n_steps = math.ceil(n / cfg.batch_size)
-    torch.manual_seed(cfg.seed + epoch)  # dropout: every random draw of an epoch depends on it
-    order = torch.Generator().manual_seed(cfg.seed + epoch)  # batch order
+    n_steps = math.ceil(n / cfg.batch_size)  # global steps; every rank takes as many
+    # dropout: every random draw of an epoch depends on it; (seed + epoch) alone on one process,
+    # another stream on each rank
+    torch.manual_seed((cfg.seed + epoch) * world + rank)
+    order = distributed.epoch_order(n, cfg.seed + epoch)  # batch order; this rank's share
 
     def lr_at(step: int) -> float:  # step within this epoch -> lr
         return cfg.lr * lr_factor(cfg, epoch * n_steps + step, cfg.epochs * n_steps)
@@ -277,9 +289,8 @@ def _epoch(
     scheduled = lr_at if cfg.schedule != "constant" else None
     x, y = data.x_train, data.y_train
     kw = {"grad_clip": cfg.grad_clip, "lr_at": scheduled, "progress": progress}
-    losses = run_epoch(
-        model, optimizer, x, y, batch_size=cfg.batch_size, generator=order, loss_fn=loss_fn, **kw
-    )
+    batch = cfg.batch_size // world  # per rank; params make the global batch divide evenly
+    losses = run_epoch(model, optimizer, x, y, batch_size=batch, order=order, loss_fn=loss_fn, **kw)
     bad = (~torch.isfinite(losses)).nonzero()
     if len(bad):
         step = int(bad[0])
@@ -287,15 +298,48 @@ def _epoch(
             f"loss is {float(losses[step])} at epoch {epoch + 1} step {step + 1} "
             f"(global step {epoch * n_steps + step + 1}); lower train.lr?"
         )
-    sizes = torch.full_like(losses, cfg.batch_size)
-    sizes[-1] = n - (n_steps - 1) * cfg.batch_size  # the last batch may be short
-    metrics = metric_fn(predict_logits(model, data.x_val), data.y_val)
-    row = {"epoch": epoch + 1, "train_loss": float((losses * sizes).sum() / n), **metrics}
+    sizes = torch.full_like(losses, batch)
+    sizes[-1] = len(order) - (n_steps - 1) * batch  # the last batch may be short
+    # the mean over every rank's samples (with the sampler's few repeats on several ranks)
+    sums = distributed.all_sum(torch.stack([(losses * sizes).sum(), sizes.sum()]))
+    # validation on every rank, through the unwrapped network when DDP wraps it (its forward
+    # would broadcast buffers); rank 0's row decides everywhere (same early stop, same best)
+    val_model = model if evaluator is None else evaluator
+    metrics = metric_fn(predict_logits(val_model, data.x_val), data.y_val)
+    row = {"epoch": epoch + 1, "train_loss": float(sums[0] / sums[1]), **metrics}
+    row = distributed.from_rank0(row)
     if cfg.monitor not in row:
         raise TrainError(f"monitor {cfg.monitor!r} is not among the metrics {sorted(row)}")
     if not math.isfinite(row[cfg.monitor]):
         raise TrainError(f"validation {cfg.monitor} is {row[cfg.monitor]} after epoch {epoch + 1}")
     return row
+
+
+def _call(on_epoch: Callable[[dict[str, float]], None] | None, row: dict[str, float]) -> Any:
+    """on_epoch(row); the reason of its StopTraining, rank 0's on every rank (all stop, or none),
+    else None."""
+    reason = None
+    if on_epoch is not None:
+        try:
+            on_epoch(row)
+        except StopTraining as stop:
+            reason = str(stop)
+    return distributed.from_rank0(reason)
+
+
+def _resume(path: Path, model: nn.Module, optimizer: Any) -> tuple[dict[str, Any], Any]:
+    """load_checkpoint on every rank (the same file), checked to be the same epoch everywhere."""
+    try:
+        state, best = load_checkpoint(path, model, optimizer)
+    except CheckpointError as exc:
+        raise TrainError(str(exc)) from None
+    resumed = distributed.gather(state["epochs_run"])
+    if len(set(resumed)) > 1:
+        raise TrainError(
+            f"the ranks found different checkpoints at {path} (epochs run, by rank: {resumed}); "
+            "on several machines it must be on storage they share"
+        )
+    return state, best
 
 
 def _fit(  # noqa: PLR0917 (private: fit's arguments, passed straight through)
@@ -307,16 +351,18 @@ def _fit(  # noqa: PLR0917 (private: fit's arguments, passed straight through)
     on_epoch: Callable[[dict[str, float]], None] | None,
 ) -> EngineResult:
     optimizer = _optimizer(model, cfg)
-    # torch.compile wraps the same parameters: training steps use the compiled graph, checkpoints
-    # and the returned model the plain module (state_dict keys without the wrapper's prefix).
-    trainer = torch.compile(model) if cfg.compile else model
-    try:
-        state, best = load_checkpoint(path, model, optimizer)
-    except CheckpointError as exc:
-        raise TrainError(str(exc)) from None
+    rank, world = distributed.world()
+    state, best = _resume(path, model, optimizer)
+    # DDP (several processes; it broadcasts rank 0's weights) and torch.compile wrap the same
+    # parameters: training steps use the wrapper, checkpoints and the returned model the plain
+    # module (state_dict keys without the wrappers' prefixes).
+    trainer = distributed.wrap(model)
+    trainer = torch.compile(trainer) if cfg.compile else trainer
+    evaluator = model if world > 1 else None  # None: validate through `trainer`
     start = f"resuming after epoch {state['epochs_run']}" if best is not None else "fresh start"
     device = data.x_train.device
-    logger.info(f"on {device}: {len(data.x_train)} train, {len(data.x_val)} val; {start}")
+    ranks = f" x {world} processes" if world > 1 else ""
+    logger.info(f"on {device}{ranks}: {len(data.x_train)} train, {len(data.x_val)} val; {start}")
     better = (lambda a, b: a < b) if cfg.mode == "min" else (lambda a, b: a > b)
     n_steps = math.ceil(len(data.x_train) / cfg.batch_size)
     started = time.perf_counter()
@@ -326,6 +372,7 @@ def _fit(  # noqa: PLR0917 (private: fit's arguments, passed straight through)
         unit="steps",
         initial=state["epochs_run"] * n_steps,
         logger=logger,
+        tty=False if rank else None,  # other ranks log warnings only: no bar, no lines
     )
     key, writer = f"best_{cfg.monitor}", _Writer()
     stopped = False  # by on_epoch's StopTraining
@@ -340,6 +387,7 @@ def _fit(  # noqa: PLR0917 (private: fit's arguments, passed straight through)
                 data=data,
                 fns=fns,
                 progress=bar,
+                evaluator=evaluator,
             )
             if best is None or better(row[cfg.monitor], state[key]):
                 best = _copy(model.state_dict())
@@ -349,15 +397,14 @@ def _fit(  # noqa: PLR0917 (private: fit's arguments, passed straight through)
                 state["bad_epochs"] += 1
             state["epochs_run"] = row["epoch"]
             state["history"].append(row)
-            writer.save(path, model, optimizer, best, state)
+            if rank == 0:  # the only rank that writes; the others hold the same state
+                writer.save(path, model, optimizer, best, state)
             logger.info(f"epoch {row['epoch']}/{cfg.epochs}: {_text(row)}")
-            if on_epoch is not None:
-                try:
-                    on_epoch(row)
-                except StopTraining as stop:
-                    logger.info(f"stopped after epoch {row['epoch']}: {stop}")
-                    stopped = True
-                    break
+            reason = _call(on_epoch, row)
+            if reason is not None:
+                logger.info(f"stopped after epoch {row['epoch']}: {reason}")
+                stopped = True
+                break
         writer.wait()  # the last checkpoint is complete before fit returns
     except BaseException:
         bar.close(ok=False)

@@ -705,6 +705,50 @@ class TextModelParams(_Section):
     )
 
 
+class DistributedParams(_Section):
+    """`train.distributed`: data-parallel training of a torch model under torchrun (DDP).
+
+    One process (the default) is today's single-process loop. More: the train stage re-launches
+    itself as `python -m torch.distributed.run ... -m tasks.train`; each process trains on its
+    shard of every global batch of `train.batch_size` (docs/scaling.md).
+    """
+
+    nproc_per_node: int = Field(
+        1, ge=1, le=1024, description="Processes on this machine (one per GPU; 1: no torchrun)."
+    )
+    nnodes: int = Field(
+        1, ge=1, le=1024, description="Machines; each runs the train stage with these params."
+    )
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="torch.distributed backend; auto: nccl on CUDA, gloo on the CPU."
+    )
+    rdzv_endpoint: str | None = Field(
+        None,
+        description="host:port of torchrun's c10d rendezvous, one every machine reaches "
+        "(required when nnodes > 1; one machine uses a free local port).",
+    )
+
+    @property
+    def processes(self) -> int:
+        """The world size: processes on all machines together."""
+        return self.nproc_per_node * self.nnodes
+
+    @model_validator(mode="after")
+    def _rendezvous(self) -> DistributedParams:
+        if self.nnodes > 1 and self.rdzv_endpoint is None:
+            raise ValueError(
+                f"train.distributed.nnodes {self.nnodes} needs rdzv_endpoint (host:port that "
+                "every machine reaches) to meet at"
+            )
+        if self.rdzv_endpoint is not None and not re.fullmatch(
+            r"[A-Za-z0-9.\-]+:\d{1,5}|\[[0-9A-Fa-f:]+\]:\d{1,5}", self.rdzv_endpoint
+        ):
+            raise ValueError(
+                f"train.distributed.rdzv_endpoint {self.rdzv_endpoint!r} is not host:port"
+            )
+        return self
+
+
 class TrainParams(_Section):
     model: str = Field(description="Architecture; each task type lists the ones it can train.")
     epochs: int = Field(30, ge=1, le=10_000, description="Maximum epochs.")
@@ -730,6 +774,32 @@ class TrainParams(_Section):
         "val_acc (classification), val_mae/val_rmse (forecasting), val_ppl (generation).",
     )
     compile: bool = Field(False, description="torch.compile the model (pays off on a GPU).")
+    distributed: DistributedParams = Field(
+        DistributedParams(),
+        description="Data-parallel training on several processes under torchrun (DDP).",
+    )
+
+    def checkpoint_dump(self) -> dict[str, Any]:
+        """The params a checkpoint key hashes: all but `distributed`, so a run resumes on another
+        number of processes (the global batch and the data order do not depend on it)."""
+        return self.model_dump(mode="json", exclude={"distributed"})
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> TrainParams:
+        world = self.distributed.processes
+        if self.batch_size % world:
+            raise ValueError(
+                f"train.batch_size {self.batch_size} is the global batch: it must divide evenly "
+                f"among the {world} processes of train.distributed (nproc_per_node "
+                f"{self.distributed.nproc_per_node} x nnodes {self.distributed.nnodes})"
+            )
+        if self.distributed.backend == "nccl" and self.device in ("cpu", "mps"):
+            raise ValueError(f"train.distributed.backend nccl needs CUDA, not device {self.device}")
+        if world > 1 and self.device == "mps":
+            raise ValueError("train.distributed: neither gloo nor nccl runs on MPS; device cpu?")
+        return self
+
+
 class EvaluateParams(_Section):
     """The evaluate stage's settings; each task type adds its own (a floor, a baseline)."""
 

@@ -31,6 +31,8 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 def run_stage(stage: str) -> int:
     """Run the task type's implementation of `stage` (one of PLUGIN_STAGES); the exit code."""
+    if stage == "train":
+        return _run_train()
     setup_logging()
     try:
         params = load_params()
@@ -42,3 +44,24 @@ def run_stage(stage: str) -> int:
         # dvc.yaml's plots folder, which DVC must find (a task type or plugin may draw nothing)
         EVALUATION_PLOTS.mkdir(parents=True, exist_ok=True)
     return code
+
+
+def _run_train() -> int:
+    """The train stage: in this process, or re-launched under torchrun when train.distributed
+    declares several processes (tasks.core.distributed); under torchrun, as one rank of its
+    process group, ranks other than 0 logging warnings and errors only."""
+    from tasks.core import distributed  # noqa: PLC0415 (torch: the train stage only)
+
+    ranked = distributed.under_torchrun()
+    setup_logging(logging.WARNING if ranked and distributed.env_rank() else logging.INFO)
+    try:
+        params = load_params()
+    except ParamsError as exc:
+        logging.getLogger("kiln.train").error("train failed: %s", exc)
+        return 1
+    train = task_type(params.project.task).train
+    declared = params.train.distributed
+    if not ranked:
+        return train(params) if declared.processes == 1 else distributed.launch(declared)
+    with distributed.process_group(declared.backend, params.train.device):
+        return train(params)

@@ -47,7 +47,7 @@ def checkpoint_key(
     so a resumed run never continues another configuration's weights."""
     spec = {
         "format": CHECKPOINT_FORMAT,
-        "train": cfg.model_dump(mode="json"),
+        "train": cfg.checkpoint_dump(),
         "data_version": data_version,
         "classes": list(classes),
     }

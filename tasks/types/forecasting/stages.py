@@ -48,6 +48,7 @@ import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 from torch import nn
 
 from tasks.core.dataset import DataError
+from tasks.core.distributed import is_rank0
 from tasks.core.engine import TaskData, TrainError, fit, pick_device
 from tasks.core.io import atomic_dir, write_json, write_jsonl, write_parquet
 from tasks.core.label_review import ISSUE_COLUMNS, write_csv
@@ -203,7 +204,7 @@ def train_forecaster(params: Params, series: Series, checkpoint_dir: Path) -> Fo
     spec = {
         "format": CHECKPOINT_FORMAT,
         "task": "forecasting",
-        "train": cfg.model_dump(mode="json"),
+        "train": cfg.checkpoint_dump(),
         "data_version": series.data_version,
     }
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
@@ -242,6 +243,8 @@ def train_stage(params: Params) -> int:
     except STAGE_ERRORS as exc:
         log.error("train failed: %s", exc)
         return 1
+    if not is_rank0():  # under torchrun: rank 0 writes models/ and reports/, the others nothing
+        return 0
     card = {
         "architecture": params.train.model,
         "config": result.config,

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 
 from tasks.core.dataset import DataError
+from tasks.core.distributed import is_rank0
 from tasks.core.engine import TaskData, TrainError, fit, pick_device
 from tasks.core.io import atomic_dir
 from tasks.core.models import ModelError, build_model, save_model
@@ -139,6 +140,8 @@ def train_stage(params: ImageParams) -> int:
     except (DataError, TrainError, ModelError) as exc:
         logger.error("train failed: %s", exc)
         return 1
+    if not is_rank0():  # under torchrun: rank 0 writes models/ and reports/, the others nothing
+        return 0
     card = {
         "architecture": params.train.model,
         "config": result.config,

@@ -39,6 +39,7 @@ from torch import nn
 
 from tasks.core.classification import EvalResult, write_reports
 from tasks.core.dataset import DataError, check_labels
+from tasks.core.distributed import is_rank0
 from tasks.core.engine import TaskData, TrainError, fit, pick_device
 from tasks.core.io import atomic_dir, write_bytes
 from tasks.core.models import ModelError, build_model, load_model, predict_logits, save_model
@@ -167,6 +168,8 @@ def train_stage(params: Params) -> int:
     except ERRORS as exc:
         logger.error("train failed: %s (models/ left as it was)", exc)
         return 1
+    if not is_rank0():  # under torchrun: rank 0 writes models/ and reports/, the others nothing
+        return 0
     card = {
         "architecture": architecture,
         "config": config,

@@ -133,7 +133,7 @@ def checkpoint_key(params: Params, data_version: str) -> str:
     spec = {
         "format": CHECKPOINT_FORMAT,
         "task": "text_generation",
-        "train": params.train.model_dump(mode="json"),
+        "train": params.train.checkpoint_dump(),
         "data_version": data_version,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
@@ -193,6 +193,7 @@ def train_lm(
 
 def train_stage(params: Params) -> int:
     from tasks.core.dataset import DataError  # noqa: PLC0415
+    from tasks.core.distributed import is_rank0  # noqa: PLC0415
     from tasks.core.engine import TrainError  # noqa: PLC0415
     from tasks.core.models import ModelError, save_model  # noqa: PLC0415
     from tasks.core.paths import TRAIN_REPORTS  # noqa: PLC0415
@@ -206,6 +207,8 @@ def train_stage(params: Params) -> int:
     except (DataError, TrainError, ModelError, TokenizerError) as exc:
         logger.error("train failed: %s", exc)
         return 1
+    if not is_rank0():  # under torchrun: rank 0 writes models/ and reports/, the others nothing
+        return 0
     card = {
         "task": "text_generation",
         "architecture": ARCHITECTURE,

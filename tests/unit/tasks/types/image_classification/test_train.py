@@ -230,7 +230,8 @@ data = train.load_train_data(root / "data" / "clean", [str(i) for i in range(10)
 fields = dict(model="cnn", epochs=1, batch_size=32, lr=3e-3, weight_decay=0.0, patience=1,
               channels=2, dropout=0.0, seed=0, device="auto", optimizer="adamw", grad_clip=0.0,
               schedule="constant", warmup_steps=0, monitor="val_loss", compile=False)
-cfg = types.SimpleNamespace(**fields, model_dump=lambda mode=None: fields)
+cfg = types.SimpleNamespace(**fields, model_dump=lambda mode=None: fields,
+                            checkpoint_dump=lambda: fields)
 result = train.train_model(cfg, data, root / "checkpoints")
 card = {"architecture": "cnn", "config": result.config, "classes": list(data.classes),
         "preprocessing": result.preprocessing}
