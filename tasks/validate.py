@@ -33,7 +33,14 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.core.drift import PROFILE, drift_failures, drift_report, profile_of
+from tasks.core.drift import (
+    DRIFT_PNG,
+    PROFILE,
+    drift_failures,
+    drift_report,
+    plot_drift,
+    profile_of,
+)
 from tasks.core.gx_suite import Check, RawItemsSuite
 from tasks.core.io import atomic_dir, read_jsonl, write_json, write_jsonl, write_parquet
 from tasks.core.label_review import OverridesError, read_overrides
@@ -294,6 +301,7 @@ def main() -> int:
         outcome.suite.write_docs(tmp)
         write_json(tmp / "summary.json", validation_summary(outcome, VALIDATION_DIR / "index.html"))
         (tmp / "drift.csv").write_text(drift_csv(drift), encoding="utf-8")
+        plot_drift(drift, tmp / DRIFT_PNG)  # the same checks, drawn for the Prefect UI
     write_json(VALIDATE_REPORT, outcome.metrics)
     write_json(DRIFT_REPORT, drift)
     for warning in outcome.warnings:
