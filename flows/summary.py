@@ -103,8 +103,10 @@ def summary_markdown(project: Path, outcomes: list[StageOutcome], failure: str |
     if any(o.stage == "train" and not o.ran for o in outcomes):
         lines += ["**Nothing retrained:** train was up to date (its data and params unchanged); "
                   "the metrics below are the last trained model's.", ""]
-    lines += ["| stage | ran | why |", "|---|---|---|"]
-    lines += [f"| {o.stage} | {'yes' if o.ran else 'skipped'} | {o.reason} |" for o in outcomes]
+    # A list, not a table column: the Prefect UI does not wrap a table cell, and cut the reason
+    # off at the page's width (tests/integration/test_prefect_ui.py).
+    lines += ["**Stages:**", ""]
+    lines += [f"* **{o.stage}** {'ran' if o.ran else 'skipped'}: {o.reason}" for o in outcomes]
     lines += ["", "| records | count |", "|---|---|"]
     lines += [
         f"| {k.replace('_', ' ')} | {v if v is not None else '-'} |"
@@ -211,6 +213,31 @@ def drift_markdown(project: Path) -> str | None:
                 f"{'**drifted**' if verdict == 'drifted' else verdict} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def per_class_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per class of a classifier's metrics.json `per_class` (scikit-learn's precision,
+    recall, F1 and support: tasks/core/classification.py), in its order; [] for other task types."""
+    return [
+        {"class": name, **{k: figures[k] for k in ("precision", "recall", "f1", "support")}}
+        for name, figures in (metrics.get("per_class") or {}).items()
+    ]
+
+
+def publish_per_class(stage: str, spec: dict[str, Any], project: Path) -> bool:
+    """The per-class metrics of the stage's metrics files (dvc.yaml `metrics:`; evaluate's
+    reports/metrics.json) as a table artifact of the current task run; False when none has any."""
+    for out in spec.get("metrics", []):
+        path = project / (out if isinstance(out, str) else next(iter(out)))
+        if path.is_file() and (rows := per_class_rows(json.loads(path.read_text("utf-8")))):
+            create_table_artifact(
+                table=rows,
+                key=f"{stage}-per-class",
+                description=f"Per-class test metrics from `{path.relative_to(project).as_posix()}`"
+                " (scikit-learn)",
+            )
+            return True
+    return False
 
 
 def crawl_stats(project: Path) -> dict[str, Any]:

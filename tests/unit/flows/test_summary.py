@@ -7,7 +7,13 @@ import json
 from pathlib import Path
 
 from flows.dvc_stages import UP_TO_DATE_REASON, StageOutcome
-from flows.summary import baseline_rows, baselines_markdown, headline_metrics, summary_markdown
+from flows.summary import (
+    baseline_rows,
+    baselines_markdown,
+    headline_metrics,
+    per_class_rows,
+    summary_markdown,
+)
 
 
 def _metrics(project: Path, metrics: dict) -> None:
@@ -57,3 +63,20 @@ def test_the_summary_says_when_nothing_retrained(tmp_path: Path) -> None:
     skipped = [ran[0], StageOutcome("train", False, UP_TO_DATE_REASON)]
     markdown = summary_markdown(tmp_path, skipped, None)
     assert "**Nothing retrained:** train was up to date" in markdown
+
+
+def test_each_stage_with_its_whole_reason_in_a_list(tmp_path: Path) -> None:
+    reason = "changed deps: data/raw modified, tasks/core modified and 2 more"
+    outcomes = [StageOutcome("validate", True, reason), StageOutcome("train", False, "up to date")]
+    markdown = summary_markdown(tmp_path, outcomes, None)
+    assert f"* **validate** ran: {reason}\n* **train** skipped: up to date\n" in markdown
+
+
+def test_per_class_rows_of_a_classifier_only() -> None:
+    figures = {"precision": 0.5, "recall": 1.0, "f1": 0.666667, "support": 3}
+    metrics = {"accuracy": 0.9, "per_class": {"cat": figures, "dog": {**figures, "support": 4}}}
+    assert per_class_rows(metrics) == [
+        {"class": "cat", "precision": 0.5, "recall": 1.0, "f1": 0.666667, "support": 3},
+        {"class": "dog", "precision": 0.5, "recall": 1.0, "f1": 0.666667, "support": 4},
+    ]
+    assert per_class_rows({"mae": 0.3}) == []
