@@ -83,23 +83,38 @@ _IMAGE_WIDTHS = """(() => {
 })()"""
 
 
+def _task_artifacts(api: str, task_run_id: str, kind: str) -> list[dict]:
+    return prefect_api(api, "/artifacts/filter", {"artifacts": {
+        "task_run_id": {"any_": [task_run_id]}, "type": {"any_": [kind]}}})
+
+
 def _assert_images_of_evaluate_in_the_ui(server, run_id: str, project: Path,  # noqa: ANN001
                                          profile: Path) -> None:
     """The confusion matrix evaluate drew is an image artifact of evaluate's task run
-    (flows/stage_images.py): listed on the task run's Artifacts tab, drawn on its own page."""
+    (flows/stage_images.py): listed on the task run's Artifacts tab, drawn on its own page; so is
+    train's training_curves.png on train's. The per-class metrics are a table of evaluate's."""
     evaluate_run = task_run(server.api_url, run_id, "evaluate")
-    images = prefect_api(server.api_url, "/artifacts/filter", {"artifacts": {
-        "task_run_id": {"any_": [evaluate_run["id"]]}, "type": {"any_": ["image"]}}})
+    images = _task_artifacts(server.api_url, evaluate_run["id"], "image")
     assert [a["key"] for a in images] == ["evaluate-confusion-matrix"], images
+    curves = _task_artifacts(server.api_url, task_run(server.api_url, run_id, "train")["id"],
+                             "image")
+    assert [a["key"] for a in curves] == ["train-training-curves"], curves
+    table = _task_artifacts(server.api_url, evaluate_run["id"], "table")
+    assert [a["key"] for a in table] == ["evaluate-per-class"], table
+    per_class = json.loads((project / "reports" / "metrics.json").read_text())["per_class"]
+    assert json.loads(table[0]["data"]) == [{"class": name, **figures}
+                                            for name, figures in per_class.items()]
     if CHROMIUM is None:
         return  # the browser half needs Debian's chromium (tests/chromium.py)
     tab = evaluate(f"{server.ui_url}/runs/task-run/{evaluate_run['id']}", _ARTIFACTS_TAB,
                    profile)
     assert tab is True
-    widths = evaluate(f"{server.ui_url}/artifacts/artifact/{images[0]['id']}", _IMAGE_WIDTHS,
-                      profile)
-    with Image.open(project / "reports" / "evaluation" / "plots" / "confusion_matrix.png") as png:
-        assert widths == [png.width], widths  # decoded: its natural width is the file's
+    for artifact, png_path in ((images[0], "evaluation/plots/confusion_matrix.png"),
+                               (curves[0], "train/training_curves.png")):
+        widths = evaluate(f"{server.ui_url}/artifacts/artifact/{artifact['id']}", _IMAGE_WIDTHS,
+                          profile)
+        with Image.open(project / "reports" / png_path) as png:
+            assert widths == [png.width], widths  # decoded: its natural width is the file's
 
 
 def _assert_console(result, first_run: bool) -> None:  # noqa: ANN001 (CompletedProcess)
