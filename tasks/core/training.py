@@ -77,14 +77,22 @@ def engine_config(cfg: TrainParams, device: torch.device) -> EngineConfig:
 # The training curves' PNG, beside DVCLive's logs: dvc.yaml declares it an output of train, so
 # the flow shows it on train's task run in the Prefect UI (flows/stage_images.py).
 CURVES_PNG = "training_curves.png"
-# What each validation metric of a history row measures, for the chart's axis.
+# What each validation metric of a history row measures, and its unit, for the chart's axis.
 METRIC_LABELS = {
-    "val_acc": "accuracy (share of validation items)",
-    "val_macro_f1": "macro-F1 (0-1)",
-    "val_ppl": "perplexity (per token)",
-    "val_mae": "MAE (scaled series units)",
-    "val_rmse": "RMSE (scaled series units)",
+    "val_acc": ("accuracy", "0-1"),
+    "val_macro_f1": ("macro-F1", "0-1"),
+    "val_ppl": ("perplexity", "per token"),
+    "val_mae": ("MAE", "scaled series units"),
+    "val_rmse": ("RMSE", "scaled series units"),
 }
+
+
+def _metrics_axis_label(names: list[str]) -> str:
+    """e.g. "validation accuracy / macro-F1 (0-1)"; a metric Kiln does not know by its key."""
+    labels = [METRIC_LABELS.get(n, (n, "")) for n in names]
+    units = {unit for _, unit in labels}
+    unit = f" ({units.pop()})" if len(units) == 1 and "" not in units else ""
+    return "validation " + " / ".join(label for label, _ in labels) + unit
 
 
 def write_live(result: Any, reports_dir: Path, monitor: str = "val_loss") -> None:
@@ -136,8 +144,7 @@ def plot_training_curves(
     )
     panels = [(axes[0][0], losses, "loss (the training objective)")]
     if others:
-        label = METRIC_LABELS.get(others[0], others[0]) if len(others) == 1 else "metric"
-        panels.append((axes[0][1], others, label))
+        panels.append((axes[0][1], others, _metrics_axis_label(others)))
     for ax, names, ylabel in panels:
         for name in names:
             ax.plot(

@@ -8,7 +8,12 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from tasks.core.training import CURVES_PNG, plot_training_curves, write_live
+from tasks.core.training import (
+    CURVES_PNG,
+    _metrics_axis_label,
+    plot_training_curves,
+    write_live,
+)
 
 HISTORY = [
     {"epoch": 1, "train_loss": 2.1, "val_loss": 1.9, "val_acc": 0.41},
@@ -47,3 +52,10 @@ def test_write_live_writes_the_png_beside_the_logs(tmp_path: Path) -> None:
 def test_an_empty_history_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no epochs"):
         plot_training_curves([], best_epoch=1, monitor="val_loss", target=tmp_path / "x.png")
+
+
+def test_the_metrics_axis_names_each_metric_and_a_shared_unit() -> None:
+    both = "validation accuracy / macro-F1 (0-1)"
+    assert _metrics_axis_label(["val_acc", "val_macro_f1"]) == both
+    assert _metrics_axis_label(["val_ppl"]) == "validation perplexity (per token)"
+    assert _metrics_axis_label(["val_acc", "val_r2"]) == "validation accuracy / val_r2"
