@@ -1,4 +1,5 @@
-"""The artifacts a flow run publishes: a metrics table and a markdown summary of every stage.
+"""The artifacts a flow run publishes: a metrics table and a markdown summary of every stage; and
+evaluate's per-class metrics table, on its task run.
 
 The figures come from the stages' own reports under `reports/` (docs/contracts.md); nothing here
 computes a figure of its own.

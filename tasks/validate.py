@@ -18,8 +18,8 @@ they were: the last good outputs survive a failed run.
 The suite is the task type's defaults plus `validate.expectations` (tasks/core/gx_suite.py); an
 expectation of severity `warn` is reported (log, metrics, summary) but neither quarantines nor
 fails. Drift against the last DVC-recorded version (tasks/core/drift.py) goes to
-`reports/drift.json`; a drifted `fail` check fails the stage. `reports/validation/summary.json`
-feeds the flow's markdown artifact (flows/summary.py).
+`reports/drift.json`, and drawn in `reports/validation/drift.png`; a drifted `fail` check fails
+the stage. `reports/validation/summary.json` feeds the flow's markdown artifact (flows/summary.py).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ Checks (thresholds and warn|fail in `validate.drift`): label shares (PSI, classi
 two-sample Kolmogorov-Smirnov statistic D of the mean image intensity (images), of the text length
 (text) and of each numeric column (every task; forecasting's value column among them), row count
 change, and share of rows whose content_hash the previous version did not have. A check the task
-type has no data for is in the report as "not applicable".
+type has no data for is in the report as "not applicable". `plot_drift` draws the checks for a
+person (reports/validation/drift.png: each statistic beside its threshold).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
 
+from tasks.core.io import atomic_path
 from tasks.core.params import DriftCheck, DriftParams
 from tasks.core.validate_derive import IMAGES, TaskColumns, number_column
 
@@ -268,8 +270,6 @@ def plot_drift(report: dict[str, Any], target: Path) -> bool:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt  # noqa: PLC0415
 
-    from tasks.core.io import atomic_path  # noqa: PLC0415
-
     names = list(checks)[::-1]  # the first check on top
     stats = [checks[n]["statistic"] for n in names]
     thresholds = [checks[n]["threshold"] for n in names]
@@ -279,9 +279,8 @@ def plot_drift(report: dict[str, Any], target: Path) -> bool:
         stats,
         color=["tab:red" if checks[n]["drifted"] else "tab:blue" for n in names],
     )
-    ax.scatter(
-        thresholds, range(len(names)), marker="|", s=400, color="black", zorder=3
-    )  # each check's threshold: a black tick on its row
+    # each check's threshold: a black tick across its bar
+    ax.scatter(thresholds, range(len(names)), marker="|", s=400, color="black", zorder=3)
     for i, name in enumerate(names):
         c = checks[name]
         ax.text(

@@ -128,14 +128,14 @@ def plot_training_curves(
 ) -> None:
     """The training curves as a PNG: train and validation loss per epoch on the left, the other
     validation metrics (the monitored one in bold) on the right, the best epoch marked."""
+    if not history:
+        raise ValueError("no epochs in the training history: nothing to draw")
     import matplotlib  # noqa: PLC0415 (a plotting library: only the train stage pays the import)
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt  # noqa: PLC0415
     from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
-    if not history:
-        raise ValueError("no epochs in the training history: nothing to draw")
     epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
     losses = [k for k in ("train_loss", "val_loss") if k in history[0]]
     others = sorted(k for k in history[0] if k not in ("epoch", *losses))
