@@ -220,8 +220,8 @@ def drift_report(
     drifted = {k: c for k, c in checks.items() if c["drifted"]}
     severities = {c["severity"] for c in drifted.values()}
     status = "fail" if "fail" in severities else "warn" if drifted else "ok"
-    for name, c in drifted.items():
-        log.warning("drift %s: %s > %s (%s)", name, c["statistic"], c["threshold"], c["severity"])
+    # Not logged here: the validate stage says each drifted check once, a warn one as a warning
+    # and a fail one in its "validation failed" line (tasks/validate.py).
     return {
         "status": status,
         "previous": source,
