@@ -102,8 +102,11 @@ def summary_markdown(project: Path, outcomes: list[StageOutcome], failure: str |
     if partial := partial_crawl_line(project):  # stopped at a limit: kept or refused
         lines += [partial, ""]
     if any(o.stage == "train" and not o.ran for o in outcomes):
-        lines += ["**Nothing retrained:** train was up to date (its data and params unchanged); "
-                  "the metrics below are the last trained model's.", ""]
+        lines += [
+            "**Nothing retrained:** train was up to date (its data and params unchanged); "
+            "the metrics below are the last trained model's.",
+            "",
+        ]
     # A list, not a table column: the Prefect UI does not wrap a table cell, and cut the reason
     # off at the page's width (tests/integration/test_prefect_ui.py).
     lines += ["**Stages:**", ""]
@@ -121,19 +124,43 @@ def summary_markdown(project: Path, outcomes: list[StageOutcome], failure: str |
             for k, v in metrics.items()
         ]
     lines += baselines_markdown(project)
-    lines += ["", f"**Promotion:** {promotion_line(project, outcomes)}"]
+    for line in champion_lines(project, outcomes):
+        label, _, text = line.partition(": ")
+        lines += ["", f"**{label}:** {text}"]
     return "\n".join(lines) + "\n"
 
 
-def promotion_line(project: Path, outcomes: list[StageOutcome]) -> str:
-    """This run's promote decision (reports/promotion.json), or the registry's champion."""
-    if any(o.stage == "promote" and o.ran for o in outcomes):
-        return _read(project, "promotion.json").get("reason", "-")
+# How a version became the champion: the registry history's actions (tasks/core/registry.py).
+_BECAME = {
+    "promote": "promoted",
+    "force": "promoted by `kiln promote --force`",
+    "rollback": "restored by `kiln models rollback`",
+}
+
+
+def champion_lines(project: Path, outcomes: list[StageOutcome], note: str = "") -> list[str]:
+    """What this run did to the champion, the end of `kiln run` and of the run summary: when
+    promote ran, its decision ("Promotion: ...") and the champion after it; otherwise only the
+    champion, when it became one and that this run left it alone: reports/promotion.json then
+    holds an earlier run's decision, which is not news. `note` is added in the parentheses."""
     try:
+        history = registry.read_registry(project / registry.REGISTRY_DIR).get("history") or []
         current = registry.champion(project / registry.REGISTRY_DIR)
     except registry.RegistryError as exc:
-        return f"registry unreadable: {exc}"
-    return f"not decided this run; champion {current[0] if current else 'none yet'}"
+        return [f"Champion: unknown ({exc})"]
+    version = current[0] if current else None
+    lines, notes = [], []
+    if any(o.stage == "promote" and o.ran for o in outcomes):
+        lines.append(f"Promotion: {_read(project, 'promotion.json').get('reason', '-')}")
+    else:
+        event = next((e for e in reversed(history) if e.get("version") == version), None)
+        if event:
+            when = event["at"].replace("T", " ").replace("Z", " UTC")
+            notes.append(f"{_BECAME.get(event['action'], event['action'])} {when}")
+        notes.append("unchanged by this run")
+    said = "; ".join(filter(None, (", ".join(notes), note)))
+    lines.append(f"Champion: {version or 'none yet'}" + (f" ({said})" if said else ""))
+    return lines
 
 
 def promotion_markdown(project: Path, outcomes: list[StageOutcome]) -> str | None:

@@ -190,6 +190,15 @@ def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None: 
     assert (project / "models" / "card.json").read_bytes() == card
     assert (project / "registry" / "registry.json").read_bytes() == registry_json
     _assert_console(second, first_run=False)
+    # The end says what this run did: the first run's promotion is not repeated as if new.
+    when = json.loads(registry_json)["history"][-1]["at"].replace("T", " ").replace("Z", " UTC")
+    since = f"v0001 (promoted {when}, unchanged by this run"
+    assert "Promotion:" not in second.stdout, second.stdout
+    assert f"\nChampion: {since}; `kiln models list`)\n" in second.stdout, second.stdout
+    artifacts = prefect_api(api, "/artifacts/filter",
+                            {"artifacts": {"flow_run_id": {"any_": [flow_run_id(second.stdout)]}}})
+    summary = {a["key"]: a for a in artifacts}["run-summary"]["data"]
+    assert f"**Champion:** {since})" in summary and "**Promotion:**" not in summary, summary
 
     # 3. The site turns dirty: the flow fails at validate and the previous model stays.
     write_params(project, {"demo_site": {"bad_label_share": 0.6}})

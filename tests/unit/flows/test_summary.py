@@ -10,10 +10,12 @@ from flows.dvc_stages import UP_TO_DATE_REASON, StageOutcome
 from flows.summary import (
     baseline_rows,
     baselines_markdown,
+    champion_lines,
     headline_metrics,
     per_class_rows,
     summary_markdown,
 )
+from tasks.core import registry
 
 
 def _metrics(project: Path, metrics: dict) -> None:
@@ -63,6 +65,43 @@ def test_the_summary_says_when_nothing_retrained(tmp_path: Path) -> None:
     skipped = [ran[0], StageOutcome("train", False, UP_TO_DATE_REASON)]
     markdown = summary_markdown(tmp_path, skipped, None)
     assert "**Nothing retrained:** train was up to date" in markdown
+
+
+def test_the_end_says_what_this_run_did_to_the_champion(tmp_path: Path) -> None:
+    """promote's decision only when promote ran: a promotion.json left by an earlier run is not
+    news; the champion then says since when, and that this run left it alone."""
+    skipped = [StageOutcome("train", False, UP_TO_DATE_REASON),
+               StageOutcome("promote", False, UP_TO_DATE_REASON)]  # fmt: skip
+    assert champion_lines(tmp_path, skipped) == ["Champion: none yet (unchanged by this run)"]
+    (tmp_path / "model.bin").write_bytes(b"weights")
+    root = tmp_path / registry.REGISTRY_DIR
+    for _ in range(2):
+        registry.add_version(root, {"model.bin": tmp_path / "model.bin"}, {}, reason="better")
+    reason = "macro-F1 0.99 vs best baseline 0.97, +0.02 >= margin 0.01: promoted as v0002"
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "promotion.json").write_text(json.dumps({"reason": reason}))
+    ran = [StageOutcome("train", True, "first run"), StageOutcome("promote", True, "first run")]
+    assert champion_lines(tmp_path, ran, note="`kiln models list`") == [
+        f"Promotion: {reason}",
+        "Champion: v0002 (`kiln models list`)",
+    ]
+    at = registry.read_registry(root)["history"][-1]["at"]  # 2026-12-07T02:11:03Z
+    when = f"{at[:10]} {at[11:19]} UTC"
+    assert champion_lines(tmp_path, skipped, note="`kiln models list`") == [
+        f"Champion: v0002 (promoted {when}, unchanged by this run; `kiln models list`)"
+    ]
+    markdown = summary_markdown(tmp_path, skipped, "validate failed")
+    assert f"**Champion:** v0002 (promoted {when}, unchanged by this run)\n" in markdown
+    assert reason not in markdown and "Promotion" not in markdown
+    assert f"**Promotion:** {reason}\n\n**Champion:** v0002\n" in summary_markdown(
+        tmp_path, ran, None
+    )
+    registry.rollback(root, "v0001")
+    at = registry.read_registry(root)["history"][-1]["at"]
+    assert champion_lines(tmp_path, skipped) == [
+        f"Champion: v0001 (restored by `kiln models rollback` {at[:10]} {at[11:19]} UTC, "
+        "unchanged by this run)"
+    ]
 
 
 def test_each_stage_with_its_whole_reason_in_a_list(tmp_path: Path) -> None:
