@@ -207,20 +207,18 @@ def validation_markdown(project: Path) -> str | None:
     lines += [f"* failure: {_cell(m)}" for m in summary.get("failures", [])]
     lines += [f"* warning: {_cell(m)}" for m in summary.get("warnings", [])]
     failed = [e for e in summary["expectations"] if not e["success"]]
-    lines += [
-        "",
-        "| expectation | severity | failed rows | examples (url: value) |",
-        "|---|---|---|---|",
-    ]
-    lines += [
-        f"| {_cell(e['expectation'])} | {e['severity']} | {e['failed_rows']} | "
-        + "; ".join(_cell(f"{x['url']}: {x['value']!r}") for x in e["examples"])
-        + (f"raised: {_cell(e['raised'])}" if e["raised"] else "")
-        + " |"
-        for e in failed
-    ]
     if not failed:
-        lines += [f"| all {len(summary['expectations'])} expectations passed | | 0 | |"]
+        lines += ["", f"All {len(summary['expectations'])} expectations passed."]
+        return "\n".join(lines) + "\n"
+    # A list, not a table: the Prefect UI does not wrap a table cell, and cut the examples off at
+    # the page's width (tests/integration/test_prefect_ui.py).
+    lines += ["", "**Failed expectations**, each with example rows (url: value):", ""]
+    for e in failed:
+        lines.append(
+            f"* **{_cell(e['expectation'])}** ({e['severity']}): "
+            + (f"raised: {_cell(e['raised'])}" if e["raised"] else f"{e['failed_rows']} rows")
+        )
+        lines += [f"  * {_cell(x['url'])}: {_cell(repr(x['value']))}" for x in e["examples"]]
     return "\n".join(lines) + "\n"
 
 

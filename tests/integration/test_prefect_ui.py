@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from flows.dvc_stages import FROZEN_REASON, UP_TO_DATE_REASON, StageOutcome
-from flows.summary import summary_markdown
+from flows.summary import summary_markdown, validation_markdown
 from tests.chromium import evaluate, needs_chromium, render
 from tests.project import prefect_api
 
@@ -68,4 +68,32 @@ def test_run_summary_shows_each_reason_whole(prefect_server, tmp_path: Path) -> 
         "data": summary_markdown(tmp_path, outcomes, None)})
     shown = evaluate(f"{prefect_server.ui_url}/artifacts/artifact/{artifact['id']}",
                      _END_SHOWN % json.dumps(reason[-30:]), tmp_path / "chromium")
+    assert shown == "whole", shown
+
+
+@needs_chromium
+def test_validation_shows_each_example_whole(prefect_server, tmp_path: Path) -> None:
+    """The validation artifact's examples (url: value, three per failed expectation, as the
+    validate stage writes them) read to their end in the UI."""
+    examples = [{"url": f"http://127.0.0.1:8765/item/digit-{i:04d}", "value": value}
+                for i, value in ((24, "sevn"), (311, "too"), (1207, "nein"))]  # fmt: skip
+    summary = {
+        "success": False, "n_in": 1834, "n_valid": 1816, "n_quarantined": 18,
+        "quarantine_share": 0.009815, "data_docs": "reports/validation/index.html",
+        "failures": [], "warnings": ["drift new_item_share: 0.998675 > threshold 0.5"],
+        "expectations": [{
+            "expectation": "expect_column_values_to_be_in_set(label_normalised)",
+            "severity": "fail", "success": False, "raised": None, "failed_rows": 18,
+            "observed": None, "examples": examples,
+        }],
+    }  # fmt: skip
+    (tmp_path / "reports" / "validation").mkdir(parents=True)
+    (tmp_path / "reports" / "validation" / "summary.json").write_text(json.dumps(summary))
+    flow = prefect_api(prefect_server.api_url, "/flows/", {"name": "ui-probe"})
+    flow_run = prefect_api(prefect_server.api_url, "/flow_runs/", {"flow_id": flow["id"]})
+    artifact = prefect_api(prefect_server.api_url, "/artifacts/", {
+        "type": "markdown", "key": "validation", "flow_run_id": flow_run["id"],
+        "data": validation_markdown(tmp_path)})
+    shown = evaluate(f"{prefect_server.ui_url}/artifacts/artifact/{artifact['id']}",
+                     _END_SHOWN % json.dumps(": 'nein'"), tmp_path / "chromium")
     assert shown == "whole", shown

@@ -14,6 +14,7 @@ from flows.summary import (
     headline_metrics,
     per_class_rows,
     summary_markdown,
+    validation_markdown,
 )
 from tasks.core import registry
 
@@ -119,3 +120,27 @@ def test_per_class_rows_of_a_classifier_only() -> None:
         {"class": "dog", "precision": 0.5, "recall": 1.0, "f1": 0.666667, "support": 4},
     ]
     assert per_class_rows({"mae": 0.3}) == []
+
+
+def test_validation_lists_failed_expectations_or_says_all_passed(tmp_path: Path) -> None:
+    passed = {
+        "expectation": "expect_column_values_to_be_unique(url)",
+        "severity": "fail",
+        "success": True,
+        "raised": None,
+        "failed_rows": 0,
+        "examples": [],
+    }
+    raised = {**passed, "expectation": "expect_column_mean_to_be_between(inkk)", "success": False,
+              "raised": "column inkk | not found"}  # fmt: skip
+    summary = {"success": True, "n_in": 3, "n_valid": 3, "n_quarantined": 0,
+               "quarantine_share": 0.0, "data_docs": "reports/validation/index.html",
+               "expectations": [passed, passed]}  # fmt: skip
+    (tmp_path / "reports" / "validation").mkdir(parents=True)
+    path = tmp_path / "reports" / "validation" / "summary.json"
+    path.write_text(json.dumps(summary))
+    assert validation_markdown(tmp_path).endswith("\n\nAll 2 expectations passed.\n")
+    path.write_text(json.dumps({**summary, "expectations": [passed, raised]}))
+    assert validation_markdown(tmp_path).endswith(
+        "\n* **expect_column_mean_to_be_between(inkk)** (fail): raised: column inkk \\| not found\n"
+    )
