@@ -214,10 +214,14 @@ def validation_markdown(project: Path) -> str | None:
     # the page's width (tests/integration/test_prefect_ui.py).
     lines += ["", "**Failed expectations**, each with example rows (url: value):", ""]
     for e in failed:
-        lines.append(
-            f"* **{_cell(e['expectation'])}** ({e['severity']}): "
-            + (f"raised: {_cell(e['raised'])}" if e["raised"] else f"{e['failed_rows']} rows")
-        )
+        if e["raised"]:
+            what = f"raised: {_cell(e['raised'])}"
+        elif e["failed_rows"]:
+            what = f"{e['failed_rows']} rows"
+        else:  # a check of the whole table (a column, the row count): no rows to show
+            observed = e.get("observed")
+            what = "failed" + (f", observed {_cell(observed)}" if observed is not None else "")
+        lines.append(f"* **{_cell(e['expectation'])}** ({e['severity']}): {what}")
         lines += [f"  * {_cell(x['url'])}: {_cell(repr(x['value']))}" for x in e["examples"]]
     return "\n".join(lines) + "\n"
 

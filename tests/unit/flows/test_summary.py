@@ -140,7 +140,10 @@ def test_validation_lists_failed_expectations_or_says_all_passed(tmp_path: Path)
     path = tmp_path / "reports" / "validation" / "summary.json"
     path.write_text(json.dumps(summary))
     assert validation_markdown(tmp_path).endswith("\n\nAll 2 expectations passed.\n")
-    path.write_text(json.dumps({**summary, "expectations": [passed, raised]}))
+    rows = {**passed, "expectation": "expect_table_row_count_to_be_between", "success": False,
+            "observed": 2}  # fmt: skip
+    path.write_text(json.dumps({**summary, "expectations": [passed, raised, rows]}))
     assert validation_markdown(tmp_path).endswith(
         "\n* **expect_column_mean_to_be_between(inkk)** (fail): raised: column inkk \\| not found\n"
+        "* **expect_table_row_count_to_be_between** (fail): failed, observed 2\n"
     )
