@@ -70,7 +70,10 @@ class ListPrefetchMiddleware:
         # for it (on, every request goes through one more coroutine).
         ahead = Path(crawler.settings.get("KILN_PREFETCH_FILE") or "")
         if not ahead.is_file() or not json.loads(ahead.read_text(encoding="utf-8")):
-            raise NotConfigured("no list pages to fetch ahead")
+            # NotConfigured without a message: Scrapy logs one it is given as a WARNING
+            # ("Disabled ...", scrapy/middleware.py), and off is the normal first crawl.
+            logger.debug("list prefetch off: no list pages to fetch ahead")
+            raise NotConfigured
         return cls(crawler)
 
     async def process_request(self, request: Request) -> Response | None:

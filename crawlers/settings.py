@@ -89,10 +89,12 @@ HTTPCACHE_IGNORE_HTTP_CODES = [429, 500, 502, 503, 504, 522, 524]
 # Policy a custom spider (crawl.spider) may not loosen through its `custom_settings`: these are
 # set at "cmdline" priority, above Scrapy's "spider" priority.
 # The guard's resolver: the address a name resolves to is checked once and connected to.
-DNS_RESOLVER = "crawlers.urlguard.GuardedResolver"
-_ENFORCED = ("DNS_RESOLVER", "TELNETCONSOLE_ENABLED", "REMOTE_CONTROL_ENABLED", "COOKIES_ENABLED",
-             "DOWNLOAD_FAIL_ON_DATALOSS", "MEDIA_ALLOW_REDIRECTS", "RETRY_HTTP_CODES",
-             "HTTPCACHE_POLICY", "HTTPCACHE_STORAGE")  # fmt: skip
+# TWISTED_DNS_RESOLVER, not DNS_RESOLVER: Scrapy 2.19 deprecates the latter and warns on every
+# crawl that sets it (scrapy/crawler.py, `_setup_reactor`).
+TWISTED_DNS_RESOLVER = "crawlers.urlguard.GuardedResolver"
+_ENFORCED = ("TWISTED_DNS_RESOLVER", "TELNETCONSOLE_ENABLED", "REMOTE_CONTROL_ENABLED",
+             "COOKIES_ENABLED", "DOWNLOAD_FAIL_ON_DATALOSS", "MEDIA_ALLOW_REDIRECTS",
+             "RETRY_HTTP_CODES", "HTTPCACHE_POLICY", "HTTPCACHE_STORAGE")  # fmt: skip
 
 
 def settings_for(cfg: CrawlParams, out_dir: Path, cache_dir: Path | None = None) -> Settings:

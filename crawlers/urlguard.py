@@ -135,7 +135,7 @@ def check_crawl_config(cfg: CrawlParams) -> None:
 
 
 class GuardedResolver(CachingThreadedResolver):
-    """Scrapy's default resolver (`DNS_RESOLVER`), refusing a name whose address the guard
+    """Scrapy's default resolver (`TWISTED_DNS_RESOLVER`), refusing a name whose address the guard
     refuses: the check and the connection use the one lookup."""
 
     def __init__(self, reactor: Any, cache_size: int, timeout: float, cfg: CrawlParams) -> None:

@@ -21,7 +21,6 @@ from typing import Annotated
 import typer
 from typer.core import TyperArgument, TyperOption
 
-from flows.cli_models import echo_champion
 from flows.cli_models import register as register_model_commands
 from flows.cli_sweep import check_sweep
 from flows.cli_sweep import register as register_sweep_commands
@@ -108,6 +107,7 @@ def run(project: ProjectOpt = Path("."), port: PortOpt = DEFAULT_PORT) -> None:
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings  # noqa: PLC0415
 
     from flows.refresh_and_retrain import refresh_and_retrain  # noqa: PLC0415 (after env)
+    from flows.summary import champion_lines  # noqa: PLC0415 (after env)
 
     # No flow-run heartbeats for this one interactive run: nothing consumes them unless an
     # automation is set up for it, and Prefect 3.9 joins the heartbeat thread at the end of the
@@ -130,7 +130,8 @@ def run(project: ProjectOpt = Path("."), port: PortOpt = DEFAULT_PORT) -> None:
     names = ("accuracy", "macro_f1", "mae", "rmse", "mape", "perplexity")  # whichever the task has
     typer.echo("Test metrics: " + ", ".join(
         f"{k}={metrics[k]:.4f}" for k in names if k in metrics))
-    echo_champion(project)  # the promote decision and the champion (`kiln models list`)
+    for line in champion_lines(project, state.result(), note="`kiln models list`"):
+        typer.echo(line)  # this run's promote decision, if it decided; the champion
     _echo_stored(project)
     typer.echo(f"Prefect UI: {server.ui_url} (stop it with `kiln server --stop`)")
 

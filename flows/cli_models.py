@@ -124,19 +124,6 @@ def predict(files: Annotated[list[Path], typer.Argument(metavar="FILE", help="PN
         typer.echo(f"{r['file']},{r['label']},{r['probability']},{r['version']}")
 
 
-def echo_champion(project: Path) -> None:
-    """`kiln run`'s last lines: this run's promote decision, if any, and the champion."""
-    try:
-        current = registry.champion(project / registry.REGISTRY_DIR)
-    except registry.RegistryError as exc:
-        typer.secho(f"Champion: unknown ({exc})", fg="red", err=True)
-        return
-    report = project / "reports" / "promotion.json"
-    if report.exists():
-        typer.echo(f"Promotion: {json.loads(report.read_text())['reason']}")
-    typer.echo(f"Champion: {current[0] if current else 'none yet'} (`kiln models list`)")
-
-
 def register(app: typer.Typer) -> None:
     app.command()(promote)
     app.add_typer(models_app, name="models")

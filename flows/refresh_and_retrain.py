@@ -8,7 +8,8 @@ retried on transient errors, not when it refused a partial crawl (flows/crawl_re
 others are not (bad data does not get better by retrying). An up-to-date stage is a "Skipped"
 task run with DVC's reason. A stage that runs shows its progress lines as a progress artifact of
 its task run (flows/stage_progress.py), 100 % when it succeeded, and the PNG images it wrote as
-image artifacts of its task run (flows/stage_images.py). A failed run, and a promotion, are
+image artifacts of its task run (flows/stage_images.py), a classifier's per-class metrics as a
+table artifact of evaluate's (flows/summary.py). A failed run, and a promotion, are
 notified through Prefect notification blocks as params.yaml's `notify` section says
 (flows/notify.py).
 
@@ -34,7 +35,7 @@ from flows.run_guard import demo_site_if_needed, single_run_lock
 from flows.stage_images import publish_images
 from flows.stage_progress import StageProgress
 from flows.storage import Published, publish
-from flows.summary import publish_artifacts
+from flows.summary import publish_artifacts, publish_per_class
 from tasks.core.params import StorageParams, load_params
 
 FROZEN_RETRIES = 2  # the crawl: the network has transient errors
@@ -74,7 +75,9 @@ def dvc_stage(stage: str, project: Path) -> StageOutcome | State:
         raise
     if outcome.ran:
         progress.finish()
-        publish_images(stage, pipeline(project)[stage], project, logger)  # the PNGs it wrote
+        spec = pipeline(project)[stage]
+        publish_images(stage, spec, project, logger)  # the PNGs it wrote
+        publish_per_class(stage, spec, project)  # a classifier's per-class metrics, as a table
     else:  # shown in the UI as a "Skipped" task run with the reason
         return Completed(name="Skipped", message=outcome.reason)
     return outcome

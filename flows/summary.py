@@ -1,4 +1,5 @@
-"""The artifacts a flow run publishes: a metrics table and a markdown summary of every stage.
+"""The artifacts a flow run publishes: a metrics table and a markdown summary of every stage; and
+evaluate's per-class metrics table, on its task run.
 
 The figures come from the stages' own reports under `reports/` (docs/contracts.md); nothing here
 computes a figure of its own.
@@ -101,10 +102,15 @@ def summary_markdown(project: Path, outcomes: list[StageOutcome], failure: str |
     if partial := partial_crawl_line(project):  # stopped at a limit: kept or refused
         lines += [partial, ""]
     if any(o.stage == "train" and not o.ran for o in outcomes):
-        lines += ["**Nothing retrained:** train was up to date (its data and params unchanged); "
-                  "the metrics below are the last trained model's.", ""]
-    lines += ["| stage | ran | why |", "|---|---|---|"]
-    lines += [f"| {o.stage} | {'yes' if o.ran else 'skipped'} | {o.reason} |" for o in outcomes]
+        lines += [
+            "**Nothing retrained:** train was up to date (its data and params unchanged); "
+            "the metrics below are the last trained model's.",
+            "",
+        ]
+    # A list, not a table column: the Prefect UI does not wrap a table cell, and cut the reason
+    # off at the page's width (tests/integration/test_prefect_ui.py).
+    lines += ["**Stages:**", ""]
+    lines += [f"* **{o.stage}** {'ran' if o.ran else 'skipped'}: {o.reason}" for o in outcomes]
     lines += ["", "| records | count |", "|---|---|"]
     lines += [
         f"| {k.replace('_', ' ')} | {v if v is not None else '-'} |"
@@ -118,19 +124,43 @@ def summary_markdown(project: Path, outcomes: list[StageOutcome], failure: str |
             for k, v in metrics.items()
         ]
     lines += baselines_markdown(project)
-    lines += ["", f"**Promotion:** {promotion_line(project, outcomes)}"]
+    for line in champion_lines(project, outcomes):
+        label, _, text = line.partition(": ")
+        lines += ["", f"**{label}:** {text}"]
     return "\n".join(lines) + "\n"
 
 
-def promotion_line(project: Path, outcomes: list[StageOutcome]) -> str:
-    """This run's promote decision (reports/promotion.json), or the registry's champion."""
-    if any(o.stage == "promote" and o.ran for o in outcomes):
-        return _read(project, "promotion.json").get("reason", "-")
+# How a version became the champion: the registry history's actions (tasks/core/registry.py).
+_BECAME = {
+    "promote": "promoted",
+    "force": "promoted by `kiln promote --force`",
+    "rollback": "restored by `kiln models rollback`",
+}
+
+
+def champion_lines(project: Path, outcomes: list[StageOutcome], note: str = "") -> list[str]:
+    """What this run did to the champion, the end of `kiln run` and of the run summary: when
+    promote ran, its decision ("Promotion: ...") and the champion after it; otherwise only the
+    champion, when it became one and that this run left it alone: reports/promotion.json then
+    holds an earlier run's decision, which is not news. `note` is added in the parentheses."""
     try:
+        history = registry.read_registry(project / registry.REGISTRY_DIR).get("history") or []
         current = registry.champion(project / registry.REGISTRY_DIR)
     except registry.RegistryError as exc:
-        return f"registry unreadable: {exc}"
-    return f"not decided this run; champion {current[0] if current else 'none yet'}"
+        return [f"Champion: unknown ({exc})"]
+    version = current[0] if current else None
+    lines, notes = [], []
+    if any(o.stage == "promote" and o.ran for o in outcomes):
+        lines.append(f"Promotion: {_read(project, 'promotion.json').get('reason', '-')}")
+    else:
+        event = next((e for e in reversed(history) if e.get("version") == version), None)
+        if event:
+            when = event["at"].replace("T", " ").replace("Z", " UTC")
+            notes.append(f"{_BECAME.get(event['action'], event['action'])} {when}")
+        notes.append("unchanged by this run")
+    said = "; ".join(filter(None, (", ".join(notes), note)))
+    lines.append(f"Champion: {version or 'none yet'}" + (f" ({said})" if said else ""))
+    return lines
 
 
 def promotion_markdown(project: Path, outcomes: list[StageOutcome]) -> str | None:
@@ -177,20 +207,22 @@ def validation_markdown(project: Path) -> str | None:
     lines += [f"* failure: {_cell(m)}" for m in summary.get("failures", [])]
     lines += [f"* warning: {_cell(m)}" for m in summary.get("warnings", [])]
     failed = [e for e in summary["expectations"] if not e["success"]]
-    lines += [
-        "",
-        "| expectation | severity | failed rows | examples (url: value) |",
-        "|---|---|---|---|",
-    ]
-    lines += [
-        f"| {_cell(e['expectation'])} | {e['severity']} | {e['failed_rows']} | "
-        + "; ".join(_cell(f"{x['url']}: {x['value']!r}") for x in e["examples"])
-        + (f"raised: {_cell(e['raised'])}" if e["raised"] else "")
-        + " |"
-        for e in failed
-    ]
     if not failed:
-        lines += [f"| all {len(summary['expectations'])} expectations passed | | 0 | |"]
+        lines += ["", f"All {len(summary['expectations'])} expectations passed."]
+        return "\n".join(lines) + "\n"
+    # A list, not a table: the Prefect UI does not wrap a table cell, and cut the examples off at
+    # the page's width (tests/integration/test_prefect_ui.py).
+    lines += ["", "**Failed expectations**, each with example rows (url: value):", ""]
+    for e in failed:
+        if e["raised"]:
+            what = f"raised: {_cell(e['raised'])}"
+        elif e["failed_rows"]:
+            what = f"{e['failed_rows']} rows"
+        else:  # a check of the whole table (a column, the row count): no rows to show
+            observed = e.get("observed")
+            what = "failed" + (f", observed {_cell(observed)}" if observed is not None else "")
+        lines.append(f"* **{_cell(e['expectation'])}** ({e['severity']}): {what}")
+        lines += [f"  * {_cell(x['url'])}: {_cell(repr(x['value']))}" for x in e["examples"]]
     return "\n".join(lines) + "\n"
 
 
@@ -211,6 +243,31 @@ def drift_markdown(project: Path) -> str | None:
                 f"{'**drifted**' if verdict == 'drifted' else verdict} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def per_class_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per class of a classifier's metrics.json `per_class` (scikit-learn's precision,
+    recall, F1 and support: tasks/core/classification.py), in its order; [] for other task types."""
+    return [
+        {"class": name, **{k: figures[k] for k in ("precision", "recall", "f1", "support")}}
+        for name, figures in (metrics.get("per_class") or {}).items()
+    ]
+
+
+def publish_per_class(stage: str, spec: dict[str, Any], project: Path) -> bool:
+    """The per-class metrics of the stage's metrics files (dvc.yaml `metrics:`; evaluate's
+    reports/metrics.json) as a table artifact of the current task run; False when none has any."""
+    for out in spec.get("metrics", []):
+        path = project / (out if isinstance(out, str) else next(iter(out)))
+        if path.is_file() and (rows := per_class_rows(json.loads(path.read_text("utf-8")))):
+            create_table_artifact(
+                table=rows,
+                key=f"{stage}-per-class",
+                description=f"Per-class test metrics from `{path.relative_to(project).as_posix()}`"
+                " (scikit-learn)",
+            )
+            return True
+    return False
 
 
 def crawl_stats(project: Path) -> dict[str, Any]:

@@ -18,8 +18,8 @@ they were: the last good outputs survive a failed run.
 The suite is the task type's defaults plus `validate.expectations` (tasks/core/gx_suite.py); an
 expectation of severity `warn` is reported (log, metrics, summary) but neither quarantines nor
 fails. Drift against the last DVC-recorded version (tasks/core/drift.py) goes to
-`reports/drift.json`; a drifted `fail` check fails the stage. `reports/validation/summary.json`
-feeds the flow's markdown artifact (flows/summary.py).
+`reports/drift.json`, and drawn in `reports/validation/drift.png`; a drifted `fail` check fails
+the stage. `reports/validation/summary.json` feeds the flow's markdown artifact (flows/summary.py).
 """
 
 from __future__ import annotations
@@ -33,7 +33,14 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.core.drift import PROFILE, drift_failures, drift_report, profile_of
+from tasks.core.drift import (
+    DRIFT_PNG,
+    PROFILE,
+    drift_failures,
+    drift_report,
+    plot_drift,
+    profile_of,
+)
 from tasks.core.gx_suite import Check, RawItemsSuite
 from tasks.core.io import atomic_dir, read_jsonl, write_json, write_jsonl, write_parquet
 from tasks.core.label_review import OverridesError, read_overrides
@@ -294,6 +301,7 @@ def main() -> int:
         outcome.suite.write_docs(tmp)
         write_json(tmp / "summary.json", validation_summary(outcome, VALIDATION_DIR / "index.html"))
         (tmp / "drift.csv").write_text(drift_csv(drift), encoding="utf-8")
+        plot_drift(drift, tmp / DRIFT_PNG)  # the same checks, drawn for the Prefect UI
     write_json(VALIDATE_REPORT, outcome.metrics)
     write_json(DRIFT_REPORT, drift)
     for warning in outcome.warnings:

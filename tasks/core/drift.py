@@ -15,7 +15,8 @@ Checks (thresholds and warn|fail in `validate.drift`): label shares (PSI, classi
 two-sample Kolmogorov-Smirnov statistic D of the mean image intensity (images), of the text length
 (text) and of each numeric column (every task; forecasting's value column among them), row count
 change, and share of rows whose content_hash the previous version did not have. A check the task
-type has no data for is in the report as "not applicable".
+type has no data for is in the report as "not applicable". `plot_drift` draws the checks for a
+person (reports/validation/drift.png: each statistic beside its threshold).
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
 
+from tasks.core.io import atomic_path
 from tasks.core.params import DriftCheck, DriftParams
 from tasks.core.validate_derive import IMAGES, TaskColumns, number_column
 
 log = logging.getLogger("kiln.validate")
 
 PROFILE = "profile.parquet"
+# Drawn into reports/validation/ (an output of validate, hence on its task run in the Prefect UI)
+DRIFT_PNG = "drift.png"
 TEXT_CHARS = "text_chars"  # the profile's text length column, whatever the text column is called
 VALIDATED = "data/validated"
 # Shares below this are floored before PSI's log ratio: a class absent on one side would give an
@@ -216,8 +220,8 @@ def drift_report(
     drifted = {k: c for k, c in checks.items() if c["drifted"]}
     severities = {c["severity"] for c in drifted.values()}
     status = "fail" if "fail" in severities else "warn" if drifted else "ok"
-    for name, c in drifted.items():
-        log.warning("drift %s: %s > %s (%s)", name, c["statistic"], c["threshold"], c["severity"])
+    # Not logged here: the validate stage says each drifted check once, a warn one as a warning
+    # and a fail one in its "validation failed" line (tasks/validate.py).
     return {
         "status": status,
         "previous": source,
@@ -234,3 +238,66 @@ def drift_failures(report: dict[str, Any]) -> list[str]:
         for name, c in (report.get("checks") or {}).items()
         if c["drifted"] and c["severity"] == "fail"
     ]
+
+
+# What each check's statistic measures, for the chart's labels (a numeric column's KS check is
+# named `numeric_ks:<column>`).
+_CHECK_LABELS = {
+    "label_psi": "label shares (PSI)",
+    "image_mean_ks": "mean image intensity (KS D)",
+    "text_length_ks": "text length (KS D)",
+    "row_count_change": "row count change (share)",
+    "row_drop": "rows dropped (share)",
+    "new_item_share": "new items (share of rows)",
+}
+
+
+def _check_label(name: str) -> str:
+    if name.startswith("numeric_ks:"):
+        return f"{name.removeprefix('numeric_ks:')} (KS D)"
+    return _CHECK_LABELS.get(name, name)
+
+
+def plot_drift(report: dict[str, Any], target: Path) -> bool:
+    """The drift checks of `report` (drift_report's) as a PNG of horizontal bars: each check's
+    statistic beside its threshold, drifted ones in red. False, and nothing written, when no check
+    has a statistic (no previous version to compare with)."""
+    checks = {n: c for n, c in (report.get("checks") or {}).items() if c["statistic"] is not None}
+    if not checks:
+        return False
+    import matplotlib  # noqa: PLC0415 (a plotting library: only the validate stage pays the import)
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # noqa: PLC0415
+
+    names = list(checks)[::-1]  # the first check on top
+    stats = [checks[n]["statistic"] for n in names]
+    thresholds = [checks[n]["threshold"] for n in names]
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(names) + 1.6), dpi=100)
+    ax.barh(
+        [_check_label(n) for n in names],
+        stats,
+        color=["tab:red" if checks[n]["drifted"] else "tab:blue" for n in names],
+    )
+    # each check's threshold: a black tick across its bar
+    ax.scatter(thresholds, range(len(names)), marker="|", s=400, color="black", zorder=3)
+    for i, name in enumerate(names):
+        c = checks[name]
+        ax.text(
+            max(c["statistic"], c["threshold"]),
+            i,
+            f"  {c['statistic']:.3g} vs threshold {c['threshold']:g}: "
+            + (f"drifted ({c['severity']})" if c["drifted"] else "ok"),
+            va="center",
+        )
+    ax.set_xlim(0, max(stats + thresholds) * 1.8 or 1)  # room for the labels
+    ax.set(
+        xlabel="statistic (PSI, KS D or share: unitless; drifted above its threshold, the tick)",
+        title=f"drift: {report['status']}, {report.get('n_new')} rows vs "
+        f"{report.get('n_previous')} in the last recorded version",
+    )
+    fig.tight_layout()
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return True

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tasks.core.engine import EngineConfig
-from tasks.core.io import atomic_dir
+from tasks.core.io import atomic_dir, atomic_path
 
 if TYPE_CHECKING:
     from tasks.core.params import TrainParams
@@ -74,9 +74,32 @@ def engine_config(cfg: TrainParams, device: torch.device) -> EngineConfig:
     )
 
 
-def write_live(result: Any, reports_dir: Path) -> None:
+# The training curves' PNG, beside DVCLive's logs: dvc.yaml declares it an output of train, so
+# the flow shows it on train's task run in the Prefect UI (flows/stage_images.py).
+CURVES_PNG = "training_curves.png"
+# What each validation metric of a history row measures, and its unit, for the chart's axis.
+METRIC_LABELS = {
+    "val_acc": ("accuracy", "0-1"),
+    "val_macro_f1": ("macro-F1", "0-1"),
+    "val_ppl": ("perplexity", "per token"),
+    "val_mae": ("MAE", "scaled series units"),
+    "val_rmse": ("RMSE", "scaled series units"),
+}
+
+
+def _metrics_axis_label(names: list[str]) -> str:
+    """e.g. "validation accuracy / macro-F1 (0-1)"; a metric Kiln does not know by its key."""
+    labels = [METRIC_LABELS.get(n, (n, "")) for n in names]
+    units = {unit for _, unit in labels}
+    unit = f" ({units.pop()})" if len(units) == 1 and "" not in units else ""
+    return "validation " + " / ".join(label for label, _ in labels) + unit
+
+
+def write_live(result: Any, reports_dir: Path, monitor: str = "val_loss") -> None:
     """DVCLive logs of any task type: every metric of `result.history` per epoch, the best epoch's
-    as the summary. `result` needs `history`, `best_epoch` and `epochs_run` (a TrainResult)."""
+    as the summary, and the curves as a PNG (CURVES_PNG). `result` needs `history`, `best_epoch`
+    and `epochs_run` (a TrainResult); `monitor` is the metric that chose the best epoch
+    (params `train.monitor`)."""
     try:
         from dvclive import Live  # noqa: PLC0415 (optional: the stage runs without it)
     except ImportError:
@@ -97,3 +120,52 @@ def write_live(result: Any, reports_dir: Path) -> None:
             **{f"best_{k}": v for k, v in sorted(best.items()) if k not in ("epoch", "train_loss")},
         )
         live.end()
+        plot_training_curves(result.history, result.best_epoch, monitor, tmp / CURVES_PNG)
+
+
+def plot_training_curves(
+    history: list[dict[str, float]], best_epoch: int, monitor: str, target: Path
+) -> None:
+    """The training curves as a PNG: train and validation loss per epoch on the left, the other
+    validation metrics (the monitored one in bold) on the right, the best epoch marked."""
+    if not history:
+        raise ValueError("no epochs in the training history: nothing to draw")
+    import matplotlib  # noqa: PLC0415 (a plotting library: only the train stage pays the import)
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
+    epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
+    losses = [k for k in ("train_loss", "val_loss") if k in history[0]]
+    others = sorted(k for k in history[0] if k not in ("epoch", *losses))
+    fig, axes = plt.subplots(
+        1, 2 if others else 1, figsize=(11 if others else 6.5, 4), dpi=100, squeeze=False
+    )
+    panels = [(axes[0][0], losses, "loss (the training objective)")]
+    if others:
+        panels.append((axes[0][1], others, _metrics_axis_label(others)))
+    for ax, names, ylabel in panels:
+        for name in names:
+            ax.plot(
+                epochs,
+                [row.get(name) for row in history],
+                marker="o",
+                ms=3,
+                lw=2.2 if name == monitor else 1.2,
+                label=f"{name} (monitored)" if name == monitor else name,
+            )
+        ax.axvline(best_epoch, color="gray", ls="--", lw=1, label=f"best epoch {best_epoch}")
+        ax.set(xlabel="epoch", ylabel=ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best")
+    best = history[best_epoch - 1].get(monitor)
+    fig.suptitle(
+        f"training: {len(history)} epochs, best epoch {best_epoch} by {monitor}"
+        + (f" = {best:.4g}" if isinstance(best, int | float) else "")
+    )
+    fig.tight_layout()
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -83,23 +83,38 @@ _IMAGE_WIDTHS = """(() => {
 })()"""
 
 
+def _task_artifacts(api: str, task_run_id: str, kind: str) -> list[dict]:
+    return prefect_api(api, "/artifacts/filter", {"artifacts": {
+        "task_run_id": {"any_": [task_run_id]}, "type": {"any_": [kind]}}})
+
+
 def _assert_images_of_evaluate_in_the_ui(server, run_id: str, project: Path,  # noqa: ANN001
                                          profile: Path) -> None:
     """The confusion matrix evaluate drew is an image artifact of evaluate's task run
-    (flows/stage_images.py): listed on the task run's Artifacts tab, drawn on its own page."""
+    (flows/stage_images.py): listed on the task run's Artifacts tab, drawn on its own page; so is
+    train's training_curves.png on train's. The per-class metrics are a table of evaluate's."""
     evaluate_run = task_run(server.api_url, run_id, "evaluate")
-    images = prefect_api(server.api_url, "/artifacts/filter", {"artifacts": {
-        "task_run_id": {"any_": [evaluate_run["id"]]}, "type": {"any_": ["image"]}}})
+    images = _task_artifacts(server.api_url, evaluate_run["id"], "image")
     assert [a["key"] for a in images] == ["evaluate-confusion-matrix"], images
+    curves = _task_artifacts(server.api_url, task_run(server.api_url, run_id, "train")["id"],
+                             "image")
+    assert [a["key"] for a in curves] == ["train-training-curves"], curves
+    table = _task_artifacts(server.api_url, evaluate_run["id"], "table")
+    assert [a["key"] for a in table] == ["evaluate-per-class"], table
+    per_class = json.loads((project / "reports" / "metrics.json").read_text())["per_class"]
+    assert json.loads(table[0]["data"]) == [{"class": name, **figures}
+                                            for name, figures in per_class.items()]
     if CHROMIUM is None:
         return  # the browser half needs Debian's chromium (tests/chromium.py)
     tab = evaluate(f"{server.ui_url}/runs/task-run/{evaluate_run['id']}", _ARTIFACTS_TAB,
                    profile)
     assert tab is True
-    widths = evaluate(f"{server.ui_url}/artifacts/artifact/{images[0]['id']}", _IMAGE_WIDTHS,
-                      profile)
-    with Image.open(project / "reports" / "evaluation" / "plots" / "confusion_matrix.png") as png:
-        assert widths == [png.width], widths  # decoded: its natural width is the file's
+    for artifact, png_path in ((images[0], "evaluation/plots/confusion_matrix.png"),
+                               (curves[0], "train/training_curves.png")):
+        widths = evaluate(f"{server.ui_url}/artifacts/artifact/{artifact['id']}", _IMAGE_WIDTHS,
+                          profile)
+        with Image.open(project / "reports" / png_path) as png:
+            assert widths == [png.width], widths  # decoded: its natural width is the file's
 
 
 def _assert_console(result, first_run: bool) -> None:  # noqa: ANN001 (CompletedProcess)
@@ -175,6 +190,15 @@ def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None: 
     assert (project / "models" / "card.json").read_bytes() == card
     assert (project / "registry" / "registry.json").read_bytes() == registry_json
     _assert_console(second, first_run=False)
+    # The end says what this run did: the first run's promotion is not repeated as if new.
+    when = json.loads(registry_json)["history"][-1]["at"].replace("T", " ").replace("Z", " UTC")
+    since = f"v0001 (promoted {when}, unchanged by this run"
+    assert "Promotion:" not in second.stdout, second.stdout
+    assert f"\nChampion: {since}; `kiln models list`)\n" in second.stdout, second.stdout
+    artifacts = prefect_api(api, "/artifacts/filter",
+                            {"artifacts": {"flow_run_id": {"any_": [flow_run_id(second.stdout)]}}})
+    summary = {a["key"]: a for a in artifacts}["run-summary"]["data"]
+    assert f"**Champion:** {since})" in summary and "**Promotion:**" not in summary, summary
 
     # 3. The site turns dirty: the flow fails at validate and the previous model stays.
     write_params(project, {"demo_site": {"bad_label_share": 0.6}})

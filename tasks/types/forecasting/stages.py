@@ -229,10 +229,10 @@ def train_forecaster(params: Params, series: Series, checkpoint_dir: Path) -> Fo
     )
 
 
-def _write_live(result: ForecastTrainResult) -> None:
+def _write_live(result: ForecastTrainResult, monitor: str) -> None:
     """DVCLive logs of the run (history, best_epoch, epochs_run: as a TrainResult has them)."""
 
-    write_live(result, TRAIN_REPORTS)  # history, best_epoch, epochs_run: as a TrainResult
+    write_live(result, TRAIN_REPORTS, monitor)  # history, best_epoch, epochs_run: as a TrainResult
 
 
 def train_stage(params: Params) -> int:
@@ -258,7 +258,7 @@ def train_stage(params: Params) -> int:
     }
     with atomic_dir(MODELS_DIR) as tmp:
         card = save_model(result.model, tmp, card)
-    _write_live(result)
+    _write_live(result, params.train.monitor)
     shutil.rmtree(result.checkpoint_path, ignore_errors=True)
     log.info(
         f"wrote {MODELS_DIR} (weights sha256 {card['weights_sha256'][:12]}…), "

@@ -155,7 +155,7 @@ def train_stage(params: ImageParams) -> int:
     }
     with atomic_dir(MODELS_DIR) as tmp:
         card = save_model(result.model, tmp, card)
-    write_live(result, TRAIN_REPORTS)
+    write_live(result, TRAIN_REPORTS, params.train.monitor)
     shutil.rmtree(result.checkpoint_path, ignore_errors=True)  # done: the next run starts fresh
     logger.info(
         "wrote %s (weights sha256 %s…) and %s",

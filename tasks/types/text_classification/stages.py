@@ -200,7 +200,7 @@ def train_stage(params: Params) -> int:
         run.best["val_acc"],
         run.history,
     )
-    write_live(result, REPORTS_DIR / "train")
+    write_live(result, REPORTS_DIR / "train", params.train.monitor)
     shutil.rmtree(path, ignore_errors=True)  # done: the next run starts fresh
     logger.info(f"wrote {MODELS_DIR} (weights sha256 {card['weights_sha256'][:12]}…)")
     return 0

@@ -227,7 +227,7 @@ def train_stage(params: Params) -> int:
     }
     with atomic_dir(MODELS_DIR) as tmp:
         card = save_model(result.model, tmp, card)
-    write_live(result, TRAIN_REPORTS)
+    write_live(result, TRAIN_REPORTS, params.train.monitor)
     shutil.rmtree(result.checkpoint_path, ignore_errors=True)  # done: the next run starts fresh
     logger.info(
         f"wrote {MODELS_DIR} (weights sha256 {card['weights_sha256'][:12]}…): best epoch "

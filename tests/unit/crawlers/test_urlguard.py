@@ -71,8 +71,9 @@ def test_private_addresses_only_when_allowed() -> None:
 
 
 def test_the_resolver_checks_the_address_it_hands_to_the_connection() -> None:
-    """GuardedResolver (Scrapy's DNS_RESOLVER here): the name's one lookup is what is checked and
-    what Scrapy connects to, so a DNS answer that changes between two lookups cannot slip by."""
+    """GuardedResolver (Scrapy's TWISTED_DNS_RESOLVER here): the name's one lookup is what is
+    checked and what Scrapy connects to, so a DNS answer that changes between two lookups cannot
+    slip by."""
     from twisted.internet.error import DNSLookupError  # noqa: PLC0415
 
     from crawlers.urlguard import GuardedResolver  # noqa: PLC0415
@@ -80,8 +81,11 @@ def test_the_resolver_checks_the_address_it_hands_to_the_connection() -> None:
     resolver = GuardedResolver.__new__(GuardedResolver)  # no reactor needed for the check
     resolver.cfg = _cfg(["example.com"])
     assert resolver.checked("93.184.215.14", "example.com") == "93.184.215.14"
-    for ip, reason in [("169.254.169.254", "link-local"), ("127.0.0.1", "loopback"),
-                       ("100.64.0.9", "special-purpose")]:
+    for ip, reason in [
+        ("169.254.169.254", "link-local"),
+        ("127.0.0.1", "loopback"),
+        ("100.64.0.9", "special-purpose"),
+    ]:
         with pytest.raises(DNSLookupError, match=f"example.com resolved to {ip}: .*{reason}"):
             resolver.checked(ip, "example.com")
 
@@ -90,4 +94,4 @@ def test_scrapy_uses_the_guarded_resolver(tmp_path) -> None:
     from crawlers.settings import settings_for  # noqa: PLC0415
 
     settings = settings_for(_cfg(["example.com"]), tmp_path)
-    assert settings["DNS_RESOLVER"] == "crawlers.urlguard.GuardedResolver"
+    assert settings["TWISTED_DNS_RESOLVER"] == "crawlers.urlguard.GuardedResolver"

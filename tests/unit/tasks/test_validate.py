@@ -24,7 +24,7 @@ from tasks.core.io import read_jsonl
 from tasks.core.params import Params, load_params
 from tasks.core.validate_derive import _image_facts
 from tasks.validate import ValidationOutcome, validate_items
-from tests.project import REPO
+from tests.project import REPO, record_validated
 from tests.raw_fixture import Dirt, build_raw, write_items, write_params
 
 LIMITS = {"validate": {"min_rows": 100, "max_quarantine_share": 0.05}}
@@ -214,6 +214,31 @@ def test_main_failure_keeps_last_good_and_writes_report(
     assert metrics["failed_rows"] == {NAME_IN_SET: 30}
     index = (tmp_path / "reports/validation/index.html").read_text()
     assert "raw_items" in index  # the GX Data Docs index lists the suite's runs
+
+
+def test_main_logs_each_drifted_check_once(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    params: Params,
+) -> None:
+    """A crawl of other items than the recorded one: new_item_share drifts (a warn check), said
+    in one line, not once by the drift check and again by the stage."""
+    record_validated(tmp_path, check(tmp_path / "before", params).profile)
+    write_params(tmp_path, LIMITS)
+    build_raw(tmp_path, 200, start=200)  # digits 200-399: every item is new
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO, logger="kiln.validate"):
+        assert validate.main() == 0
+    drift = json.loads((tmp_path / "reports/drift.json").read_text())
+    drifted = [name for name, c in drift["checks"].items() if c["drifted"]]
+    assert "new_item_share" in drifted, drift
+    for name in drifted:
+        said = [r for r in caplog.records if f"drift {name}:" in r.getMessage()]
+        assert len(said) == 1, [r.getMessage() for r in said]
+    said = [r.getMessage() for r in caplog.records if "drift new_item_share:" in r.getMessage()]
+    statistic = drift["checks"]["new_item_share"]["statistic"]
+    assert said == [f"drift new_item_share: {statistic} > threshold 0.5"]
 
 
 def _run_stage(cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -15,8 +15,17 @@ import pandas as pd
 import pytest
 import yaml
 from dvc.repo import Repo, lock_repo
+from PIL import Image
 
-from tasks.core.drift import compare, drift_report, previous_profile, profile_of, psi
+from tasks.core.columns import TaskColumns
+from tasks.core.drift import (
+    compare,
+    drift_report,
+    plot_drift,
+    previous_profile,
+    profile_of,
+    psi,
+)
 from tasks.core.params import DriftParams, load_params
 from tasks.core.validate_derive import _with_derived
 from tests.project import REPO, record_validated
@@ -152,3 +161,24 @@ def test_a_configured_cache_dir_is_followed(
     assert source == f"no previous version (data/validated {md5} not in the local DVC cache)"
     assert f"dvc.lock records data/validated {md5} but the DVC cache at" in caplog.text
     assert str(tmp_path / "elsewhere") in caplog.text
+
+
+def test_drift_chart_draws_each_check_with_a_statistic(tmp_path: Path) -> None:
+    checks = compare(
+        pd.DataFrame({"label": ["a"] * 50 + ["b"] * 50, "content_hash": list("x" * 100)}),
+        pd.DataFrame({"label": ["a"] * 90 + ["b"] * 30, "content_hash": list("y" * 120)}),
+        DRIFT,
+        task=TaskColumns(labels=True),
+    )
+    report = {"status": "warn", "n_new": 120, "n_previous": 100, "checks": checks}
+    assert plot_drift(report, tmp_path / "drift.png")
+    with Image.open(tmp_path / "drift.png") as png:
+        png.load()  # decodes the whole image
+        # 9 in wide; 0.5 in per check (label_psi, row_count_change, row_drop, new_item_share)
+        # + 1.6 in of title and axis, at 100 dpi
+        assert png.format == "PNG" and png.size == (900, 360)
+
+
+def test_no_drift_chart_without_a_previous_version(tmp_path: Path) -> None:
+    assert not plot_drift({"status": "no previous version"}, tmp_path / "drift.png")
+    assert not (tmp_path / "drift.png").exists()
