@@ -28,8 +28,9 @@ the A/B share can. The target applies to both. One flow run per path before the 
 Prefect server and the worker up (the first run registers the flow) and is not counted: a
 scheduled run meets a server that has run the flow before.
 
-And where a run's time goes before its flow starts (the flow run's Running state): for the worker,
-the wait until the worker took the run (Pending) and the flow-run process's start-up; per stage,
+And where a run's time goes outside its flow (from the flow run's states): for both, the start-up
+until the flow runs (Running); for `kiln run`, its exit after the run is Completed; for the worker,
+the wait until the worker took the run (Pending), before the flow-run process starts. Per stage,
 the median time DVC took inside the flow's stage runner (open the Repo, take the lock, status,
 commit: "<stage>: committed ...; DVC N s"), the part of the orchestration that grows with the data
 a stage writes.
@@ -91,12 +92,12 @@ _DVC_S = re.compile(r"\b([a-z_]+): committed to dvc.lock and the DVC cache; DVC 
 @dataclass(frozen=True)
 class FlowTiming:
     """One A run (s): its wall time, its stage commands' and DVC's time per stage as the flow
-    logged them, and where its time went before the flow started (`before_flow`)."""
+    logged them, and where its time went outside the flow (before it ran, after it ended)."""
 
     wall: float
     commands: dict[str, float]
     dvc: dict[str, float]
-    before_flow: dict[str, float] = field(default_factory=dict)
+    outside_flow: dict[str, float] = field(default_factory=dict)
 
     @property
     def in_run_share(self) -> float:
@@ -129,11 +130,12 @@ def time_flow(root: Path, api_url: str, full: bool) -> FlowTiming:
     started, start = time.time(), time.perf_counter()
     proc = run([sys.executable, "-m", "flows.cli", "run", "--project", str(project)], project,
                extra_env={"PREFECT_API_URL": api_url})
-    wall = time.perf_counter() - start
+    wall, ended = time.perf_counter() - start, time.time()
     log = proc.stdout + proc.stderr
-    running = _state_times(api_url, flow_run_id(log))["RUNNING"]
-    return FlowTiming(wall, *_stage_times(log),
-                      before_flow={"start-up, until the flow runs": running - started})
+    states = _state_times(api_url, flow_run_id(log))
+    return FlowTiming(wall, *_stage_times(log), outside_flow={
+        "start-up, until the flow runs": states["RUNNING"] - started,
+        "exit, after the run is Completed": ended - states["COMPLETED"]})
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,7 @@ def time_worker(root: Path, worker: Worker, full: bool) -> FlowTiming:
     if done["state"]["type"] != "COMPLETED":
         raise AssertionError(f"worker run {run_id}: {done['state']}\n{log[-3000:]}")
     states = _state_times(worker.api_url, run_id)
-    return FlowTiming(states["COMPLETED"] - requested, *_stage_times(log), before_flow={
+    return FlowTiming(states["COMPLETED"] - requested, *_stage_times(log), outside_flow={
         "wait for the worker's poll": states["PENDING"] - requested,
         "start-up, until the flow runs": states["RUNNING"] - states["PENDING"]})
 
@@ -215,9 +217,9 @@ def _report(runs: dict[str, list[FlowTiming]], plain: list[tuple[float, dict[str
     rows = {"flow wall (median)": {p: f"{_median(t.wall for t in runs[p]):.1f} s" for p in paths},
             "plain stages wall (median)": {p: f"{_median(plain_walls):.1f} s" for p in paths}}
     for p in paths:
-        for part in runs[p][0].before_flow:
+        for part in runs[p][0].outside_flow:
             rows.setdefault(f"{part} (median)", {})[p] = \
-                f"{_median(t.before_flow[part] for t in runs[p]):.1f} s"
+                f"{_median(t.outside_flow[part] for t in runs[p]):.1f} s"
     rows[f"orchestration share, A/B (median of {len(plain)} pairs)"] = {
         p: f"{share[p]:.1%}" for p in paths}
     rows["orchestration share, in-run (median)"] = {p: f"{in_run[p]:.1%}" for p in paths}
@@ -265,8 +267,8 @@ def main() -> None:
             print(f"pair {i + 1}: plain stages {plain_s:6.1f} s", flush=True)
             for path, timings in runs.items():
                 timing = timings[-1]
-                before = ", ".join(f"{k} {v:.1f} s" for k, v in timing.before_flow.items())
-                print(f"  {path}: {timing.wall:6.1f} s ({before}; its stage commands "
+                outside = ", ".join(f"{k} {v:.1f} s" for k, v in timing.outside_flow.items())
+                print(f"  {path}: {timing.wall:6.1f} s ({outside}; its stage commands "
                       f"{sum(timing.commands.values()):.1f} s, in-run share "
                       f"{timing.in_run_share:.1%})  share "
                       f"{(timing.wall - plain_s) / timing.wall:.1%}", flush=True)
