@@ -52,7 +52,9 @@ other jobs running (1-minute load average 2.9 to 6.1 during the run, `uptime` ev
 The target is missed on the tiny demo by both paths. The in-run shares are the steadier figure
 here (per run: worker 11.9 to 18.7%, in-process 19.0 to 28.5%); the A/B shares swing with the
 load, which changed within pairs (per pair -12.9 to 43.2%). An earlier run of the same command
-(load 2.2 to 5.4) gave in-run 15.9% (worker) and 30.4% (in-process), A/B 15.7% and 16.1%. What
+(load 2.2 to 5.4) gave in-run 15.9% (worker) and 30.4% (in-process), A/B 15.7% and 16.1%.
+Inside the flow, `kiln run` spent more time outside the stage commands than the worker's flow-run
+process (median 10.2 s vs 5.3 s: wall - commands - the rows above; not explained yet). What
 the worker's ~10 s outside its stage commands are, of a run whose stages take ~55 s: the wait
 for the poll (~1 s), the start of the flow-run process (2.4 to 6.7 s: a Python start-up, the imports
 of Prefect and the flow, the pull step), DVC in the stage runner (~4 s in all, 0.4 to 0.9 s a
