@@ -59,8 +59,10 @@ the worker's ~10 s outside its stage commands are, of a run whose stages take ~5
 for the poll (~1 s), the start of the flow-run process (2.4 to 6.7 s: a Python start-up, the imports
 of Prefect and the flow, the pull step), DVC in the stage runner (~4 s in all, 0.4 to 0.9 s a
 stage) and Prefect's own task runs and artifacts (the rest). They do not grow with the data
-(besides DVC's hashing), so their share falls as stages get longer: on the full demo (--full)
-the in-process path measured A/B 7.7%, in-run 8.3% (5 pairs, an earlier round).
+(besides DVC's hashing), so their share falls as stages get longer, but the full demo's are not
+much longer here: `OMP_NUM_THREADS=1 python benchmarks/flow_overhead.py --full` (5 pairs, load
+2.5 to 3.8): worker A/B 13.9%, in-run 12.4%; in-process A/B 14.7%, in-run 18.6% (flow wall
+76.8 s and 84.8 s, plain stages 73.3 s). Missed as well.
 """
 
 from __future__ import annotations
