@@ -1,25 +1,68 @@
-"""Share of a full run spent outside stage code: `python benchmarks/flow_overhead.py [--pairs 5]`.
+"""Share of a full run spent outside stage code: `python benchmarks/flow_overhead.py [--pairs 5]
+[--path in-process|worker|both]`.
 
-A (the flow): `kiln run` on a fresh project (every stage runs, through Prefect and DVC), against
-a Prefect server that is already up, as it is for a scheduled run.
+A, two ways a run starts, both against a Prefect server that is already up (SQLite), as it is
+for a scheduled run:
+* in-process: `kiln run` on a fresh project (every stage runs, through Prefect and DVC);
+* worker: a run of the refresh-and-retrain deployment, started through the REST API
+  (`create_flow_run`, as `prefect deployment run` does) and taken by one `kiln worker`, started
+  once and warm, on the project's process work pool (`kiln deploy`: docs/workers.md). Each run
+  gets a fresh project as its `project_dir` parameter (the worker's own clone stays as deployed).
+  Its wall time runs from the request to the run's Completed state (the state's own timestamp),
+  so it includes the wait for the worker's next poll of the pool (`--query-s`, the worker's
+  PREFECT_WORKER_QUERY_SECONDS: Prefect's default is 10 s) and the start of the flow-run process
+  (a new Python process: imports, the deployment's pull step, loading the flow).
 B (plain): every stage's `python -m tasks.<stage>` command, in dvc.yaml's order, run one after
 the other on another fresh project, with the demo site already serving.
 orchestration share = (A wall - B wall) / A wall, where B is the sum of stage compute. Runs
-alternate A, B, A, B ... and the median pair is reported. The demo is the tiny one the end-to-end
-test uses unless --full is given. Target: the orchestration share of a full run is at most 10%.
+alternate A (each path), B, A, B ... and the median pair is reported. The demo is the tiny one the
+end-to-end test uses unless --full is given. Target: the orchestration share of a full run is at
+most 10%.
 
 Also printed, per flow run: the in-run share, (A wall - the sum of A's own stage commands, as the
 flow logs them: "<stage>: command N s") / A wall, the "(wall time - sum of stage compute) / wall
 time" of one run. The A/B share carries the run-to-run spread of the
 stages themselves (the full demo's crawl alone varies by +-3 s between runs on this machine); the
 in-run share does not, but it cannot see a stage slowed down by the flow sharing its CPUs, which
-the A/B share can. The target applies to both. One flow run before the pairs warms the
-Prefect server up (its first run registers the flow) and is not counted: a scheduled run meets a
-server that has run the flow before.
+the A/B share can. The target applies to both. One flow run per path before the pairs warms the
+Prefect server and the worker up (the first run registers the flow) and is not counted: a
+scheduled run meets a server that has run the flow before.
 
-And per stage, the median time DVC took inside the flow's stage runner (open the Repo, take the
-lock, status, commit: "<stage>: committed ...; DVC N s"), the part of the orchestration that
-grows with the data a stage writes.
+And where a run's time goes outside its flow (from the flow run's states): for both, the start-up
+until the flow runs (Running); for `kiln run`, its exit after the run is Completed; for the worker,
+the wait until the worker took the run (Pending), before the flow-run process starts. Per stage,
+the median time DVC took inside the flow's stage runner (open the Repo, take the lock, status,
+commit: "<stage>: committed ...; DVC N s"), the part of the orchestration that grows with the data
+a stage writes.
+
+Figures, tiny demo, SQLite server, worker polling every 1 s, on the shared 2-core machine with
+other jobs running (1-minute load average 2.9 to 6.1 during the run, `uptime` every minute):
+`OMP_NUM_THREADS=1 python benchmarks/flow_overhead.py` (5 pairs, both paths):
+
+| figure | in-process | worker |
+|---|---|---|
+| flow wall (median) | 53.5 s | 66.1 s |
+| plain stages wall (median) | 43.7 s | 43.7 s |
+| start-up, until the flow runs (median) | 2.9 s | 4.7 s |
+| exit, after the run is Completed (median) | 0.1 s | - |
+| wait for the worker's poll (median) | - | 0.9 s |
+| orchestration share, A/B (median of 5 pairs) | 34.4% | 25.9% |
+| orchestration share, in-run (median) | 23.8% | 17.4% |
+
+The target is missed on the tiny demo by both paths. The in-run shares are the steadier figure
+here (per run: worker 11.9 to 18.7%, in-process 19.0 to 28.5%); the A/B shares swing with the
+load, which changed within pairs (per pair -12.9 to 43.2%). An earlier run of the same command
+(load 2.2 to 5.4) gave in-run 15.9% (worker) and 30.4% (in-process), A/B 15.7% and 16.1%.
+Inside the flow, `kiln run` spent more time outside the stage commands than the worker's flow-run
+process (median 10.2 s vs 5.3 s: wall - commands - the rows above; not explained yet). What
+the worker's ~10 s outside its stage commands are, of a run whose stages take ~55 s: the wait
+for the poll (~1 s), the start of the flow-run process (2.4 to 6.7 s: a Python start-up, the imports
+of Prefect and the flow, the pull step), DVC in the stage runner (~4 s in all, 0.4 to 0.9 s a
+stage) and Prefect's own task runs and artifacts (the rest). They do not grow with the data
+(besides DVC's hashing), so their share falls as stages get longer, but the full demo's are not
+much longer here: `OMP_NUM_THREADS=1 python benchmarks/flow_overhead.py --full` (5 pairs, load
+2.5 to 3.8): worker A/B 13.9%, in-run 12.4%; in-process A/B 14.7%, in-run 18.6% (flow wall
+76.8 s and 84.8 s, plain stages 73.3 s). Missed as well.
 """
 
 from __future__ import annotations
@@ -30,18 +73,38 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crawlers.demo_site import start_demo_site  # noqa: E402
+from flows.deploy import DEPLOYMENT  # noqa: E402
 from flows.dvc_stages import stage_names  # noqa: E402
 from flows.prefect_server import start_server  # noqa: E402
 from tasks.core.params import load_params  # noqa: E402
-from tests.project import REPO, free_port, make_project, run, tiny_demo_overrides  # noqa: E402
+from tests.project import (  # noqa: E402
+    REPO,
+    TERMINAL_STATES,
+    flow_run_id,
+    free_port,
+    kiln_worker,
+    make_project,
+    prefect_api,
+    run,
+    tiny_demo_overrides,
+    wait_flow_run,
+)
 
 STAGES = tuple(stage_names(REPO))  # in run order
 TARGET = 0.10  # orchestration share of a full run ≤ 10%
+PATHS = ("in-process", "worker")
+# The deployed project's cron: far from now, so no scheduled run starts during the benchmark.
+NEVER = {"cron": "0 3 29 2 *", "timezone": "UTC"}
+RUN_TIMEOUT_S = 1800  # a full-demo run on a loaded 2-core machine
 
 
 def _overrides(full: bool, port: int) -> dict:
@@ -55,22 +118,93 @@ _COMMAND_S = re.compile(r"\b([a-z_]+): command ([0-9.]+) s$", re.MULTILINE)
 _DVC_S = re.compile(r"\b([a-z_]+): committed to dvc.lock and the DVC cache; DVC ([0-9.]+) s")
 
 
-def time_flow(root: Path, api_url: str, full: bool
-              ) -> tuple[float, dict[str, float], dict[str, float]]:
-    """Wall time of `kiln run`, its stage commands' times and DVC's time per stage (s), as the
-    flow logged them."""
-    project = make_project(root, _overrides(full, free_port()))
-    start = time.perf_counter()
-    proc = run([sys.executable, "-m", "flows.cli", "run", "--project", str(project)], project,
-               extra_env={"PREFECT_API_URL": api_url})
-    wall = time.perf_counter() - start
-    log = proc.stdout + proc.stderr
+@dataclass(frozen=True)
+class FlowTiming:
+    """One A run (s): its wall time, its stage commands' and DVC's time per stage as the flow
+    logged them, and where its time went outside the flow (before it ran, after it ended)."""
+
+    wall: float
+    commands: dict[str, float]
+    dvc: dict[str, float]
+    outside_flow: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def in_run_share(self) -> float:
+        return (self.wall - sum(self.commands.values())) / self.wall
+
+
+def _stage_times(log: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Each stage's command time and DVC time (s), from the flow's log."""
     commands, dvc_times = dict(_COMMAND_S.findall(log)), dict(_DVC_S.findall(log))
     for what, found in (("command", commands), ("DVC", dvc_times)):
         if set(found) != set(STAGES):
-            raise AssertionError(f"the flow logged {what} times for {sorted(found)}, not {STAGES}")
-    return (wall, {stage: float(s) for stage, s in commands.items()},
+            raise AssertionError(f"the flow logged {what} times for {sorted(found)}, not {STAGES}"
+                                 f"\n{log[-3000:]}")
+    return ({stage: float(s) for stage, s in commands.items()},
             {stage: float(s) for stage, s in dvc_times.items()})
+
+
+def _state_times(api_url: str, run_id: str) -> dict[str, float]:
+    """{state type: its first timestamp (Unix s)} of one flow run, e.g. "RUNNING"."""
+    states = prefect_api(api_url, f"/flow_run_states/?flow_run_id={run_id}")
+    times: dict[str, float] = {}
+    for state in sorted(states, key=lambda s: s["timestamp"]):
+        times.setdefault(state["type"], datetime.fromisoformat(state["timestamp"]).timestamp())
+    return times
+
+
+def time_flow(root: Path, api_url: str, full: bool) -> FlowTiming:
+    """`kiln run` on a fresh project."""
+    project = make_project(root, _overrides(full, free_port()))
+    started, start = time.time(), time.perf_counter()
+    proc = run([sys.executable, "-m", "flows.cli", "run", "--project", str(project)], project,
+               extra_env={"PREFECT_API_URL": api_url})
+    wall, ended = time.perf_counter() - start, time.time()
+    log = proc.stdout + proc.stderr
+    states = _state_times(api_url, flow_run_id(log))
+    return FlowTiming(wall, *_stage_times(log), outside_flow={
+        "start-up, until the flow runs": states["RUNNING"] - started,
+        "exit, after the run is Completed": ended - states["COMPLETED"]})
+
+
+@dataclass(frozen=True)
+class Worker:
+    api_url: str
+    deployment_id: str
+    log: Path  # the worker's output, where its flow-run processes log too
+
+
+@contextmanager
+def deployed_worker(root: Path, api_url: str, query_s: float) -> Iterator[Worker]:
+    """A project deployed with `kiln deploy` and one `kiln worker` on its pool, polling every
+    `query_s` seconds."""
+    project = make_project(root, {**tiny_demo_overrides(free_port()), "schedule": NEVER,
+                                  "project": {"name": "benchmark"}})
+    run([sys.executable, "-m", "flows.cli", "deploy", "--project", str(project)], project,
+        extra_env={"PREFECT_API_URL": api_url})
+    deployment = prefect_api(api_url, f"/deployments/name/{DEPLOYMENT}/{DEPLOYMENT}")
+    log = root / "worker.log"
+    with kiln_worker(project, api_url, log, "benchmark", PREFECT_WORKER_QUERY_SECONDS=str(query_s)):
+        yield Worker(api_url, deployment["id"], log)
+
+
+def time_worker(root: Path, worker: Worker, full: bool) -> FlowTiming:
+    """A deployment run on a fresh project, from the request to its Completed state."""
+    project = make_project(root, _overrides(full, free_port()))
+    log_start = worker.log.stat().st_size
+    requested = time.time()
+    run_id = prefect_api(worker.api_url, f"/deployments/{worker.deployment_id}/create_flow_run",
+                         {"parameters": {"project_dir": str(project)}})["id"]
+    done = wait_flow_run(worker.api_url, run_id, TERMINAL_STATES, RUN_TIMEOUT_S)
+    with worker.log.open() as out:
+        out.seek(log_start)
+        log = out.read()
+    if done["state"]["type"] != "COMPLETED":
+        raise AssertionError(f"worker run {run_id}: {done['state']}\n{log[-3000:]}")
+    states = _state_times(worker.api_url, run_id)
+    return FlowTiming(states["COMPLETED"] - requested, *_stage_times(log), outside_flow={
+        "wait for the worker's poll": states["PENDING"] - requested,
+        "start-up, until the flow runs": states["RUNNING"] - states["PENDING"]})
 
 
 def time_plain(root: Path, full: bool) -> tuple[float, dict[str, float]]:
@@ -89,51 +223,85 @@ def time_plain(root: Path, full: bool) -> tuple[float, dict[str, float]]:
         site.stop()
 
 
+def _median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
+
+
+def _report(runs: dict[str, list[FlowTiming]], plain: list[tuple[float, dict[str, float]]]
+            ) -> None:
+    """The tables, then one line per figure with its target."""
+    paths = list(runs)
+    print("\n| stage | " + " | ".join(f"{p} (median) | DVC in {p} (median)" for p in paths)
+          + " | plain (median) |\n|---|" + "---|---|" * len(paths) + "---|")
+    for stage in STAGES:  # where the A/B difference comes from: a stage slowed down, or noise
+        cells = [f"{_median(t.commands[stage] for t in runs[p]):.1f} s | "
+                 f"{_median(t.dvc[stage] for t in runs[p]):.2f} s" for p in paths]
+        print(f"| {stage} | " + " | ".join(cells)
+              + f" | {_median(each[stage] for _, each in plain):.1f} s |")
+
+    plain_walls = [wall for wall, _ in plain]
+    share = {p: _median((t.wall - b) / t.wall for t, b in zip(runs[p], plain_walls, strict=True))
+             for p in paths}
+    in_run = {p: _median(t.in_run_share for t in runs[p]) for p in paths}
+    rows = {"flow wall (median)": {p: f"{_median(t.wall for t in runs[p]):.1f} s" for p in paths},
+            "plain stages wall (median)": {p: f"{_median(plain_walls):.1f} s" for p in paths}}
+    for p in paths:
+        for part in runs[p][0].outside_flow:
+            rows.setdefault(f"{part} (median)", {})[p] = \
+                f"{_median(t.outside_flow[part] for t in runs[p]):.1f} s"
+    rows[f"orchestration share, A/B (median of {len(plain)} pairs)"] = {
+        p: f"{share[p]:.1%}" for p in paths}
+    rows["orchestration share, in-run (median)"] = {p: f"{in_run[p]:.1%}" for p in paths}
+    print(f"\n| figure | {' | '.join(paths)} |\n|---|" + "---|" * len(paths))
+    for name, cells in rows.items():
+        print(f"| {name} | " + " | ".join(cells.get(p, "-") for p in paths) + " |")
+    for p in paths:
+        for name, value in (("A/B", share[p]), ("in-run", in_run[p])):
+            print(f"orchestration share, {p} ({name}) {value:.1%} target <= {TARGET:.0%}: "
+                  f"{'holds' if value <= TARGET else 'MISSED'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--full", action="store_true", help="the default 1797-item demo")
+    parser.add_argument("--path", choices=(*PATHS, "both"), default="both",
+                        help="how the flow run starts (default: both, each once per pair)")
+    parser.add_argument("--query-s", type=float, default=1.0,
+                        help="the worker's poll interval, s (Prefect's default: 10)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    paths = PATHS if args.path == "both" else (args.path,)
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         server = start_server(Path(tmp) / "prefect", free_port())
-        try:
-            warm_up_s, _, _ = time_flow(Path(tempfile.mkdtemp(dir=tmp)), server.api_url, args.full)
-            print(f"warm-up flow run (not counted): {warm_up_s:.1f} s", flush=True)
-            pairs, in_run, per_stage, dvc_per_stage = [], [], [], []
-            for i in range(args.pairs):
-                flow_s, in_flow, dvc_s = time_flow(Path(tempfile.mkdtemp(dir=tmp)),
-                                                   server.api_url, args.full)
-                plain_s, plain_each = time_plain(Path(tempfile.mkdtemp(dir=tmp)), args.full)
-                commands_s = sum(in_flow.values())
-                pairs.append((flow_s, plain_s))
-                per_stage.append((in_flow, plain_each))
-                dvc_per_stage.append(dvc_s)
-                in_run.append((flow_s - commands_s) / flow_s)
-                print(f"pair {i + 1}: flow {flow_s:6.1f} s (its stage commands {commands_s:6.1f} s,"
-                      f" in-run share {in_run[-1]:6.1%})  plain stages {plain_s:6.1f} s  "
-                      f"share {(flow_s - plain_s) / flow_s:6.1%}", flush=True)
-        finally:
-            server.stop()
-    shares = [(a - b) / a for a, b in pairs]
-    flow_med = statistics.median(a for a, _ in pairs)
-    plain_med = statistics.median(b for _, b in pairs)
-    share = statistics.median(shares)
-    in_run_share = statistics.median(in_run)
-    print("\n| stage | in the flow (median) | plain (median) | DVC in the flow (median) |\n"
-          "|---|---|---|---|")
-    for stage in STAGES:  # where the A/B difference comes from: a stage slowed down, or noise
-        in_flow = statistics.median(a[stage] for a, _ in per_stage)
-        plain = statistics.median(b[stage] for _, b in per_stage)
-        dvc_s = statistics.median(d[stage] for d in dvc_per_stage)
-        print(f"| {stage} | {in_flow:.1f} s | {plain:.1f} s | {dvc_s:.2f} s |")
-    print(f"\n| figure | value |\n|---|---|\n| flow wall (median) | {flow_med:.1f} s |\n"
-          f"| plain stages wall (median) | {plain_med:.1f} s |\n"
-          f"| orchestration share, A/B (median of {len(pairs)} pairs) | {share:.1%} |\n"
-          f"| orchestration share, in-run (median of {len(in_run)} flow runs) "
-          f"| {in_run_share:.1%} |")
-    for name, value in (("A/B", share), ("in-run", in_run_share)):
-        print(f"orchestration share ({name}) {value:.1%} target <= {TARGET:.0%}: "
-              f"{'holds' if value <= TARGET else 'MISSED'}")
+        stack.callback(server.stop)
+
+        def fresh() -> Path:
+            return Path(tempfile.mkdtemp(dir=tmp))
+
+        time_a: dict[str, Callable[[], FlowTiming]] = {}
+        if "in-process" in paths:
+            time_a["in-process"] = lambda: time_flow(fresh(), server.api_url, args.full)
+        if "worker" in paths:
+            worker = stack.enter_context(deployed_worker(fresh(), server.api_url, args.query_s))
+            time_a["worker"] = lambda: time_worker(fresh(), worker, args.full)
+        for path, time_run in time_a.items():
+            print(f"warm-up {path} flow run (not counted): {time_run().wall:.1f} s", flush=True)
+        runs: dict[str, list[FlowTiming]] = {path: [] for path in time_a}
+        plain = []
+        for i in range(args.pairs):
+            for path, time_run in time_a.items():
+                runs[path].append(time_run())
+            plain.append(time_plain(fresh(), args.full))
+            plain_s = plain[-1][0]
+            print(f"pair {i + 1}: plain stages {plain_s:6.1f} s", flush=True)
+            for path, timings in runs.items():
+                timing = timings[-1]
+                outside = ", ".join(f"{k} {v:.1f} s" for k, v in timing.outside_flow.items())
+                print(f"  {path}: {timing.wall:6.1f} s ({outside}; its stage commands "
+                      f"{sum(timing.commands.values()):.1f} s, in-run share "
+                      f"{timing.in_run_share:.1%})  share "
+                      f"{(timing.wall - plain_s) / timing.wall:.1%}", flush=True)
+    _report(runs, plain)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,12 @@ import typer
 
 from flows.deploy import (
     DEPLOYMENT,
-    HEARTBEAT_ENV,
-    PROJECT_DIR_ENV,
     deploy,
     ensure_crash_automation,
     ensure_work_pool,
-    heartbeat_s,
     pool_name,
     prefect_file,
+    worker_env,
 )
 from flows.deploy import worker_command as make_worker_command
 from flows.prefect_server import api_answers
@@ -95,8 +93,7 @@ def register(app: typer.Typer, prefect_env: Callable[[Path, int], Any], port_def
             raise typer.Exit(2)
         pool = pool or pool_name(params.project.name)
         typer.echo(f"Worker on pool '{pool}' of {api_url}, running flows in {project}", err=True)
-        env = {**os.environ, "PREFECT_API_URL": api_url, PROJECT_DIR_ENV: str(project),
-               HEARTBEAT_ENV: str(heartbeat_s())}  # what `kiln deploy`'s automation expects
         os.chdir(project)
         sys.stderr.flush()
-        os.execve(sys.executable, make_worker_command(pool, name, limit), env)  # noqa: S606
+        os.execve(sys.executable, make_worker_command(pool, name, limit),  # noqa: S606
+                  worker_env(project, api_url))

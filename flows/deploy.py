@@ -85,6 +85,16 @@ def heartbeat_s() -> int:
     return int(os.environ.get(HEARTBEAT_ENV) or HEARTBEAT_S)
 
 
+def worker_env(project: Path, api_url: str) -> dict[str, str]:
+    """The environment of `kiln worker` and of the flow-run processes it starts: the server, the
+    clone (the pull step's KILN_PROJECT_DIR), the heartbeat period `kiln deploy`'s automation
+    expects, and this interpreter's directory first on PATH, so that the deployment's command
+    `python -m prefect.engine` (prefect.yaml) runs in this environment."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, "PREFECT_API_URL": api_url, PROJECT_DIR_ENV: str(project),
+            HEARTBEAT_ENV: str(heartbeat_s()), "PATH": path}
+
+
 def crash_automation_name(pool: str) -> str:
     return f"kiln: crash {DEPLOYMENT} runs on {pool} without heartbeats"
 

@@ -12,12 +12,15 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +180,43 @@ def prefect_api(api_url: str, path: str, body: dict[str, Any] | None = None) -> 
                 raise
             time.sleep(0.5 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+TERMINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def wait_flow_run(api_url: str, run_id: str, types: set[str], timeout_s: float) -> dict[str, Any]:
+    """The flow run (as the REST API returns it) once its state is one of `types`."""
+    deadline = time.monotonic() + timeout_s
+    while (flow_run := prefect_api(api_url, f"/flow_runs/{run_id}"))["state"]["type"] not in types:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"flow run {run_id} still {flow_run['state']} after {timeout_s} s")
+        time.sleep(2)
+    return flow_run
+
+
+@contextmanager
+def kiln_worker(project: Path, api_url: str, log: Path, name: str,
+                **settings: str) -> Iterator[subprocess.Popen]:
+    """`kiln worker` in `project` (on its work pool), its output in `log`, with `settings` in its
+    environment (e.g. PREFECT_WORKER_QUERY_SECONDS="1"); stopped with its process group after."""
+    with log.open("w") as out:
+        command = [sys.executable, "-m", "flows.cli", "worker", "--project", str(project),
+                   "--name", name]
+        proc = subprocess.Popen(command, cwd=project, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True,
+                                env={**env(), "PREFECT_API_URL": api_url, **settings})
+    try:
+        yield proc
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def task_run(api_url: str, run_id: str, name: str) -> dict[str, Any]:

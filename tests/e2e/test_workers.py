@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -19,13 +19,21 @@ import pytest
 from flows.deploy import pool_name
 from flows.prefect_server import PrefectServer, start_server
 from tests.postgres import PostgresCluster
-from tests.project import env, free_port, make_project, prefect_api, run, tiny_demo_overrides
+from tests.project import (
+    TERMINAL_STATES,
+    free_port,
+    kiln_worker,
+    make_project,
+    prefect_api,
+    run,
+    tiny_demo_overrides,
+    wait_flow_run,
+)
 
 pytestmark = pytest.mark.e2e
 FLOORS = {"promote": {"floors": {"accuracy": 0.3, "macro_f1": 0.0}, "baseline_gate": False}}
 # Far from now: no scheduled run starts during the test; the runs are created by hand.
 SCHEDULE = {"cron": "0 3 29 2 *", "timezone": "UTC"}
-TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 @pytest.fixture
@@ -38,27 +46,11 @@ def pg_prefect(postgres: PostgresCluster, tmp_path: Path) -> Iterator[PrefectSer
         server.stop()
 
 
-@contextmanager
 def _worker(clone: Path, name: str, api: str, log: Path,
-            heartbeat_s: int | None = None) -> Iterator[subprocess.Popen]:
+            heartbeat_s: int | None = None) -> AbstractContextManager[subprocess.Popen]:
     beats = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat_s)} if heartbeat_s else {}
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "worker", "--project", str(clone), "--name", name],
-            cwd=clone, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**env(), "PREFECT_API_URL": api, "PREFECT_WORKER_QUERY_SECONDS": "1",
-                 "PREFECT_WORKER_HEARTBEAT_SECONDS": "5", **beats})
-    try:
-        yield proc
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    return kiln_worker(clone, api, log, name, PREFECT_WORKER_QUERY_SECONDS="1",
+                       PREFECT_WORKER_HEARTBEAT_SECONDS="5", **beats)
 
 
 def _clones_of_one_project(tmp_path: Path) -> dict[str, Path]:
@@ -92,14 +84,6 @@ def _kill_with_its_run(worker: subprocess.Popen, flow_run: dict) -> None:
     worker.wait(timeout=30)
 
 
-def _wait_state(api: str, run_id: str, types: set[str], timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while (flow_run := prefect_api(api, f"/flow_runs/{run_id}"))["state"]["type"] not in types:
-        assert time.monotonic() < deadline, flow_run["state"]
-        time.sleep(2)
-    return flow_run
-
-
 def _taker(logs: dict[str, Path], run_id: str, timeout_s: float) -> list[str]:
     """The workers whose output shows the run's flow-run process (it logs its UI link when it
     starts; a worker that lost the race for the run logs only an aborted submission)."""
@@ -126,6 +110,7 @@ def test_two_workers_one_run_each_one_at_a_time_and_a_killed_worker_crashes_only
     assert deployment["global_concurrency_limit"]["limit"] == 1
     assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
     assert deployment["schedules"][0]["schedule"]["cron"] == SCHEDULE["cron"]
+    assert deployment["job_variables"] == {"command": "python -m prefect.engine"}
     assert deployment["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {
         "directory": "{{ $KILN_PROJECT_DIR }}"}}]
     [automation] = prefect_api(api, "/automations/filter", {})
@@ -149,9 +134,9 @@ def test_two_workers_one_run_each_one_at_a_time_and_a_killed_worker_crashes_only
         assert prefect_api(api, f"/flow_runs/{second}")["state"]["type"] == "SCHEDULED"
         killed = {"worker-a": worker_a, "worker-b": worker_b}[taker]
         _kill_with_its_run(killed, prefect_api(api, f"/flow_runs/{first}"))
-        crashed = _wait_state(api, first, TERMINAL, timeout_s=3 * beat + 90)
+        crashed = wait_flow_run(api, first, TERMINAL_STATES, timeout_s=3 * beat + 90)
         assert crashed["state"]["type"] == "CRASHED", crashed["state"]
-        done = _wait_state(api, second, TERMINAL, timeout_s=300)
+        done = wait_flow_run(api, second, TERMINAL_STATES, timeout_s=300)
     assert done["state"]["type"] == "COMPLETED", done["state"]
     assert crashed["end_time"] is None or done["start_time"] >= crashed["end_time"]
     [other] = [n for n in clones if n != taker]

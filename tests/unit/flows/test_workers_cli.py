@@ -3,13 +3,21 @@ are in tests/integration/test_prefect_postgres.py and tests/e2e/test_workers.py)
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from flows.deploy import DEPLOYMENT, deploy_command, pool_name, prefect_file, worker_command
+from flows.deploy import (
+    DEPLOYMENT,
+    deploy_command,
+    pool_name,
+    prefect_file,
+    worker_command,
+    worker_env,
+)
 from flows.prefect_server import redacted, start_server
 from tests.project import REPO, free_port, run
 
@@ -34,11 +42,22 @@ def test_prefect_yaml_declares_the_deployment_kiln_deploys() -> None:
     assert deployment["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
     assert config["pull"] == [{"prefect.deployments.steps.set_working_directory": {
         "directory": "{{ $KILN_PROJECT_DIR }}"}}]
+    # One process per flow run (no workspace supervisor before it): docs/workers.md
+    assert deployment["work_pool"]["job_variables"] == {"command": "python -m prefect.engine"}
     cmd = deploy_command(REPO, pool_name("demo"), "0 3 * * *", "UTC")
     assert cmd[cmd.index("--pool") + 1] == "kiln-demo"
     assert cmd[cmd.index("--prefect-file") + 1] == str(prefect_file(REPO))
     assert worker_command("kiln-demo", "w1", 2)[-7:] == [
         "--pool", "kiln-demo", "--type", "process", "--name", "w1", "--limit", "2"][-7:]
+
+
+def test_flow_runs_start_in_the_workers_interpreter(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    env = worker_env(tmp_path, "http://127.0.0.1:4200/api")
+    python = shutil.which("python", path=env["PATH"])
+    assert python is not None and Path(python).parent == Path(sys.executable).parent, python
+    assert env["KILN_PROJECT_DIR"] == str(tmp_path)
 
 
 def test_worker_needs_a_server(tmp_path: Path) -> None:
