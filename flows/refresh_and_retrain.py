@@ -26,6 +26,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import TagsContext
 from prefect.states import Completed, State
 
 from flows.crawl_report import crawl_task_options
@@ -101,7 +102,13 @@ def refresh_and_retrain(project_dir: str = ".") -> list[StageOutcome]:
     outcomes: list[StageOutcome] = []
     current = "start (run lock, demo site)"  # the stage a failure is reported at
     try:
-        with single_run_lock(project), demo_site_if_needed(params, logger):
+        # The project's tags (`kiln run`: flows/cli.py) are the flow run's, for the UI's filter;
+        # not its task runs'. Prefect asks the server for a tag's concurrency limit before each
+        # tagged task run: on SQLite that request met the server's event writes and came back
+        # 503 "busy", retried after 2 s, 2-3 times a tiny-demo run (6 stages: 0.6 s between
+        # stages untagged, 2-6 s tagged). A deployment's run has no tags in this context anyway.
+        with (single_run_lock(project), demo_site_if_needed(params, logger),
+              TagsContext(current_tags=set())):
             for stage, spec in pipeline(project).items():
                 current = stage
                 retries = FROZEN_RETRIES if is_frozen(spec) else 0

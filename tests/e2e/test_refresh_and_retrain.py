@@ -152,8 +152,13 @@ def test_run_refresh_and_dirty_refresh(tmp_path: Path, prefect_server) -> None: 
     # 1. First run: every stage runs; metrics, DVC state, Prefect states and artifacts agree.
     first = _kiln_run(project, api)
     run_id = flow_run_id(first.stdout)
-    assert prefect_api(api, f"/flow_runs/{run_id}")["state"]["type"] == "COMPLETED"
+    flow_run = prefect_api(api, f"/flow_runs/{run_id}")
+    assert flow_run["state"]["type"] == "COMPLETED"
     assert task_run_states(api, run_id) == dict.fromkeys(STAGES, "Completed")
+    # The project's tags are the flow run's only: a tagged task run costs a concurrency check
+    task_runs = prefect_api(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
+    assert any(t.startswith("kiln-project:") for t in flow_run["tags"]), flow_run["tags"]
+    assert [r["tags"] for r in task_runs] == [[]] * len(STAGES)
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert metrics["accuracy"] > 0.3, metrics
     assert f"accuracy={metrics['accuracy']:.4f}" in first.stdout
