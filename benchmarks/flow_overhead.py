@@ -54,7 +54,8 @@ here (per run: worker 11.9 to 18.7%, in-process 19.0 to 28.5%); the A/B shares s
 load, which changed within pairs (per pair -12.9 to 43.2%). An earlier run of the same command
 (load 2.2 to 5.4) gave in-run 15.9% (worker) and 30.4% (in-process), A/B 15.7% and 16.1%.
 Inside the flow, `kiln run` spent more time outside the stage commands than the worker's flow-run
-process (median 10.2 s vs 5.3 s: wall - commands - the rows above; not explained yet). What
+process (median 10.2 s vs 5.3 s: wall - commands - the rows above: 2 s stalls of the
+SQLite server's 503 answers to tagged task runs, fixed since; docs/workers.md "Speed"). What
 the worker's ~10 s outside its stage commands are, of a run whose stages take ~55 s: the wait
 for the poll (~1 s), the start of the flow-run process (2.4 to 6.7 s: a Python start-up, the imports
 of Prefect and the flow, the pull step), DVC in the stage runner (~4 s in all, 0.4 to 0.9 s a
@@ -63,6 +64,11 @@ stage) and Prefect's own task runs and artifacts (the rest). They do not grow wi
 much longer here: `OMP_NUM_THREADS=1 python benchmarks/flow_overhead.py --full` (5 pairs, load
 2.5 to 3.8): worker A/B 13.9%, in-run 12.4%; in-process A/B 14.7%, in-run 18.6% (flow wall
 76.8 s and 84.8 s, plain stages 73.3 s). Missed as well.
+
+After the fix, quiet machine (load ~1): `OMP_NUM_THREADS=1 python benchmarks/flow_overhead.py
+--full --pairs 3`: in-process A/B 12.4%, in-run 12.1%; worker A/B 14.8%, in-run 13.1% (flow wall
+41.0 s and 42.5 s, plain stages 36.9 s; start-up 1.5 s and 1.7 s, DVC 2.7 s and 2.3 s in all).
+Still missed, by ~1 s of a ~41 s run.
 """
 
 from __future__ import annotations
