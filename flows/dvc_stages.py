@@ -6,9 +6,9 @@ the order the flow runs them. Nothing in flows/ keeps a copy of that list.
 `run_stage` is the whole runner for one stage. It opens the project's DVC Repo and, holding DVC's
 repository lock (`dvc.repo.lock_repo`) from the first look to the last write, it
 
-1. asks DVC whether the stage is stale and why (`Repo.status`; "first run" for a stage dvc.lock
-   has no entry for); an up-to-date stage stops here and the flow shows its task run as
-   "Skipped" with the reason;
+1. asks DVC whether the stage is stale and why (`Repo.status`), unless dvc.lock has no entry for
+   it ("first run": stale, nothing to ask); an up-to-date stage stops here and the flow shows its
+   task run as "Skipped" with the reason;
 2. runs the stage's `cmd` from dvc.yaml, streaming each output line into the caller's logger;
 3. commits the stage (`Repo.commit(target, force=True)`, what `dvc repro` does after a command):
    its outputs go into the DVC cache and its entry into dvc.lock.
@@ -132,11 +132,14 @@ def _describe(changes: list[Any]) -> str:
 
 def stale_reason(repo: Any, stage: str, project: Path) -> str | None:
     """Why DVC considers `stage` out of date, or None when it is up to date."""
+    # A stage dvc.lock has no entry for is stale whatever DVC's status would list, so DVC is not
+    # asked: its status of one stage (parsing dvc.yaml, dvc.lock and params, hashing the deps)
+    # took 0.1-0.35 s a stage on a project's first run, ~1 s of the full demo's ~41 s run.
+    if stage not in _recorded_stages(project):
+        return FIRST_RUN_REASON
     # One target: at most one entry, keyed by the stage's address relative to the cwd.
     changes = next(iter(repo.status(targets=[_target(stage, project)]).values()), None)
-    if not changes:
-        return None
-    return _describe(changes) if stage in _recorded_stages(project) else FIRST_RUN_REASON
+    return _describe(changes) if changes else None
 
 
 def _recorded_stages(project: Path) -> dict[str, Any]:
@@ -232,7 +235,7 @@ def run_stage(
             logger.info("%s is frozen for `dvc repro`; running it (a refresh)", stage)
         else:
             reason = stale_reason(repo, stage, project)
-            checked = f"checked by DVC (status) in {time.perf_counter() - started:.2f} s"
+            checked = f"checked in {time.perf_counter() - started:.2f} s"
             if reason is None:
                 logger.info("%s skipped: up to date, %s", stage, checked)
                 return StageOutcome(stage, False, UP_TO_DATE_REASON)
