@@ -13,6 +13,7 @@ model clears promote's baseline gate (`promote.min_margin_over_baseline`, tasks/
     --reports DIR ...   read finished runs instead (each DIR holds params.yaml and
                         reports/metrics.json, e.g. a project after `kiln run`); nothing runs
     --only NAME ...     only these examples (params, co2, jokes, jokes_generation, jokes_minilm,
+                        jokes_transformer,
                         and the test sites: docs, apis, elnino, sunspots, gdp, grey28, rgb32,
                         rgb64x48, mixed, photo28); `examples` or `sites` stand for either group
     --skip NAME ...     all but these
@@ -25,8 +26,10 @@ model clears promote's baseline gate (`promote.min_margin_over_baseline`, tasks/
 
 A stage that fails makes its example's row FAILED with the stage and the error's last line; the
 others still run. Exit status 0 when every default model printed beats its best baseline by the
-margin, else 1. Needs the sites' data (scikit-learn's digits, pyjokes, statsmodels, the sources
-of the standard library and of the installed libraries); no network.
+margin, else 1. An example whose file picks another model than its task type's default on
+purpose (`jokes_transformer`, `jokes_minilm`: to show where that model stands) is marked
+"(chosen)" and printed, but not counted. Needs the sites' data (scikit-learn's digits, pyjokes,
+statsmodels, the sources of the standard library and of the installed libraries); no network.
 """
 
 from __future__ import annotations
@@ -163,6 +166,9 @@ def row(name: str, project: Path) -> dict[str, Any]:
         "warning": clean_warning(project),
         "task": task,
         "model": params.train.model,
+        # the task type's default (what a params file silent about train.model trains), or a
+        # model the file chose on purpose (jokes_transformer, jokes_minilm)
+        "default_model": params.train.model == type(params.train).model_fields["model"].default,
         "metric": metric,
         "value": metrics[metric],
         "best_baseline": best and best[0],
@@ -202,8 +208,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             lines.append(f"| {r['example']} | {r['task']} | - | - | FAILED | - | - | NO |")
             continue
         base = "-" if r["baseline_value"] is None else f"{r['baseline_value']:.4f}"
+        model = r["model"] if r.get("default_model", True) else f"{r['model']} (chosen)"
         lines.append(
-            f"| {r['example']} | {r['task']} | {r['model']} | {r['metric']} | {r['value']:.4f} | "
+            f"| {r['example']} | {r['task']} | {model} | {r['metric']} | {r['value']:.4f} | "
             f"{r['best_baseline'] or '-'} | {base} | {'yes' if r['beats_baseline'] else 'NO'}"
             f"{' (see warning)' if r.get('warning') else ''} |"
         )
@@ -272,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
-    return 0 if all(r.get("beats_baseline") for r in rows) else 1
+    # The target is the default models'; a model a file chose on purpose is printed, not counted.
+    counted = [r for r in rows if "failed" in r or r.get("default_model", True)]
+    return 0 if all(r.get("beats_baseline") for r in counted) else 1
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Text classification end to end (`pytest tests/e2e/test_text_classification_pipeline.py`).
 
-examples/jokes.params.yaml in a fresh git + DVC project: a real crawl of the first 8 pages of the
-demo site's joke board (200 jokes: Czech, German, English), then `dvc repro` runs validate,
-clean, train (a tiny character-level Transformer), evaluate, export and promote. Checks the real
-outputs (the card's preprocessing, metrics above chance, ONNX parity, the registry), then the
-served champion answers texts with the evaluate stage's predictions.
+examples/jokes_transformer.params.yaml in a fresh git + DVC project: a real crawl of the first 8
+pages of the demo site's joke board (200 jokes: Czech, German, English), then `dvc repro` runs
+validate, clean, train (a tiny character-level Transformer), evaluate, export and promote.
+Checks the real outputs (the card's preprocessing, metrics above chance, ONNX parity, the
+registry), then the served champion answers texts with the evaluate stage's predictions.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def _overrides(port: int) -> dict:
 
 def test_jokes_crawl_to_served_language_classifier(tmp_path: Path) -> None:
     port = free_port()
-    project = make_project(tmp_path, _overrides(port), base="examples/jokes.params.yaml")
+    project = make_project(tmp_path, _overrides(port),
+                           base="examples/jokes_transformer.params.yaml")
     crawl_and_record(project)
     # one OpenMP thread: the tiny model is faster so than with two on a shared 2-core machine
     repro = run([sys.executable, "-m", "dvc", "repro"], project, extra_env={"OMP_NUM_THREADS": "1"})

@@ -214,6 +214,7 @@ SHIPPED = {
     "params.yaml": "image_classification",
     "examples/co2.params.yaml": "forecasting",
     "examples/jokes.params.yaml": "text_classification",
+    "examples/jokes_transformer.params.yaml": "text_classification",
     "examples/jokes_minilm.params.yaml": "text_classification",
     "examples/jokes_generation.params.yaml": "text_generation",
     "examples/table.params.yaml": "text_classification",  # the sources beside the crawl

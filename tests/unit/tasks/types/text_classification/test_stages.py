@@ -72,7 +72,7 @@ def one_thread() -> Iterator[None]:
 
 
 def _params(overrides: dict[str, Any] | None = None) -> Params:
-    raw = yaml.safe_load((REPO / "examples" / "jokes.params.yaml").read_text())
+    raw = yaml.safe_load((REPO / "examples" / "jokes_transformer.params.yaml").read_text())
     return parse_params(merge_params(merge_params(raw, TINY), overrides or {}))
 
 
