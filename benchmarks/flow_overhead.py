@@ -13,7 +13,9 @@ for a scheduled run:
   PREFECT_WORKER_QUERY_SECONDS: Prefect's default is 10 s) and the start of the flow-run process
   (a new Python process: imports, the deployment's pull step, loading the flow).
 B (plain): every stage's `python -m tasks.<stage>` command, in dvc.yaml's order, run one after
-the other on another fresh project, with the demo site already serving.
+the other on another fresh project, with the demo site already serving. A's runs find their demo
+site serving too (so the flow starts none), as a scheduled run finds a real site: before
+2026-12-07 each A run started the demo site itself (~0.3 s of its run, at load 5) and B did not.
 orchestration share = (A wall - B wall) / A wall, where B is the sum of stage compute. Runs
 alternate A (each path), B, A, B ... and the median pair is reported. The demo is the tiny one the
 end-to-end test uses unless --full is given. Target: the orchestration share of a full run is at
@@ -82,7 +84,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -111,6 +113,10 @@ PATHS = ("in-process", "worker")
 # The deployed project's cron: far from now, so no scheduled run starts during the benchmark.
 NEVER = {"cron": "0 3 29 2 *", "timezone": "UTC"}
 RUN_TIMEOUT_S = 1800  # a full-demo run on a loaded 2-core machine
+# A scheduled worker run is created this far ahead (Prefect's scheduler creates a deployment's
+# runs up to an hour ahead): more than a poll (--query-s) plus the flow-run process's start
+# (~2-4 s), less than the 10 s ahead Prefect's worker takes runs (PREFECT_WORKER_PREFETCH_SECONDS).
+AHEAD_S = 8.0
 
 
 def _overrides(full: bool, port: int) -> dict:
@@ -159,13 +165,26 @@ def _state_times(api_url: str, run_id: str) -> dict[str, float]:
     return times
 
 
+@contextmanager
+def site_up(project: Path) -> Iterator[None]:
+    """The demo site the project crawls, serving before the run starts, as B has it: the flow
+    then finds it up and starts none (a real site is up already; the demo site's start is not
+    orchestration)."""
+    site = start_demo_site(load_params(project / "params.yaml").demo_site)
+    try:
+        yield
+    finally:
+        site.stop()
+
+
 def time_flow(root: Path, api_url: str, full: bool) -> FlowTiming:
     """`kiln run` on a fresh project."""
     project = make_project(root, _overrides(full, free_port()))
-    started, start = time.time(), time.perf_counter()
-    proc = run([sys.executable, "-m", "flows.cli", "run", "--project", str(project)], project,
-               extra_env={"PREFECT_API_URL": api_url})
-    wall, ended = time.perf_counter() - start, time.time()
+    with site_up(project):
+        started, start = time.time(), time.perf_counter()
+        proc = run([sys.executable, "-m", "flows.cli", "run", "--project", str(project)],
+                   project, extra_env={"PREFECT_API_URL": api_url})
+        wall, ended = time.perf_counter() - start, time.time()
     log = proc.stdout + proc.stderr
     states = _state_times(api_url, flow_run_id(log))
     return FlowTiming(wall, *_stage_times(log), outside_flow={
@@ -194,30 +213,43 @@ def deployed_worker(root: Path, api_url: str, query_s: float) -> Iterator[Worker
         yield Worker(api_url, deployment["id"], log)
 
 
-def time_worker(root: Path, worker: Worker, full: bool) -> FlowTiming:
-    """A deployment run on a fresh project, from the request to its Completed state."""
+def time_worker(root: Path, worker: Worker, full: bool, ahead_s: float) -> FlowTiming:
+    """A deployment run on a fresh project. `ahead_s` 0: started on demand, timed from the
+    request to its Completed state. Otherwise scheduled `ahead_s` seconds from now, as the
+    deployment's schedule creates its runs, timed from its scheduled time (or its Running state,
+    if that came first) to Completed."""
     project = make_project(root, _overrides(full, free_port()))
     log_start = worker.log.stat().st_size
-    requested = time.time()
-    run_id = prefect_api(worker.api_url, f"/deployments/{worker.deployment_id}/create_flow_run",
-                         {"parameters": {"project_dir": str(project)}})["id"]
-    done = wait_flow_run(worker.api_url, run_id, TERMINAL_STATES, RUN_TIMEOUT_S)
+    body: dict = {"parameters": {"project_dir": str(project)}}
+    with site_up(project):
+        requested = time.time()
+        due = requested + ahead_s
+        if ahead_s:
+            body["state"] = {"type": "SCHEDULED", "state_details": {
+                "scheduled_time": datetime.fromtimestamp(due, UTC).isoformat()}}
+        run_id = prefect_api(worker.api_url,
+                             f"/deployments/{worker.deployment_id}/create_flow_run", body)["id"]
+        done = wait_flow_run(worker.api_url, run_id, TERMINAL_STATES, RUN_TIMEOUT_S)
     with worker.log.open() as out:
         out.seek(log_start)
         log = out.read()
     if done["state"]["type"] != "COMPLETED":
         raise AssertionError(f"worker run {run_id}: {done['state']}\n{log[-3000:]}")
     states = _state_times(worker.api_url, run_id)
-    return FlowTiming(states["COMPLETED"] - requested, *_stage_times(log), outside_flow={
-        "wait for the worker's poll": states["PENDING"] - requested,
-        "start-up, until the flow runs": states["RUNNING"] - states["PENDING"]})
+    if not ahead_s:
+        return FlowTiming(states["COMPLETED"] - requested, *_stage_times(log), outside_flow={
+            "wait for the worker's poll": states["PENDING"] - requested,
+            "start-up, until the flow runs": states["RUNNING"] - states["PENDING"]})
+    start = min(due, states["RUNNING"])
+    return FlowTiming(states["COMPLETED"] - start, *_stage_times(log), outside_flow={
+        "taken by the worker, before it was due": due - states["PENDING"],
+        "Running, after it was due": states["RUNNING"] - due})
 
 
 def time_plain(root: Path, full: bool) -> tuple[float, dict[str, float]]:
     """Wall time of the stage commands one after the other, and each one's (s)."""
     project = make_project(root, _overrides(full, free_port()))
-    site = start_demo_site(load_params(project / "params.yaml").demo_site)
-    try:
+    with site_up(project):
         start = time.perf_counter()
         each = {}
         for stage in STAGES:
@@ -225,8 +257,6 @@ def time_plain(root: Path, full: bool) -> tuple[float, dict[str, float]]:
             run([sys.executable, "-m", f"tasks.{stage}"], project)
             each[stage] = time.perf_counter() - stage_start
         return time.perf_counter() - start, each
-    finally:
-        site.stop()
 
 
 def _median(values: Iterable[float]) -> float:
@@ -275,6 +305,9 @@ def main() -> None:
                         help="how the flow run starts (default: both, each once per pair)")
     parser.add_argument("--query-s", type=float, default=1.0,
                         help="the worker's poll interval, s (Prefect's default: 10)")
+    parser.add_argument("--ahead-s", type=float, default=AHEAD_S,
+                        help="worker runs: scheduled this many seconds ahead, as the "
+                        f"deployment's schedule does (default {AHEAD_S:g}); 0: on demand")
     args = parser.parse_args()
     paths = PATHS if args.path == "both" else (args.path,)
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
@@ -289,7 +322,7 @@ def main() -> None:
             time_a["in-process"] = lambda: time_flow(fresh(), server.api_url, args.full)
         if "worker" in paths:
             worker = stack.enter_context(deployed_worker(fresh(), server.api_url, args.query_s))
-            time_a["worker"] = lambda: time_worker(fresh(), worker, args.full)
+            time_a["worker"] = lambda: time_worker(fresh(), worker, args.full, args.ahead_s)
         for path, time_run in time_a.items():
             print(f"warm-up {path} flow run (not counted): {time_run().wall:.1f} s", flush=True)
         runs: dict[str, list[FlowTiming]] = {path: [] for path in time_a}
