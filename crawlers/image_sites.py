@@ -85,7 +85,10 @@ def _grey(i: int) -> Image.Image:
 
 
 def digit_image(variant: ImageVariant, i: int, seed: int = 0) -> Image.Image:
-    """Digit i drawn as `variant` says (a PIL image of its mode): a small photo of it."""
+    """Digit i drawn as `variant` says (a PIL image of its mode): a small photo of it; `grey8`'s
+    is the demo's own digit (the pixels of its PNG)."""
+    if variant.name == "grey8":
+        return _grey(i)
     rng = np.random.default_rng([seed, i])
     size = variant.sizes[int(rng.integers(len(variant.sizes)))]
     return _photo(_grey(i), size, variant.mode, rng)

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from crawlers.demo_site import build_site
-from crawlers.image_sites import VARIANTS, build_image_site, digit_label, digit_png
+from crawlers.image_sites import VARIANTS, build_image_site, digit_image, digit_label, digit_png
 from tasks.core.params import DemoSiteParams
 
 PARAMS = DemoSiteParams(n_items=60, sections=[])
@@ -128,3 +128,11 @@ def test_each_photo_variant_has_its_own_background_and_noise(name: str) -> None:
     else:
         assert noisy > 30  # noise (clipped at black on the darkest grounds)
         assert corners[:, :3].std(axis=0).min() > 15  # its own level per item
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_digit_image_is_the_served_png(name: str) -> None:
+    """`digit_image` (what tests send as pixel rows) holds the pixels of the PNG the site serves."""
+    for i in range(5):
+        with Image.open(io.BytesIO(digit_png(name, i))) as img:
+            assert np.array_equal(np.asarray(img), np.asarray(digit_image(VARIANTS[name], i)))
