@@ -1,25 +1,31 @@
 """Image test sites: `python -m crawlers.image_sites VARIANT [--params params.yaml] [--port N]`.
 
 The demo shop (`crawlers.demo_site`: same pages, labels, dirt and fields) with its real
-handwritten digits (scikit-learn's, shipped with the package) drawn at other sizes and in other
-modes, so the image pipeline is tested beyond the demo's 8x8 grey:
+handwritten digits (scikit-learn's, shipped with the package) drawn as small photos at other
+sizes and in other modes, so the image pipeline is tested beyond the demo's 8x8 grey, and the
+model with it:
 
 | variant | images |
 |---|---|
 | `grey8` | the demo's own 8x8 grey PNGs, byte for byte |
-| `grey28` | 28x28 grey (bicubic upscale) |
-| `rgb32` | 32x32 RGB: each digit in its own ink colour on its own background colour |
-| `rgb64x48` | 64 wide x 48 high RGB, colourised the same way (stretched: not square) |
-| `rgba32` | 32x32 RGBA: coloured ink, transparent background (alpha = ink) |
-| `mixed` | grey, sizes drawn per item from 8x8, 16x16, 28x28, 32x24 and 20x36 (w x h) |
+| `grey28` | 28x28 grey photos (the same images as `photo28`) |
+| `rgb32` | 32x32 RGB photos: each digit in its own ink colour on its own background colour |
+| `rgb64x48` | 64 wide x 48 high RGB photos, coloured the same way (the digit square, 21-41 px) |
+| `rgba32` | 32x32 RGBA: a noisy ink colour on a transparent background (alpha = ink) |
+| `mixed` | grey photos, sizes drawn per item from 8x8, 16x16, 28x28, 32x24 and 20x36 (w x h) |
 | `photo28` | 28x28 grey photos: the digit 12-24 px high anywhere, own background, noise |
 
-The others keep each digit centred at one size, which suits logistic regression on pixels (it
-reaches macro-F1 0.98-0.99 on `grey28` and `rgb32`, leaving a CNN no room to beat it by promote's
-margin); `photo28` moves and scales it, as photographs of one kind of object do.
+Every variant but `grey8` draws each digit the way `photo28` always has (`_photo`): a square of
+a random side from 3/7 to 6/7 of the frame's shorter side (12-24 px in 28x28) at a random place,
+bright ink on a darker background of its own level (RGB: its own ink and background colours),
+plus Gaussian noise; a frame under 16 px (`mixed`'s 8x8) is filled by the digit, with its own
+levels and noise. `photo28` keeps its bytes, and `grey28` is now the same recipe at the same size,
+so the same images. Before, these variants upscaled each digit to fill the frame, centred, which
+suits logistic regression on pixels (macro-F1 0.98-0.99 on `grey28` and `rgb32`, leaving a CNN
+no room to beat it by promote's margin); photos of one kind of object do not line up like that.
 
-Colours and sizes are drawn per item from `demo_site.seed` and the item's index, never from its
-label, so neither tells the digit. Same params and variant, same bytes.
+Colours, sizes and places are drawn per item from `demo_site.seed` and the item's index, never
+from its label, so none tells the digit. Same params and variant, same bytes.
 """
 
 from __future__ import annotations
@@ -79,37 +85,54 @@ def _grey(i: int) -> Image.Image:
 
 
 def digit_image(variant: ImageVariant, i: int, seed: int = 0) -> Image.Image:
-    """Digit i drawn as `variant` says (a PIL image of its mode)."""
+    """Digit i drawn as `variant` says (a PIL image of its mode): a small photo of it; `grey8`'s
+    is the demo's own digit (the pixels of its PNG)."""
+    if variant.name == "grey8":
+        return _grey(i)
     rng = np.random.default_rng([seed, i])
     size = variant.sizes[int(rng.integers(len(variant.sizes)))]
-    grey = _grey(i)
-    if variant.name == "photo28":
-        return _photo(grey, size, rng)
-    if grey.size != size:
-        grey = grey.resize(size, Image.Resampling.BICUBIC)
-    if variant.mode == "L":
-        return grey
-    ink = np.asarray(grey, np.float64)[..., None] / 255.0
-    fg = rng.integers(150, 256, 3).astype(np.float64)  # bright ink ...
-    if variant.mode == "RGBA":  # ... on nothing: the ink's coverage is its alpha
-        rgb = np.broadcast_to(fg, ink.shape[:2] + (3,))
-        alpha = np.asarray(grey, np.uint8)[..., None]
-        return Image.fromarray(np.concatenate([rgb.astype(np.uint8), alpha], axis=2))
-    bg = rng.integers(0, 100, 3).astype(np.float64)  # ... on a dark background
-    return Image.fromarray(np.rint(bg + (fg - bg) * ink).astype(np.uint8))
+    return _photo(_grey(i), size, variant.mode, rng)
 
 
-def _photo(grey: Image.Image, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
-    """The digit at a random size and place in a `size` frame, bright ink on a darker background
-    of a random level, plus Gaussian noise (std 12 grey levels)."""
-    side = int(rng.integers(12, 25))  # pixels
-    digit = np.asarray(grey.resize((side, side), Image.Resampling.BICUBIC), np.float64) / 255.0
+def digit_side(size: tuple[int, int]) -> tuple[int, int] | None:
+    """The digit's side range in pixels (low, high) in a `size` = (width, height) frame: from 3/7
+    to 6/7 of the frame's shorter side (12-24 in 28x28, 14-27 in 32x32, 21-41 in 64x48); None
+    when that side is under 16 pixels: the digit then fills the frame."""
+    short = min(size)
+    if short < 16:
+        return None
+    return (short * 12 + 14) // 28, (short * 24 + 14) // 28
+
+
+def _photo(
+    grey: Image.Image, size: tuple[int, int], mode: str, rng: np.random.Generator
+) -> Image.Image:
+    """The digit as a small photo in a `size` frame: a square of a random side (`digit_side`) at
+    a random place, bright ink on a darker background, both of random levels, plus Gaussian
+    noise (std 12 levels). Grey (L): one ink and background level; RGB: an ink colour and a
+    background colour, the noise per channel; RGBA: a noisy ink colour on nothing (alpha = ink
+    coverage, 0 around the digit). Every draw comes from `rng` (the item's), in one order."""
     width, height = size
-    top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
-    ink = np.zeros((height, width))
-    ink[top : top + side, left : left + side] = digit
-    bg, fg = float(rng.integers(0, 110)), float(rng.integers(170, 256))
-    frame = bg + (fg - bg) * ink + rng.normal(0.0, 12.0, ink.shape)
+    side = digit_side(size)
+    if side is None:  # too small to move about: fills the frame
+        digit = grey.resize(size, Image.Resampling.BICUBIC) if grey.size != size else grey
+        ink = np.asarray(digit, np.float64) / 255.0
+    else:
+        s = int(rng.integers(side[0], side[1] + 1))
+        digit = np.asarray(grey.resize((s, s), Image.Resampling.BICUBIC), np.float64) / 255.0
+        top, left = int(rng.integers(0, height - s + 1)), int(rng.integers(0, width - s + 1))
+        ink = np.zeros((height, width))
+        ink[top : top + s, left : left + s] = digit
+    channels = 1 if mode == "L" else 3
+    bg = rng.integers(0, 110, channels).astype(np.float64)
+    fg = rng.integers(170, 256, channels).astype(np.float64)
+    if mode == "L":
+        frame = bg[0] + (fg[0] - bg[0]) * ink + rng.normal(0.0, 12.0, ink.shape)
+    elif mode == "RGB":
+        frame = bg + (fg - bg) * ink[..., None] + rng.normal(0.0, 12.0, ink.shape + (3,))
+    else:  # RGBA: the background's draw is unused (no background), kept for one draw order
+        rgb = fg + rng.normal(0.0, 12.0, ink.shape + (3,))
+        frame = np.concatenate([rgb, 255.0 * ink[..., None]], axis=2)
     return Image.fromarray(np.clip(np.rint(frame), 0, 255).astype(np.uint8))
 
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from crawlers.demo_site import build_site
-from crawlers.image_sites import VARIANTS, build_image_site, digit_label, digit_png
+from crawlers.image_sites import VARIANTS, build_image_site, digit_image, digit_label, digit_png
 from tasks.core.params import DemoSiteParams
 
 PARAMS = DemoSiteParams(n_items=60, sections=[])
@@ -69,12 +69,70 @@ def test_colours_do_not_tell_the_digit() -> None:
     assert np.ptp(means, axis=0).max() < 40  # and about the same colours across digits
 
 
-def test_photo28_moves_and_scales_each_digit() -> None:
-    """The ink's box differs from item to item (place and size), unlike the centred variants."""
+# sha256 over the PNGs of items 0-199 of photo28 (seed 0), as drawn before the other variants
+# became photos too (commit ce3592c): photo28 keeps its bytes.
+PHOTO28_SHA256 = "d960ac16a05780d641562cc35d894418f446541223e3b8d5759d4e03102f734b"
+
+
+def _ink(png: bytes) -> np.ndarray:
+    """Where the ink is, as a float array: grey level, mean of RGB, or alpha (RGBA)."""
+    with Image.open(io.BytesIO(png)) as img:
+        pixels = np.asarray(img, np.float64)
+    if img.mode == "RGBA":
+        return pixels[..., 3]
+    return pixels.mean(axis=2) if pixels.ndim == 3 else pixels
+
+
+def test_photo28_keeps_its_bytes_and_grey28_is_its_recipe() -> None:
+    digest = hashlib.sha256()
+    for i in range(200):
+        digest.update(digit_png("photo28", i))
+    assert digest.hexdigest() == PHOTO28_SHA256
+    assert all(digit_png("grey28", i) == digit_png("photo28", i) for i in range(20))
+
+
+@pytest.mark.parametrize("name", sorted(set(VARIANTS) - {"grey8"}))
+def test_each_photo_variant_moves_and_scales_each_digit(name: str) -> None:
+    """The ink's box differs from item to item (place and size), as in photos: the centred
+    upscales these variants were before gave one or two boxes. Frames under 16 px (mixed's 8x8)
+    are filled by the digit and left out."""
     boxes = set()
+    moved = 0
     for i in range(40):
-        with Image.open(io.BytesIO(digit_png("photo28", i))) as img:
-            ink = np.asarray(img, np.float64)
+        ink = _ink(digit_png(name, i))
+        if min(ink.shape) < 16:
+            continue
+        moved += 1
         rows, cols = np.nonzero(ink > (ink.min() + ink.max()) / 2)
-        boxes.add((rows.min() // 4, cols.min() // 4, (rows.max() - rows.min()) // 4))
-    assert len(boxes) > 15  # of 40; the centred grey28 gives one or two
+        boxes.add((ink.shape, rows.min() // 4, cols.min() // 4, (rows.max() - rows.min()) // 4))
+    assert moved >= 25 and len(boxes) > 15  # of 40
+
+
+@pytest.mark.parametrize("name", sorted(set(VARIANTS) - {"grey8"}))
+def test_each_photo_variant_has_its_own_background_and_noise(name: str) -> None:
+    """Background levels differ from item to item (RGBA: none, alpha 0), and no two pixels of
+    the background are all alike (noise), so a pixel's value alone does not tell ink from
+    ground."""
+    corners, noisy = [], 0
+    for i in range(40):
+        with Image.open(io.BytesIO(digit_png(name, i))) as img:
+            pixels = np.asarray(img, np.float64)
+        pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+        corner = pixels[:3, :3].reshape(-1, pixels.shape[2])  # mostly background
+        corners.append(np.median(corner, axis=0))
+        noisy += int(corner.std(axis=0).max() > 2)
+    corners = np.array(corners)
+    if name.startswith("rgba"):
+        assert (corners[:, 3] == 0).mean() > 0.8  # transparent ground
+        assert noisy > 10  # the ink's colour is noisy (under alpha 0 where no ink)
+    else:
+        assert noisy > 30  # noise (clipped at black on the darkest grounds)
+        assert corners[:, :3].std(axis=0).min() > 15  # its own level per item
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_digit_image_is_the_served_png(name: str) -> None:
+    """`digit_image` (what tests send as pixel rows) holds the pixels of the PNG the site serves."""
+    for i in range(5):
+        with Image.open(io.BytesIO(digit_png(name, i))) as img:
+            assert np.array_equal(np.asarray(img), np.asarray(digit_image(VARIANTS[name], i)))
