@@ -79,7 +79,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("kiln.text_generation")
 
 ONNX_FILE, ONNX_CARD = "model.onnx", "onnx.json"
-ARCHITECTURE = "char_transformer"
 CHECKPOINT_FORMAT = 2  # bump when the stream, blocks or model input change meaning
 EVAL_BLOCKS = 64  # windows per forward pass when measuring the test loss: bounds memory only
 SPLITS = ("train", "val", "test")
@@ -178,13 +177,15 @@ def train_lm(
         "n_layers": cfg.layers,
         "dropout": cfg.dropout,
     }
+    if cfg.model == "char_lstm":  # no attention heads
+        del config["n_heads"]
     logger.info(
-        f"{ARCHITECTURE} {config}: {tokenizer.kind} tokenizer, {len(train[0])} train blocks and "
+        f"{cfg.model} {config}: {tokenizer.kind} tokenizer, {len(train[0])} train blocks and "
         f"{len(val[0])} val windows (stride {eval_stride(max_len)}) of {max_len} tokens "
         f"({len(texts['train'])} / {len(texts['val'])} texts)"
     )
     torch.manual_seed(cfg.seed)
-    model = build_model(ARCHITECTURES, ARCHITECTURE, config)
+    model = build_model(ARCHITECTURES, cfg.model, config)
     device = pick_device(cfg.device)
     data = TaskData(*train, *val)  # lm_loss ignores IGNORE_ID targets
     loss_fn, metric_fn = lm_loss, lm_metrics
@@ -228,7 +229,7 @@ def train_stage(params: Params) -> int:
         return 0
     card = {
         "task": "text_generation",
-        "architecture": ARCHITECTURE,
+        "architecture": params.train.model,
         "config": result.config,
         "classes": [],
         "preprocessing": {

@@ -515,6 +515,29 @@ def test_char_tokenizer_trains_evaluates_and_exports(
     assert info["output"]["shape"] == ["batch", "seq", 40] and info["tokenizer"] == spec
 
 
+def test_char_lstm_trains_evaluates_exports_and_serves_like_the_transformer(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "data").symlink_to(project / "data")
+    monkeypatch.chdir(tmp_path)
+    params = _params({"train": {"model": "char_lstm", "epochs": 1, "d_model": 32, "layers": 2}})
+    assert [tg.train_stage(params), tg.evaluate_stage(params), tg.export_stage(params)] == [0] * 3
+    card = json.loads((tmp_path / "models" / "card.json").read_text())
+    assert card["architecture"] == "char_lstm" and "n_heads" not in card["config"]
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    assert metrics["n_test"] == metrics["baselines"]["kneser_ney"]["n_test"]
+    info = json.loads((tmp_path / "export" / "onnx.json").read_text())
+    assert info["parity"]["max_abs_diff"] <= 1e-4 and info["parity"]["seq_lengths"] == [5, 32]
+    session = ort.InferenceSession(
+        (tmp_path / "export" / "model.onnx").read_bytes(), providers=["CPUExecutionProvider"]
+    )
+    torch_run = tg.torch_runner(tmp_path / "models")
+    ids = np.random.default_rng(2).integers(0, 257, (3, 11), dtype=np.int64)
+    np.testing.assert_allclose(session.run(["logits"], {"ids": ids})[0], torch_run(ids), atol=1e-4)
+    samples = json.loads((tmp_path / "reports/evaluation/samples.json").read_text())
+    assert len(samples) == 4 and all(isinstance(s["text"], str) for s in samples)
+
+
 def test_export_logs_its_progress_as_one_step(project: Path, tmp_path: Path, caplog, monkeypatch):
     import shutil  # noqa: PLC0415
 
