@@ -37,7 +37,10 @@ from tasks.types.text_generation import stages as tg
 from tests.project import REPO
 
 TINY = {  # a model small enough to train in seconds; the numbers are not what is tested
-    "train": {
+    "train": {  # the Transformer (the example's char_lstm: test_char_lstm_trains_evaluates...)
+        "model": "char_transformer",
+        "dropout": 0.2,
+        "weight_decay": 0.1,
         "epochs": 2,
         "d_model": 16,
         "layers": 1,
