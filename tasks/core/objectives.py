@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+IGNORE_ID = -100  # text generation's targets not scored (tasks.types.text_generation.sampling)
 MetricFn = Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
 
 
@@ -50,8 +51,9 @@ def regression_metrics(pred: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy: logits (N, T, V), targets (N, T) token ids."""
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    """Next-token cross-entropy: logits (N, T, V), targets (N, T) token ids; the mean over the
+    targets other than IGNORE_ID (-100: an id an earlier validation window already scored)."""
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_ID)
 
 
 def lm_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:

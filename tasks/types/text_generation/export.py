@@ -1,10 +1,10 @@
 """Text generation's ONNX export and parity check (the core of its `export_stage`).
 
-`export_onnx` turns the char_transformer of models/ into ONNX bytes of int64 ids (batch, seq <=
-max_len) -> float32 logits (batch, seq, vocab), batch and seq dynamic, and checks them against
-PyTorch on fixed batches (`parity_batches`: test blocks, random ids, a short prompt-like
-sequence) within `export.atol` before the stage writes anything; it returns the bytes and
-export/onnx.json. torch, onnx and onnxruntime are imported inside the functions: only this
+`export_onnx` turns the char_transformer or char_lstm of models/ into ONNX bytes of int64 ids
+(batch, seq <= max_len) -> float32 logits (batch, seq, vocab), batch and seq dynamic, and checks
+them against PyTorch on fixed batches (`parity_batches`: test blocks, random ids, a short
+prompt-like sequence) within `export.atol` before the stage writes anything; it returns the bytes
+and export/onnx.json. torch, onnx and onnxruntime are imported inside the functions: only this
 stage needs them.
 """
 

@@ -1,7 +1,13 @@
-"""The language model of text generation: `char_transformer`, a decoder-only character/byte-level
-Transformer, ids (N, T) -> next-token logits (N, T, vocab_size), causal attention
-(`F.scaled_dot_product_attention(is_causal=True)`). Its config is a frozen dataclass saved as
-plain JSON in the model card.
+"""The language models of text generation, ids (N, T) -> next-token logits (N, T, vocab_size):
+
+* `char_transformer`: a decoder-only character/byte-level Transformer, causal attention
+  (`F.scaled_dot_product_attention(is_causal=True)`).
+* `char_lstm`: an embedding, an LSTM and a linear head (Karpathy's char-rnn), each window read
+  from a zero state. On small corpora it learns faster and generalises better than the
+  Transformer: on the jokes (66 KB) it beats the Kneser-Ney 6-gram where the Transformer does
+  not (examples/jokes_generation.params.yaml).
+
+Each config is a frozen dataclass saved as plain JSON in the model card.
 """
 
 from __future__ import annotations
@@ -95,6 +101,40 @@ class CharTransformer(nn.Module):
         return ids
 
 
+@dataclass(frozen=True)
+class CharLSTMConfig:
+    vocab_size: int = 256  # bytes
+    block_size: int = 128  # the window it trains on, and the context evaluate and serving give it
+    d_model: int = 256  # embedding width and LSTM hidden size
+    n_layers: int = 1
+    dropout: float = 0.25  # on the embeddings, between LSTM layers and before the head
+
+    def __post_init__(self) -> None:
+        check_config(self, ("vocab_size", "block_size", "d_model", "n_layers"), self.dropout)
+
+
+class CharLSTM(nn.Module):
+    """Embedding -> LSTM (batch_first, zero initial state) -> linear head over the ids."""
+
+    def __init__(self, config: CharLSTMConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.tok = nn.Embedding(config.vocab_size, d)
+        self.drop = nn.Dropout(config.dropout)
+        between = config.dropout if config.n_layers > 1 else 0.0
+        self.lstm = nn.LSTM(d, d, config.n_layers, batch_first=True, dropout=between)
+        self.head = nn.Linear(d, config.vocab_size)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        t = ids.shape[1]
+        if t > self.config.block_size:
+            raise ModelError(f"input has {t} tokens, block_size is {self.config.block_size}")
+        h, _ = self.lstm(self.drop(self.tok(ids)))
+        return self.head(self.drop(h))
+
+
 ARCHITECTURES: dict[str, tuple[type, type[nn.Module]]] = {
     "char_transformer": (CharTransformerConfig, CharTransformer),
+    "char_lstm": (CharLSTMConfig, CharLSTM),
 }

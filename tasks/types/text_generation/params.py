@@ -1,4 +1,5 @@
-"""Text generation's params: a small decoder-only Transformer and the samples evaluate writes."""
+"""Text generation's params: a small decoder-only Transformer or LSTM and the samples evaluate
+writes."""
 
 from __future__ import annotations
 
@@ -30,8 +31,10 @@ class GenerationEvaluateParams(EvaluateParams):
 
 
 class GenerationTrainParams(TransformerTrainParams):
-    model: Literal["char_transformer"] = Field(
-        "char_transformer", description="A decoder-only character/byte-level Transformer."
+    model: Literal["char_transformer", "char_lstm"] = Field(
+        "char_transformer",
+        description="char_transformer: a decoder-only character/byte-level Transformer; "
+        "char_lstm: an LSTM (d_model hidden units, `layers` layers; heads unused).",
     )
 
 

@@ -37,7 +37,10 @@ from tasks.types.text_generation import stages as tg
 from tests.project import REPO
 
 TINY = {  # a model small enough to train in seconds; the numbers are not what is tested
-    "train": {
+    "train": {  # the Transformer (the example's char_lstm: test_char_lstm_trains_evaluates...)
+        "model": "char_transformer",
+        "dropout": 0.2,
+        "weight_decay": 0.1,
         "epochs": 2,
         "d_model": 16,
         "layers": 1,
@@ -136,6 +139,61 @@ def test_blocks_make_every_id_after_the_first_a_target_once(max_len: int) -> Non
     assert full.shape[1:] == (max_len + 1,)
     targets = [*(t for row in full for t in row[1:]), *(t for row in tail for t in row[1:])]
     assert targets == list(stream[1:])
+
+
+@pytest.mark.parametrize(
+    "n, max_len, stride",
+    [(200, 16, 8), (200, 16, 16), (200, 16, 1), (200, 16, 5), (17, 16, 8), (18, 16, 8), (5, 16, 8)],
+)
+def test_scored_windows_score_every_id_once_with_context(n: int, max_len: int, stride: int) -> None:
+    stream = np.arange(n, dtype=np.int64) + 1000  # distinct ids: a target's position is its id
+    x, y = tgs.scored_windows(stream, max_len, stride)
+    assert x.shape == y.shape and x.shape[1] == min(max_len, n - 1)
+    assert (y[y != tgs.IGNORE_ID] > 0).all()
+    assert (np.where(y == tgs.IGNORE_ID, x + 1, y) == x + 1).all()  # y is x shifted by one
+    scored = y[y != tgs.IGNORE_ID]
+    assert sorted(scored.tolist()) == stream[1:].tolist()  # every id after the first, once
+    # context: a scored id sees all the ids before it in the first window, else >= max_len - stride
+    cols = np.nonzero(y != tgs.IGNORE_ID)
+    first_row = cols[0] == 0
+    assert (cols[1][~first_row] >= max_len - stride).all()
+    assert (x[0, 0] == stream[0]) and (y[-1, -1] == stream[-1])  # starts and ends with the stream
+
+
+def test_scored_windows_edge_cases() -> None:
+    assert tgs.scored_windows(np.asarray([7], np.int64), 4)[0].shape == (0, 0)
+    x, y = tgs.scored_windows(np.arange(40, dtype=np.int64), 8)  # default stride: max_len // 2
+    assert tgs.eval_stride(8) == 4 and x.shape == (9, 8)
+    assert (y[1:, :4] == tgs.IGNORE_ID).all() and (y[1:-1, 4:] != tgs.IGNORE_ID).all()
+    with pytest.raises(ValueError, match="stride"):
+        tgs.scored_windows(np.arange(40, dtype=np.int64), 8, 9)
+
+
+def test_stream_loss_scores_every_id_once_and_context_helps() -> None:
+    """A model that knows the stream's rule only from 3 ids back: windows score each id once
+    (the baseline's count) and lose nothing to a block's context-less first ids."""
+    import torch  # noqa: PLC0415
+
+    class Lookback(torch.nn.Module):  # predicts id[t] = id[t-1] + id[t-2] - id[t-3] mod 257
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(*ids.shape, 257)
+            nxt = (ids[:, 2:] + ids[:, 1:-1] - ids[:, :-2]) % 257
+            out[:, 2:] = torch.nn.functional.one_hot(nxt, 257).float() * 20.0
+            return out
+
+    rng = np.random.default_rng(0)
+    stream = np.zeros(1000, np.int64)
+    stream[:3] = rng.integers(0, 257, 3)
+    for i in range(3, len(stream)):
+        stream[i] = (stream[i - 1] + stream[i - 2] - stream[i - 3]) % 257
+    total, count = tg.stream_loss(Lookback(), stream, 32)
+    assert count == len(stream) - 1  # ngram_losses' n_test: the same ids
+    assert total == pytest.approx(2 * math.log(257), rel=1e-3)  # the stream's first 2 ids only
+    # stride max_len: plain blocks, whose first 2 targets each have too little context
+    block_total, block_count = tg.stream_loss(Lookback(), stream, 32, stride=32)
+    assert block_count == count
+    n_blocks = len(range(0, len(stream) - 1 - 32, 32))  # the last window, clamped, overlaps
+    assert block_total == pytest.approx(2 * n_blocks * math.log(257), rel=1e-3)
 
 
 def test_train_blocks_show_each_id_at_several_offsets() -> None:
@@ -458,6 +516,29 @@ def test_char_tokenizer_trains_evaluates_and_exports(
     assert metrics["bits_per_byte"] == pytest.approx(total_bits / n_bytes, rel=1e-4)
     info = json.loads((tmp_path / "export" / "onnx.json").read_text())
     assert info["output"]["shape"] == ["batch", "seq", 40] and info["tokenizer"] == spec
+
+
+def test_char_lstm_trains_evaluates_exports_and_serves_like_the_transformer(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "data").symlink_to(project / "data")
+    monkeypatch.chdir(tmp_path)
+    params = _params({"train": {"model": "char_lstm", "epochs": 1, "d_model": 32, "layers": 2}})
+    assert [tg.train_stage(params), tg.evaluate_stage(params), tg.export_stage(params)] == [0] * 3
+    card = json.loads((tmp_path / "models" / "card.json").read_text())
+    assert card["architecture"] == "char_lstm" and "n_heads" not in card["config"]
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    assert metrics["n_test"] == metrics["baselines"]["kneser_ney"]["n_test"]
+    info = json.loads((tmp_path / "export" / "onnx.json").read_text())
+    assert info["parity"]["max_abs_diff"] <= 1e-4 and info["parity"]["seq_lengths"] == [5, 32]
+    session = ort.InferenceSession(
+        (tmp_path / "export" / "model.onnx").read_bytes(), providers=["CPUExecutionProvider"]
+    )
+    torch_run = tg.torch_runner(tmp_path / "models")
+    ids = np.random.default_rng(2).integers(0, 257, (3, 11), dtype=np.int64)
+    np.testing.assert_allclose(session.run(["logits"], {"ids": ids})[0], torch_run(ids), atol=1e-4)
+    samples = json.loads((tmp_path / "reports/evaluation/samples.json").read_text())
+    assert len(samples) == 4 and all(isinstance(s["text"], str) for s in samples)
 
 
 def test_export_logs_its_progress_as_one_step(project: Path, tmp_path: Path, caplog, monkeypatch):
