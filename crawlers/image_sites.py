@@ -8,7 +8,7 @@ model with it:
 | variant | images |
 |---|---|
 | `grey8` | the demo's own 8x8 grey PNGs, byte for byte |
-| `grey28` | 28x28 grey photos (the same images as `photo28`) |
+| `grey28` | 28x28 grey photos, dark ink on a light background (a print on paper) |
 | `rgb32` | 32x32 RGB photos: each digit in its own ink colour on its own background colour |
 | `rgb64x48` | 64 wide x 48 high RGB photos, coloured the same way (the digit square, 21-41 px) |
 | `rgba32` | 32x32 RGBA: a noisy ink colour on a transparent background (alpha = ink) |
@@ -19,10 +19,11 @@ Every variant but `grey8` draws each digit the way `photo28` always has (`_photo
 a random side from 3/7 to 6/7 of the frame's shorter side (12-24 px in 28x28) at a random place,
 bright ink on a darker background of its own level (RGB: its own ink and background colours),
 plus Gaussian noise; a frame under 16 px (`mixed`'s 8x8) is filled by the digit, with its own
-levels and noise. `photo28` keeps its bytes, and `grey28` is now the same recipe at the same size,
-so the same images. Before, these variants upscaled each digit to fill the frame, centred, which
-suits logistic regression on pixels (macro-F1 0.98-0.99 on `grey28` and `rgb32`, leaving a CNN
-no room to beat it by promote's margin); photos of one kind of object do not line up like that.
+levels and noise. `grey28` is `photo28` mirrored (255 - level): dark ink on a light background,
+as a print on paper. `photo28` keeps its bytes. Before, these variants upscaled each digit to fill
+the frame, centred, which suits logistic regression on pixels (macro-F1 0.98-0.99 on `grey28` and
+`rgb32`, leaving a CNN no room to beat it by promote's margin); photos of one kind of object do not
+line up like that.
 
 Colours, sizes and places are drawn per item from `demo_site.seed` and the item's index, never
 from its label, so none tells the digit. Same params and variant, same bytes.
@@ -54,6 +55,7 @@ class ImageVariant:
     name: str
     sizes: tuple[tuple[int, int], ...]  # (width, height); one per item, drawn when several
     mode: str  # "L", "RGB" or "RGBA"
+    dark_ink: bool = False  # dark ink on a light ground (a print on paper), not light on dark
 
     @property
     def shape(self) -> tuple[int, ...] | None:
@@ -68,7 +70,7 @@ VARIANTS = {
     v.name: v
     for v in (
         ImageVariant("grey8", ((8, 8),), "L"),
-        ImageVariant("grey28", ((28, 28),), "L"),
+        ImageVariant("grey28", ((28, 28),), "L", dark_ink=True),
         ImageVariant("rgb32", ((32, 32),), "RGB"),
         ImageVariant("rgb64x48", ((64, 48),), "RGB"),
         ImageVariant("rgba32", ((32, 32),), "RGBA"),
@@ -91,7 +93,7 @@ def digit_image(variant: ImageVariant, i: int, seed: int = 0) -> Image.Image:
         return _grey(i)
     rng = np.random.default_rng([seed, i])
     size = variant.sizes[int(rng.integers(len(variant.sizes)))]
-    return _photo(_grey(i), size, variant.mode, rng)
+    return _photo(_grey(i), size, variant.mode, rng, dark_ink=variant.dark_ink)
 
 
 def digit_side(size: tuple[int, int]) -> tuple[int, int] | None:
@@ -105,13 +107,15 @@ def digit_side(size: tuple[int, int]) -> tuple[int, int] | None:
 
 
 def _photo(
-    grey: Image.Image, size: tuple[int, int], mode: str, rng: np.random.Generator
+    grey: Image.Image, size: tuple[int, int], mode: str, rng: np.random.Generator,
+    dark_ink: bool = False,
 ) -> Image.Image:
     """The digit as a small photo in a `size` frame: a square of a random side (`digit_side`) at
     a random place, bright ink on a darker background, both of random levels, plus Gaussian
     noise (std 12 levels). Grey (L): one ink and background level; RGB: an ink colour and a
     background colour, the noise per channel; RGBA: a noisy ink colour on nothing (alpha = ink
-    coverage, 0 around the digit). Every draw comes from `rng` (the item's), in one order."""
+    coverage, 0 around the digit). `dark_ink`: the frame mirrored (255 - level), dark ink on
+    a light background. Every draw comes from `rng` (the item's), in one order."""
     width, height = size
     side = digit_side(size)
     if side is None:  # too small to move about: fills the frame
@@ -133,6 +137,8 @@ def _photo(
     else:  # RGBA: the background's draw is unused (no background), kept for one draw order
         rgb = fg + rng.normal(0.0, 12.0, ink.shape + (3,))
         frame = np.concatenate([rgb, 255.0 * ink[..., None]], axis=2)
+    if dark_ink and mode != "RGBA":  # the same draws, mirrored: ink 0-85, background 146-255
+        frame = 255.0 - frame
     return Image.fromarray(np.clip(np.rint(frame), 0, 255).astype(np.uint8))
 
 
