@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 # Overlapping train blocks: on the jokes (66 KB of train text, d_model 128, 4 layers, max_len 64),
 # 4 offsets reached val loss 2.41 nats/token in 4 epochs where 1 offset needed 15 for 2.46.
 TRAIN_OFFSETS = 4
-IGNORE_ID = -100  # a target not scored (torch's cross_entropy ignore_index default)
+# A target not scored (torch's cross_entropy ignore_index default). Also in tasks.core.objectives,
+# not imported from there: that module imports torch, and this one runs in the torch-free server.
+IGNORE_ID = -100
 BYTE_EOT = 256  # byte tokenizer: ids 0..255 are the UTF-8 bytes, 256 ends a text
 CHAR_EOT, CHAR_UNK = 0, 1  # char tokenizer: 0 ends a text, 1 any character not kept, 2.. chars
 
